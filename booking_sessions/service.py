@@ -1,0 +1,124 @@
+"""Wiring: builds the engine, Kafka clients, consumer loop and relay from Settings, and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from booking_sessions.settings import Settings
+from consumer.ids import meeting_link
+from consumer.loop import BatchHook, ConsumerLoop
+from consumer.process import BatchProcessor, BatchResult
+from models.errors import ConfigurationError
+from producer.publish import Publisher
+from producer.relay import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Service:
+    settings: Settings
+    engine: AsyncEngine
+    publisher: Publisher
+    consumer: AIOKafkaConsumer
+    loop: ConsumerLoop
+    relay: OutboxRelay
+
+
+def meeting_secret(settings: Settings, *, embedded: bool) -> bytes:
+    if settings.meeting_secret is not None and settings.meeting_secret.get_secret_value():
+        return settings.meeting_secret.get_secret_value().encode()
+    if embedded:
+        # Throwaway servers, throwaway secret: links stay unguessable, and nothing outlives the process.
+        log.warning("meeting_secret_generated", reason="embedded mode without BOOKING_MEETING_SECRET")
+        return secrets.token_bytes(32)
+    raise ConfigurationError(
+        "BOOKING_MEETING_SECRET is required: meeting room names are derived from it, and without it they "
+        "could be guessed (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url_value(),
+        pool_size=4,
+        max_overflow=2,
+        pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    settings: Settings,
+    *,
+    embedded: bool = False,
+    before_offset_commit: BatchHook | None = None,
+) -> AsyncIterator[Service]:
+    if settings.kafka_bootstrap is None:
+        raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
+    secret = meeting_secret(settings, embedded=embedded)
+    engine = create_engine(settings)
+    publisher: Publisher | None = None
+    consumer: AIOKafkaConsumer | None = None
+    try:
+        publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions")
+        consumer = AIOKafkaConsumer(
+            settings.input_topic,
+            bootstrap_servers=settings.kafka_bootstrap,
+            client_id="booking-sessions",
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            # A group with no committed offsets replays the whole topic, harmlessly (CONTRACT).
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=1024 * 1024,
+            fetch_max_bytes=16 * 1024 * 1024,
+        )
+        await consumer.start()
+        processor = BatchProcessor(
+            engine,
+            publisher,
+            link_for=partial(meeting_link, settings.meeting_base_url, secret=secret),
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows)
+
+        async def wake_relay(result: BatchResult) -> None:
+            if result.outbox_rows:
+                relay.wake()
+
+        loop = ConsumerLoop(
+            consumer,
+            processor,
+            max_records=settings.max_batch_records,
+            before_offset_commit=before_offset_commit,
+            after_commit=wake_relay,
+        )
+        yield Service(settings, engine, publisher, consumer, loop, relay)
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        if publisher is not None:
+            await publisher.stop()
+        await engine.dispose()
+
+
+async def run_until(service: Service, stop: asyncio.Event) -> None:
+    """Consume and relay until ``stop``; then finish the batch in hand, commit, and flush the relay."""
+    relay_task = asyncio.create_task(service.relay.run(stop), name="outbox-relay")
+    try:
+        await service.loop.run(stop)
+    finally:
+        stop.set()
+        await relay_task
+    await service.relay.drain()

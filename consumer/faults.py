@@ -1,0 +1,33 @@
+"""Is this failure the world's (retry) or the message's (poison)? Decided by error class and SQLSTATE."""
+
+from __future__ import annotations
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+# SQLSTATE classes and codes that say "try again later", not "this row is wrong".
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator intervention, system
+_TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
+
+_TRANSIENT_KAFKA = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, NotLeaderForPartitionError)
+
+
+def sqlstate(error: BaseException) -> str | None:
+    original = getattr(error, "orig", None)
+    for candidate in (error, original, getattr(original, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    if isinstance(error, (OSError, ConnectionError, TimeoutError, *_TRANSIENT_KAFKA)):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    code = sqlstate(error)
+    if code is not None:
+        return code in _TRANSIENT_SQLSTATES or code[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    # No SQLSTATE at all: the driver lost the connection before the server could answer.
+    return isinstance(error, (OperationalError, InterfaceError))

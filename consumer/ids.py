@@ -1,0 +1,36 @@
+"""Deterministic identifiers: a rebuild from the topic into an empty database reproduces them all."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+
+# Fixed forever: live_sessions.id = uuid5(SESSION_NAMESPACE, booking_id). Changing it changes every session id.
+SESSION_NAMESPACE = uuid.UUID("5b0c6f1e-3d2a-5c8e-9a41-7f3e2d1c0b9a")
+
+
+def session_id(booking_id: str) -> uuid.UUID:
+    return uuid.uuid5(SESSION_NAMESPACE, booking_id)
+
+
+def session_created_id(session: uuid.UUID) -> uuid.UUID:
+    """One SessionCreated id per session, ever: a re-sent copy carries the same id."""
+    return uuid.uuid5(session, "SessionCreated")
+
+
+def session_updated_id(session: uuid.UUID, cause: uuid.UUID) -> uuid.UUID:
+    """One SessionUpdated id per (session, causing event): a replay of that event yields the same id."""
+    return uuid.uuid5(session, f"SessionUpdated:{cause}")
+
+
+def room_name(session: uuid.UUID, secret: bytes) -> str:
+    """Jitsi rooms are open to whoever knows the name: derive it under a secret so it cannot be guessed
+    from the booking or session id, yet stays the same across rebuilds."""
+    digest = hmac.new(secret, session.bytes, hashlib.sha256).hexdigest()
+    # 128 bits are plenty against guessing and keep the link short.
+    return f"bs-{digest[:32]}"
+
+
+def meeting_link(base_url: str, session: uuid.UUID, secret: bytes) -> str:
+    return f"{base_url.rstrip('/')}/{room_name(session, secret)}"

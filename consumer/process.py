@@ -1,0 +1,165 @@
+"""One batch of records, one PostgreSQL transaction: inbox, decisions, upserts, outbox, dead letters."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer import store
+from consumer.deadletter import dead_letters
+from consumer.decide import Decision, decide
+from consumer.decode import decode
+from consumer.records import Decoded, Record
+from models.errors import DlqReason
+from models.events import BookingEvent
+from producer.publish import Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What one committed batch did; the loop commits ``next_offsets`` and logs the counts."""
+
+    records: int
+    applied: int
+    duplicates: int
+    ignored: int
+    dead_lettered: Counter[DlqReason]
+    sessions_created: int
+    sessions_updated: int
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    @property
+    def outbox_rows(self) -> int:
+        return self.sessions_created + self.sessions_updated
+
+
+@dataclass(frozen=True, slots=True)
+class Repeats:
+    """Records whose message id appeared earlier: harmless duplicates or contract-breaking conflicts."""
+
+    duplicates: list[Decoded]
+    conflicts: list[Decoded]
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publisher: Publisher,
+        *,
+        link_for: Callable[[UUID], str],
+        output_topic: str,
+        dlq_topic: str,
+        max_message_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._link_for = link_for
+        self._output_topic = output_topic
+        self._dlq_topic = dlq_topic
+        self._max_message_bytes = max_message_bytes
+        self._clock = clock
+
+    async def process(self, records: Sequence[Record]) -> BatchResult:
+        decoded = [decode(r, self._max_message_bytes) for r in records]
+        firsts, in_batch = split_repeats(decoded)
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            keyed = [d for d in firsts if d.message_id is not None]
+            new_ids = await store.insert_inbox(conn, keyed)
+            earlier = [d for d in keyed if d.message_id not in new_ids]
+            known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
+            across = classify_repeats(earlier, known)
+            fresh = [d for d in firsts if d.message_id is None or d.message_id in new_ids]
+            by_booking = group_events(d for d in fresh if d.event is not None)
+            current = await store.lock_sessions(conn, by_booking)
+            decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
+            await store.write_decisions(conn, decisions, self._output_topic)
+            dead = [d for d in fresh if d.outcome == "dead_lettered"]
+            conflicts = [_as_conflict(d) for d in in_batch.conflicts + across.conflicts]
+            # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
+            await self._publisher.send_all(dead_letters(dead + conflicts, self._dlq_topic, now))
+        return _result(records, fresh, in_batch, across, dead + conflicts, decisions)
+
+
+def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
+    """Keep the first record of each message id in the batch; later copies are duplicates or conflicts."""
+    first_hash: dict[UUID, str] = {}
+    firsts: list[Decoded] = []
+    repeats = Repeats([], [])
+    for d in decoded:
+        if d.message_id is None:
+            firsts.append(d)
+        elif d.message_id not in first_hash:
+            first_hash[d.message_id] = d.payload_sha256
+            firsts.append(d)
+        elif first_hash[d.message_id] == d.payload_sha256:
+            repeats.duplicates.append(d)
+        else:
+            repeats.conflicts.append(d)
+    return firsts, repeats
+
+
+def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) -> Repeats:
+    repeats = Repeats([], [])
+    for d in earlier:
+        if d.message_id is not None and known_hashes.get(d.message_id) == d.payload_sha256:
+            repeats.duplicates.append(d)
+        else:
+            repeats.conflicts.append(d)
+    return repeats
+
+
+def group_events(decoded: Iterable[Decoded]) -> dict[str, list[BookingEvent]]:
+    """Each booking's events in partition order (the order of the batch)."""
+    groups: dict[str, list[BookingEvent]] = {}
+    for d in decoded:
+        if d.event is not None:
+            groups.setdefault(d.event.booking_id, []).append(d.event)
+    return groups
+
+
+def _as_conflict(d: Decoded) -> Decoded:
+    error = f"message_id {d.message_id} was already processed with another payload (sha256 differs)"
+    return Decoded(
+        d.record,
+        d.payload_sha256,
+        d.message_id,
+        d.event_type,
+        d.booking_id,
+        "dead_lettered",
+        None,
+        "message_id_conflict",
+        error,
+    )
+
+
+def _result(
+    records: Sequence[Record],
+    fresh: Sequence[Decoded],
+    in_batch: Repeats,
+    across: Repeats,
+    dead: Sequence[Decoded],
+    decisions: Sequence[Decision],
+) -> BatchResult:
+    next_offsets: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+    kinds = Counter(o.event.type for d in decisions for o in d.outbox)
+    return BatchResult(
+        records=len(records),
+        applied=sum(1 for d in fresh if d.outcome == "applied"),
+        duplicates=len(in_batch.duplicates) + len(across.duplicates),
+        ignored=sum(1 for d in fresh if d.outcome == "ignored"),
+        dead_lettered=Counter(d.reason for d in dead if d.reason is not None),
+        sessions_created=kinds["SessionCreated"],
+        sessions_updated=kinds["SessionUpdated"],
+        next_offsets=next_offsets,
+    )

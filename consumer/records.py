@@ -1,0 +1,40 @@
+"""What the consumer works on: a Kafka record as plain data, and what decoding made of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from uuid import UUID
+
+from models.errors import DlqReason
+from models.events import BookingEvent
+
+Outcome = Literal["applied", "ignored", "dead_lettered"]
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input record, detached from aiokafka so the core can be tested without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A record after decoding: its idempotency key and what it should become."""
+
+    record: Record
+    payload_sha256: str
+    message_id: UUID | None  # None: unreadable, so it cannot be recorded in the inbox
+    event_type: str
+    booking_id: str | None
+    outcome: Outcome
+    event: BookingEvent | None = None  # set exactly when outcome == "applied"
+    reason: DlqReason | None = None  # set exactly when outcome == "dead_lettered"
+    error: str | None = None

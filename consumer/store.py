@@ -1,0 +1,187 @@
+"""One batch's writes, set-based: one statement per table per batch, whatever the batch size.
+
+Every statement takes whole columns as arrays (``unnest``), so a batch of thousands costs a handful of
+round trips. The session upsert is still guarded by the version in SQL: the pure decision is made under a
+row lock, and the guard keeps the row right even against a writer that does not take it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from consumer.decide import Decision, SessionDetails, SessionRow
+from consumer.records import Decoded
+
+_INSERT_INBOX = text(
+    """
+    INSERT INTO inbox_messages
+        (message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
+    SELECT * FROM unnest(
+        CAST(:message_id AS uuid[]), CAST(:event_type AS text[]), CAST(:booking_id AS text[]),
+        CAST(:payload_sha256 AS text[]), CAST(:outcome AS text[]), CAST(:dlq_reason AS text[]),
+        CAST(:topic AS text[]), CAST(:partition AS integer[]), CAST(:offset AS bigint[]))
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+    """
+)
+
+_INBOX_HASHES = text(
+    "SELECT message_id, payload_sha256 FROM inbox_messages WHERE message_id = ANY(CAST(:ids AS uuid[]))"
+)
+
+_LOCK_SESSIONS = text(
+    """
+    SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
+           meeting_link, snapshot_occurred_at, snapshot_message_id
+    FROM live_sessions
+    WHERE booking_request_id = ANY(CAST(:booking_ids AS text[]))
+    ORDER BY booking_request_id
+    FOR UPDATE
+    """
+)
+
+_UPSERT_SESSIONS = text(
+    """
+    INSERT INTO live_sessions AS s
+        (id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
+         status, meeting_link, snapshot_occurred_at, snapshot_message_id)
+    SELECT u.id, u.booking_id, u.instructor_id, u.student_id, u.title, u.scheduled_start, u.duration_minutes,
+           'SCHEDULED', u.meeting_link, u.occurred_at, u.message_id
+    FROM unnest(
+        CAST(:id AS uuid[]), CAST(:booking_id AS text[]), CAST(:instructor_id AS text[]),
+        CAST(:student_id AS text[]), CAST(:title AS text[]), CAST(:scheduled_start AS timestamptz[]),
+        CAST(:duration_minutes AS integer[]), CAST(:meeting_link AS text[]),
+        CAST(:occurred_at AS timestamptz[]), CAST(:message_id AS uuid[]))
+        AS u(id, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
+             meeting_link, occurred_at, message_id)
+    ON CONFLICT (booking_request_id) DO UPDATE SET
+        instructor_id = EXCLUDED.instructor_id,
+        student_id = EXCLUDED.student_id,
+        title = EXCLUDED.title,
+        scheduled_start = EXCLUDED.scheduled_start,
+        duration_minutes = EXCLUDED.duration_minutes,
+        snapshot_occurred_at = EXCLUDED.snapshot_occurred_at,
+        snapshot_message_id = EXCLUDED.snapshot_message_id,
+        updated_at = now()
+    WHERE (s.snapshot_occurred_at, s.snapshot_message_id)
+        < (EXCLUDED.snapshot_occurred_at, EXCLUDED.snapshot_message_id)
+    """
+)
+
+_INSERT_PARTICIPANTS = text(
+    """
+    INSERT INTO session_participants (session_id, user_id, role)
+    SELECT session_id, user_id, 'LEARNER'
+    FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[])) AS u(session_id, user_id)
+    ON CONFLICT (session_id, user_id) DO NOTHING
+    """
+)
+
+_INSERT_RESERVATIONS = text(
+    """
+    INSERT INTO session_reservations (session_id, learner_id, status)
+    SELECT session_id, learner_id, 'CONFIRMED'
+    FROM unnest(CAST(:session_id AS uuid[]), CAST(:learner_id AS text[])) AS u(session_id, learner_id)
+    ON CONFLICT (session_id, learner_id) DO NOTHING
+    """
+)
+
+_INSERT_OUTBOX = text(
+    """
+    INSERT INTO outbox_messages (message_id, topic, key, payload)
+    SELECT * FROM unnest(
+        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]))
+    ON CONFLICT (message_id) DO NOTHING
+    """
+)
+
+
+async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UUID]:
+    """Record the message ids; return those that were new. The others are repeats of earlier messages."""
+    if not rows:
+        return set()
+    result = await conn.execute(
+        _INSERT_INBOX,
+        {
+            "message_id": [r.message_id for r in rows],
+            "event_type": [r.event_type for r in rows],
+            "booking_id": [r.booking_id for r in rows],
+            "payload_sha256": [r.payload_sha256 for r in rows],
+            "outcome": [r.outcome for r in rows],
+            "dlq_reason": [r.reason for r in rows],
+            "topic": [r.record.topic for r in rows],
+            "partition": [r.record.partition for r in rows],
+            "offset": [r.record.offset for r in rows],
+        },
+    )
+    return {row[0] for row in result}
+
+
+async def inbox_hashes(conn: AsyncConnection, message_ids: Iterable[UUID]) -> dict[UUID, str]:
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    result = await conn.execute(_INBOX_HASHES, {"ids": ids})
+    return {row[0]: row[1] for row in result}
+
+
+async def lock_sessions(conn: AsyncConnection, booking_ids: Iterable[str]) -> dict[str, SessionRow]:
+    """The current session of each booking, locked until commit so the decision cannot go stale."""
+    ids = sorted(set(booking_ids))  # one lock order for every writer: no deadlock between two of them
+    if not ids:
+        return {}
+    result = await conn.execute(_LOCK_SESSIONS, {"booking_ids": ids})
+    sessions = {}
+    for row in result:
+        details = SessionDetails(
+            row.instructor_id, row.student_id, row.title, row.scheduled_start, row.duration_minutes
+        )
+        version = (row.snapshot_occurred_at, row.snapshot_message_id)
+        sessions[row.booking_request_id] = SessionRow(
+            row.id, row.booking_request_id, details, row.meeting_link, version
+        )
+    return sessions
+
+
+async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], output_topic: str) -> None:
+    sessions = [d.session for d in decisions if d.session is not None]
+    if sessions:
+        await conn.execute(
+            _UPSERT_SESSIONS,
+            {
+                "id": [s.id for s in sessions],
+                "booking_id": [s.booking_id for s in sessions],
+                "instructor_id": [s.details.instructor_id for s in sessions],
+                "student_id": [s.details.student_id for s in sessions],
+                "title": [s.details.title for s in sessions],
+                "scheduled_start": [s.details.scheduled_start for s in sessions],
+                "duration_minutes": [s.details.duration_minutes for s in sessions],
+                "meeting_link": [s.meeting_link for s in sessions],
+                "occurred_at": [s.version[0] for s in sessions],
+                "message_id": [s.version[1] for s in sessions],
+            },
+        )
+    learners = sorted(
+        {(d.session_id, student) for d in decisions for student in d.learners},
+        key=lambda pair: (str(pair[0]), pair[1]),  # lock order, as above
+    )
+    if learners:
+        session_ids = [s for s, _ in learners]
+        user_ids = [u for _, u in learners]
+        await conn.execute(_INSERT_PARTICIPANTS, {"session_id": session_ids, "user_id": user_ids})
+        await conn.execute(_INSERT_RESERVATIONS, {"session_id": session_ids, "learner_id": user_ids})
+    outbox = [row for d in decisions for row in d.outbox]
+    if outbox:
+        await conn.execute(
+            _INSERT_OUTBOX,
+            {
+                "message_id": [o.message_id for o in outbox],
+                "topic": [output_topic] * len(outbox),
+                "key": [o.key for o in outbox],
+                "payload": [o.payload() for o in outbox],
+            },
+        )

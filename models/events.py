@@ -1,0 +1,94 @@
+"""The wire contract (CONTRACT.md): booking events in, session events out. Pydantic at the edge only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+
+# The newest input schema this build understands; a higher one goes to the DLQ as unsupported_version.
+SCHEMA_VERSION = 1
+
+BookingType = Literal["BookingApproved", "BookingConfirmed"]
+SessionEventType = Literal["SessionCreated", "SessionUpdated"]
+
+BookingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """UTC with a ``Z``; milliseconds only when there are any, as the contract's examples show."""
+    utc = moment.astimezone(UTC)
+    spec = "milliseconds" if utc.microsecond else "seconds"
+    return utc.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+UtcTimestamp = Annotated[datetime, PlainSerializer(rfc3339_utc, return_type=str)]
+
+
+class BookingSnapshot(BaseModel):
+    """The booking as the booking service saw it when the event occurred."""
+
+    # strict: "60" is not a duration and 1735689600 is not an RFC 3339 timestamp.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    student_id: UserId
+    instructor_id: UserId
+    scheduled_start: AwareDatetime
+    duration_minutes: Annotated[int, Field(ge=1, le=720)]
+    title: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class BookingEvent(BaseModel):
+    """``BookingApproved`` or ``BookingConfirmed``, validated against every rule of the contract."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    message_id: Annotated[UUID, Field(strict=False)]  # JSON has no UUID type: a string is the only form
+    type: BookingType
+    schema_version: Annotated[int, Field(ge=1)]
+    occurred_at: AwareDatetime
+    booking_id: BookingId
+    booking: BookingSnapshot
+    auto_approved: bool = False
+
+
+class Envelope(BaseModel):
+    """The fields that classify a record that failed full validation (unknown type, newer schema)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    message_id: UUID
+    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    schema_version: Annotated[int, Field(strict=True)]
+    booking_id: str | None = None
+
+
+class SessionView(BaseModel):
+    """The session as the video service needs it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    status: Literal["SCHEDULED"]
+    meeting_link: str
+    scheduled_start: UtcTimestamp
+    duration_minutes: int
+    instructor_id: str
+    student_id: str
+    title: str | None
+
+
+class SessionEvent(BaseModel):
+    """``SessionCreated`` / ``SessionUpdated`` on the output topic."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: UUID
+    type: SessionEventType
+    schema_version: Literal[1] = 1
+    occurred_at: UtcTimestamp
+    booking_id: str
+    session: SessionView

@@ -1,0 +1,109 @@
+"""The five contract tables (CONTRACT.md, "Rows"), SQLAlchemy Core on one MetaData."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+inbox_messages = Table(
+    "inbox_messages",
+    metadata,
+    Column("message_id", Uuid, primary_key=True),
+    Column("event_type", Text, nullable=False),
+    # Null only for a dead-lettered record whose booking_id could not be read.
+    Column("booking_id", Text, nullable=True),
+    Column("payload_sha256", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("dlq_reason", Text, nullable=True),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("outcome IN ('applied', 'ignored', 'dead_lettered')", name="outcome"),
+    CheckConstraint("length(payload_sha256) = 64", name="payload_sha256_hex"),
+)
+# Pruning walks the inbox by age.
+Index("ix_inbox_messages_processed_at", inbox_messages.c.processed_at)
+
+live_sessions = Table(
+    "live_sessions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("booking_request_id", Text, nullable=False, unique=True),
+    Column("instructor_id", Text, nullable=False),
+    Column("student_id", Text, nullable=False),
+    Column("title", Text, nullable=True),
+    Column("scheduled_start", DateTime(timezone=True), nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'SCHEDULED'")),
+    Column("meeting_link", Text, nullable=False),
+    # The version of the snapshot the row shows: (occurred_at, message_id) of the newest applied event.
+    # Kept on the row so that an older event never overwrites a newer one, also after the inbox is pruned.
+    Column("snapshot_occurred_at", DateTime(timezone=True), nullable=False),
+    Column("snapshot_message_id", Uuid, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("duration_minutes BETWEEN 1 AND 720", name="duration_minutes"),
+    CheckConstraint("status IN ('SCHEDULED')", name="status"),
+)
+
+session_participants = Table(
+    "session_participants",
+    metadata,
+    Column("session_id", Uuid, ForeignKey("live_sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("session_id", "user_id"),
+)
+
+session_reservations = Table(
+    "session_reservations",
+    metadata,
+    Column("session_id", Uuid, ForeignKey("live_sessions.id", ondelete="CASCADE"), nullable=False),
+    Column("learner_id", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("session_id", "learner_id"),
+)
+
+outbox_messages = Table(
+    "outbox_messages",
+    metadata,
+    # Publication order: the relay sends rows in id order, which keeps each booking's events in order.
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("message_id", Uuid, nullable=False, unique=True),
+    Column("topic", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    # The exact bytes published (UTF-8 JSON); cast to jsonb to query.
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+)
+# The relay's only query: the unpublished rows in order. Published rows drop out of this index.
+Index("ix_outbox_messages_unpublished", outbox_messages.c.id, postgresql_where=text("published_at IS NULL"))

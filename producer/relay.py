@@ -1,0 +1,117 @@
+"""The outbox relay: unpublished rows -> Kafka in id order, marked published only after the broker's ack.
+
+At least once: a crash after the send and before the update re-sends the rows, with the same message_id.
+One relay at a time per database (an advisory lock), so rows leave in id order and each booking's events
+stay in order, however many service instances run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.faults import is_transient
+from producer.publish import OutgoingRecord, Publisher
+
+log = structlog.get_logger(__name__)
+
+# Shared by every instance of the service on one database: only the holder publishes.
+_RELAY_LOCK = 0x72656C6179
+
+_NEXT_ROWS = text(
+    """
+    SELECT id, message_id, topic, key, payload
+    FROM outbox_messages
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT :limit
+    """
+)
+_MARK_PUBLISHED = text("UPDATE outbox_messages SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        publisher: Publisher,
+        *,
+        batch_rows: int,
+        idle_poll_s: float = 1.0,
+        retry_max_s: float = 10.0,
+    ) -> None:
+        self._engine = engine
+        self._publisher = publisher
+        self._batch_rows = batch_rows
+        self._idle_poll_s = idle_poll_s
+        self._retry_max_s = retry_max_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New outbox rows were committed: publish now instead of at the next poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Publish the next rows in order; return how many went out (0: none waiting, or another relay leads)."""
+        async with self._engine.begin() as conn:
+            leader = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK})
+            if not leader:
+                return 0
+            rows = (await conn.execute(_NEXT_ROWS, {"limit": self._batch_rows})).all()
+            if not rows:
+                return 0
+            await self._publisher.send_all(
+                [
+                    OutgoingRecord(
+                        row.topic,
+                        row.key.encode(),
+                        row.payload.encode(),
+                        (("message_id", str(row.message_id).encode()),),
+                    )
+                    for row in rows
+                ]
+            )
+            await conn.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows]})
+        log.info("outbox_published", rows=len(rows), last_id=rows[-1].id)
+        return len(rows)
+
+    async def drain(self) -> int:
+        """Publish until nothing is waiting; return the total."""
+        total = 0
+        while sent := await self.run_once():
+            total += sent
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.2
+        while not stop.is_set():
+            self._wake.clear()  # before the query: a wake-up during it is not lost
+            try:
+                sent = await self.run_once()
+                delay = 0.2
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                log.warning("relay_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
+                await _wait_either(stop, asyncio.Event(), delay)
+                delay = min(delay * 2, self._retry_max_s)
+                continue
+            if sent == 0:
+                await _wait_either(stop, self._wake, self._idle_poll_s)
+
+
+async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout_s: float) -> None:
+    """Sleep until either event is set or the timeout passes, whichever comes first."""
+    waiters = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        for waiter in waiters:
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
