@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
@@ -34,13 +33,9 @@ class Service:
     relay: OutboxRelay
 
 
-def meeting_secret(settings: Settings, *, embedded: bool) -> bytes:
+def meeting_secret(settings: Settings) -> bytes:
     if settings.meeting_secret is not None and settings.meeting_secret.get_secret_value():
         return settings.meeting_secret.get_secret_value().encode()
-    if embedded:
-        # Throwaway servers, throwaway secret: links stay unguessable, and nothing outlives the process.
-        log.warning("meeting_secret_generated", reason="embedded mode without BOOKING_MEETING_SECRET")
-        return secrets.token_bytes(32)
     raise ConfigurationError(
         "BOOKING_MEETING_SECRET is required: meeting room names are derived from it, and without it they "
         "could be guessed (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
@@ -60,12 +55,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
 async def open_service(
     settings: Settings,
     *,
-    embedded: bool = False,
     before_offset_commit: BatchHook | None = None,
+    on_committed: BatchHook | None = None,
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
-    secret = meeting_secret(settings, embedded=embedded)
+    secret = meeting_secret(settings)
     engine = create_engine(settings)
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
@@ -93,16 +88,18 @@ async def open_service(
         )
         relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows)
 
-        async def wake_relay(result: BatchResult) -> None:
+        async def after_commit(result: BatchResult) -> None:
             if result.outbox_rows:
                 relay.wake()
+            if on_committed is not None:
+                await on_committed(result)
 
         loop = ConsumerLoop(
             consumer,
             processor,
             max_records=settings.max_batch_records,
             before_offset_commit=before_offset_commit,
-            after_commit=wake_relay,
+            after_commit=after_commit,
         )
         yield Service(settings, engine, publisher, consumer, loop, relay)
     finally:

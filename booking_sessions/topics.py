@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -24,3 +26,33 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, *
                     raise for_code(code)(f"cannot create topic {name}: {rest[0] if rest else ''}")
     finally:
         await admin.close()
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, expected: int, timeout_s: float = 30.0, **client_options: Any
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning, once at least ``expected`` arrived or the time is up.
+
+    No consumer group: reading back commits nothing and disturbs nobody.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        await consumer.topics()  # loads the metadata that partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise LookupError(f"topic {topic!r} does not exist")
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(records) < expected and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            records.extend(m for messages in batch.values() for m in messages)
+        # One more short fetch: more than expected is worth knowing about (duplicates).
+        batch = await consumer.getmany(timeout_ms=200)
+        records.extend(m for messages in batch.values() for m in messages)
+    finally:
+        await consumer.stop()
+    return records

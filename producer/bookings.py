@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from aiokafka.structs import RecordMetadata
+
 from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot, BookingType
 from producer.publish import OutgoingRecord, Publisher
 
@@ -61,9 +63,9 @@ class BookingEventPublisher:
         self._publisher = publisher
         self._topic = topic
 
-    async def publish(self, *events: BookingEvent) -> None:
+    async def publish(self, *events: BookingEvent) -> list[RecordMetadata]:
         """Returns once the broker acknowledged every event; events of one booking keep their order."""
-        await self.publish_all(events)
+        return await self.publish_all(events)
 
-    async def publish_all(self, events: Sequence[BookingEvent]) -> None:
-        await self._publisher.send_all([as_record(e, self._topic) for e in events])
+    async def publish_all(self, events: Sequence[BookingEvent]) -> list[RecordMetadata]:
+        return await self._publisher.send_all([as_record(e, self._topic) for e in events])

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.structs import RecordMetadata
 
 from consumer.records import Headers
 
@@ -55,14 +56,14 @@ class Publisher:
             await producer.start()
         return cls(producer)
 
-    async def send_all(self, records: Sequence[OutgoingRecord]) -> None:
+    async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
         """Queue all, then wait for all acks: one round of batches instead of one round trip per record."""
         if not records:
-            return
+            return []
         futures = [
             await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records
         ]
-        await asyncio.gather(*futures)
+        return list(await asyncio.gather(*futures))
 
     async def stop(self) -> None:
         await self._producer.stop()

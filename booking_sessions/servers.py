@@ -1,0 +1,79 @@
+"""Which broker and database the command talks to: the configured ones, or embedded ones it starts itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+from pydantic import SecretStr
+
+from booking_sessions.embedded import PostgresCluster, TansuBroker, start_embedded_postgres
+from booking_sessions.migrate import upgrade_head
+from booking_sessions.settings import Settings
+from booking_sessions.topics import ensure_topics
+from models.errors import ConfigurationError
+
+log = structlog.get_logger(__name__)
+
+# Embedded topics get the partition count the compose file provisions in production.
+EMBEDDED_PARTITIONS = 12
+
+
+@dataclass(frozen=True)
+class Servers:
+    settings: Settings  # with the bootstrap and database URL filled in
+    embedded: bool
+
+
+@contextlib.asynccontextmanager
+async def servers_for(settings: Settings, say: Callable[[str], None]) -> AsyncIterator[Servers]:
+    """Yield settings that point at a broker and a database; start embedded ones when neither is configured."""
+    if settings.kafka_bootstrap is not None and settings.database_url is not None:
+        yield Servers(settings, embedded=False)
+        return
+    if not settings.embedded:
+        missing = "BOOKING_DATABASE_URL" if settings.database_url is None else "BOOKING_KAFKA_BOOTSTRAP"
+        raise ConfigurationError(
+            f"{missing} is not set: set both BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL, "
+            "or neither to use embedded servers"
+        )
+    broker: TansuBroker | None = None
+    database: PostgresCluster | None = None
+    try:
+        say("starting an embedded Kafka-protocol broker (Tansu, memory only) and PostgreSQL ...")
+        broker = await asyncio.to_thread(TansuBroker.start)
+        database = await asyncio.to_thread(start_embedded_postgres)
+        say(f"embedded broker:     {broker.bootstrap}")
+        say(f"embedded PostgreSQL: {database.url} (data in {database.data_dir})")
+        await asyncio.to_thread(upgrade_head, database.url)
+        configured = settings.model_copy(
+            update={"kafka_bootstrap": broker.bootstrap, "database_url": SecretStr(database.url)}
+        )
+        await ensure_topics(
+            broker.bootstrap,
+            [settings.input_topic, settings.output_topic, settings.dlq_topic],
+            EMBEDDED_PARTITIONS,
+        )
+        yield Servers(configured, embedded=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+        if database is not None:
+            database.stop()
+        if broker is not None or database is not None:
+            say("embedded servers stopped")
+
+
+def with_throwaway_secret(settings: Settings) -> Settings:
+    """Throwaway servers, throwaway meeting secret: links stay unguessable and nothing outlives the process.
+
+    Made once per process, so every session of the run derives its room under the same key.
+    """
+    if settings.meeting_secret is not None:
+        return settings
+    log.warning("meeting_secret_generated", reason="embedded servers and no BOOKING_MEETING_SECRET")
+    return settings.model_copy(update={"meeting_secret": SecretStr(secrets.token_urlsafe(32))})
