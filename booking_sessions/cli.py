@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -35,7 +34,7 @@ def _settings() -> Settings:
         _fail(f"invalid configuration: {problems}")
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     err.print(f"[red]error:[/] {message}", highlight=False)
     raise typer.Exit(2)
 
@@ -133,4 +132,4 @@ def main() -> None:  # pragma: no cover - `python -m booking_sessions.cli`
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

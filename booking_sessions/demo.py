@@ -8,8 +8,10 @@ import json
 import secrets
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from rich.console import Console
@@ -203,7 +205,7 @@ class Demo:
                     {"ids": ids},
                 )
             ).all()
-            inbox = dict(
+            inbox: dict[str, int] = dict(
                 (
                     await conn.execute(
                         text("SELECT outcome, count(*) FROM inbox_messages WHERE topic = :t GROUP BY outcome"),
@@ -228,8 +230,8 @@ class Demo:
 
     def print_tables(
         self,
-        sessions: list,  # type: ignore[type-arg]
-        learners: list,  # type: ignore[type-arg]
+        sessions: Sequence[Any],
+        learners: Sequence[Any],
         output: list[ConsumerRecord[bytes, bytes]],
         inbox: dict[str, int],
         dlq: list[ConsumerRecord[bytes, bytes]],
@@ -270,8 +272,8 @@ class Demo:
 
     def checks(
         self,
-        sessions: list,  # type: ignore[type-arg]
-        learners: list,  # type: ignore[type-arg]
+        sessions: Sequence[Any],
+        learners: Sequence[Any],
         output: list[ConsumerRecord[bytes, bytes]],
         dlq: list[ConsumerRecord[bytes, bytes]],
     ) -> list[Check]:

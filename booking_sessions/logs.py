@@ -24,8 +24,9 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Looked up at each use, not bound once: a test runner may swap sys.stderr and close the old one.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
     )
     # aiokafka and SQLAlchemy log through the standard library; keep their chatter at warnings.
     logging.basicConfig(

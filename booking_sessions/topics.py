@@ -28,6 +28,18 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, *
         await admin.close()
 
 
+async def partitions_of(bootstrap: str, topic: str, **client_options: Any) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if not described or described[0]["error_code"] != 0 or not described[0]["partitions"]:
+        raise LookupError(f"topic {topic!r} does not exist")
+    return sorted(p["partition"] for p in described[0]["partitions"])
+
+
 async def read_topic(
     bootstrap: str, topic: str, *, expected: int, timeout_s: float = 30.0, **client_options: Any
 ) -> list[ConsumerRecord[bytes, bytes]]:
@@ -35,14 +47,11 @@ async def read_topic(
 
     No consumer group: reading back commits nothing and disturbs nobody.
     """
+    partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic, **client_options)]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        await consumer.topics()  # loads the metadata that partitions_for_topic reads
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise LookupError(f"topic {topic!r} does not exist")
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TypeGuard
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -64,8 +65,8 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
 _BOOKING_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
-def _is_booking_id(value: str | None) -> bool:
-    return value is not None and _BOOKING_ID.fullmatch(value) is not None
+def _is_booking_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _BOOKING_ID.fullmatch(value) is not None
 
 
 def _key_mismatch(key: bytes | None, booking_id: str) -> str | None:
