@@ -8,16 +8,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
 from consumer.deadletter import dead_letters
 from consumer.decide import Decision, decide
 from consumer.decode import decode
+from consumer.faults import is_transient
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
 from models.events import BookingEvent
 from producer.publish import Publisher
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,64 @@ class BatchProcessor:
         self._clock = clock
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
+        """Apply the batch in one transaction; if PostgreSQL rejects something in it, isolate the culprit.
+
+        Transient errors propagate (the loop retries the whole batch, nothing was committed). Any other error
+        means some record is poison for the database: bisect, commit the halves that apply, and dead-letter
+        the single records that still fail as ``processing_error``.
+        """
+        try:
+            return await self._apply(records)
+        except Exception as error:
+            if is_transient(error) or not records:
+                raise
+            log.warning("batch_rejected_isolating", records=len(records), error=_first_line(error))
+            return await self._bisect(records, error)
+
+    async def _bisect(self, records: Sequence[Record], error: Exception) -> BatchResult:
+        if len(records) == 1:
+            return await self._dead_letter_poison(records[0], error)
+        middle = len(records) // 2
+        results = []
+        for half in (records[:middle], records[middle:]):  # in order: a booking's events stay in order
+            try:
+                results.append(await self._apply(half))
+            except Exception as half_error:
+                if is_transient(half_error):
+                    raise  # the halves already committed are duplicates on the retry: harmless
+                results.append(await self._bisect(half, half_error))
+        return merge(results)
+
+    async def _dead_letter_poison(self, record: Record, error: Exception) -> BatchResult:
+        decoded = decode(record, self._max_message_bytes)
+        poison = Decoded(
+            record,
+            decoded.payload_sha256,
+            decoded.message_id,
+            _printable(decoded.event_type),
+            decoded.booking_id,
+            "dead_lettered",
+            reason="processing_error",
+            error=f"PostgreSQL rejected it: {_first_line(error)}",
+        )
+        now = self._clock()
+        log.error(
+            "record_dead_lettered",
+            reason="processing_error",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            message_id=str(decoded.message_id),
+            booking_id=decoded.booking_id,
+            error=poison.error,
+        )
+        async with self._engine.begin() as conn:
+            new_ids = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
+            if poison.message_id is None or poison.message_id in new_ids:
+                await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
+        return _result([record], [poison], Repeats([], []), Repeats([], []), [poison], [])
+
+    async def _apply(self, records: Sequence[Record]) -> BatchResult:
         decoded = [decode(r, self._max_message_bytes) for r in records]
         firsts, in_batch = split_repeats(decoded)
         now = self._clock()
@@ -86,6 +148,35 @@ class BatchProcessor:
             # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
             await self._publisher.send_all(dead_letters(dead + conflicts, self._dlq_topic, now))
         return _result(records, fresh, in_batch, across, dead + conflicts, decisions)
+
+
+def merge(results: Sequence[BatchResult]) -> BatchResult:
+    offsets: dict[tuple[str, int], int] = {}
+    dead: Counter[DlqReason] = Counter()
+    for r in results:
+        dead.update(r.dead_lettered)
+        for tp, offset in r.next_offsets.items():
+            offsets[tp] = max(offsets.get(tp, 0), offset)
+    return BatchResult(
+        records=sum(r.records for r in results),
+        applied=sum(r.applied for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        ignored=sum(r.ignored for r in results),
+        dead_lettered=dead,
+        sessions_created=sum(r.sessions_created for r in results),
+        sessions_updated=sum(r.sessions_updated for r in results),
+        next_offsets=offsets,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error) or type(error).__name__
+    return text.strip().splitlines()[0][:500] if text.strip() else type(error).__name__
+
+
+def _printable(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; the inbox row of a poison record must not fail the same way."""
+    return text.replace("\x00", "")
 
 
 def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
