@@ -1,0 +1,196 @@
+"""Fixtures: the servers the ladder picks (tests/servers.py), a fresh database and fresh topics for each test.
+
+Servers start on first use: a run of tests/unit never starts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, for_code
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from booking_sessions.embedded import ServerError
+from booking_sessions.migrate import upgrade_head
+from booking_sessions.settings import Settings
+from tests.servers import (
+    KafkaHandle,
+    PostgresHandle,
+    choose_kafka,
+    choose_postgres,
+    kafka_kind,
+    kafka_server,
+    postgres_kind,
+    postgres_server,
+)
+from tests.waiting import eventually
+
+log = structlog.get_logger(__name__)
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+TEMPLATE_DATABASE = "bs_template"
+DEFAULT_PARTITIONS = 12
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    chosen = []
+    for name, choose, kind in (("kafka", choose_kafka, kafka_kind), ("postgres", choose_postgres, postgres_kind)):
+        try:
+            chosen.append(f"{name}={kind(choose())}")
+        except (ValueError, ServerError, FileNotFoundError) as err:
+            chosen.append(f"{name}=unavailable ({err})")
+    return f"servers (started only if an integration test runs): {', '.join(chosen)}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
+
+
+# --- servers ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaHandle]:
+    with kafka_server() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresHandle]:
+    with postgres_server() as handle:
+        yield handle
+
+
+# --- databases ----------------------------------------------------------------------------------------------
+
+
+async def _admin_execute(postgres: PostgresHandle, *statements: str) -> None:
+    """Run statements outside a transaction (CREATE/DROP DATABASE) on the server's own database."""
+    engine = create_async_engine(postgres.url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+def _drop_database(name: str) -> str:
+    # FORCE (PostgreSQL 13+): a test that leaked a connection must not break the next one's cleanup.
+    return f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_database(postgres: PostgresHandle) -> AsyncIterator[str]:
+    """A database at the newest migration, copied by each test's ``database_url``: one `alembic upgrade` per run."""
+    await _admin_execute(postgres, _drop_database(TEMPLATE_DATABASE), f'CREATE DATABASE "{TEMPLATE_DATABASE}"')
+    # A thread: upgrade_head runs its own event loop (Alembic's async env.py).
+    await asyncio.to_thread(upgrade_head, postgres.url_for(TEMPLATE_DATABASE))
+    yield TEMPLATE_DATABASE
+    await _admin_execute(postgres, _drop_database(TEMPLATE_DATABASE))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def database_url(postgres: PostgresHandle, template_database: str) -> AsyncIterator[str]:
+    """SQLAlchemy async URL of an empty, migrated database of this test's own, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex}"
+    await _admin_execute(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    yield postgres.url_for(name)
+    await _admin_execute(postgres, _drop_database(name))
+
+
+# --- topics -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group_id: str
+
+
+MakeTopics = Callable[..., Awaitable[Topics]]
+
+
+async def _create_topics(admin: AIOKafkaAdminClient, partitions: dict[str, int]) -> None:
+    response = await admin.create_topics([NewTopic(name, count, 1) for name, count in partitions.items()])
+    for name, code, *message in response.topic_errors:
+        if code != 0:
+            raise for_code(code)(f"cannot create topic {name}: {message[0] if message else ''}")
+
+    async def all_led() -> bool:
+        described = {t["topic"]: t for t in await admin.describe_topics(list(partitions))}
+        for name, count in partitions.items():
+            topic = described.get(name)
+            assert topic is not None and topic["error_code"] == 0, f"{name}: {topic}"
+            leaders = [p["leader"] for p in topic["partitions"]]
+            assert len(leaders) == count and min(leaders) >= 0, f"{name}: leaders {leaders}, want {count}"
+        return True
+
+    # Producers and consumers retry on an unknown topic, but a consumer group that joins before the metadata
+    # shows all partitions may get a partial assignment and wait for the next refresh.
+    await eventually(all_led, what=f"leaders for every partition of {sorted(partitions)}", timeout_s=30)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_topics(kafka: KafkaHandle) -> AsyncIterator[MakeTopics]:
+    """``await make_topics(partitions=n)``: a new input/output/DLQ topic set and group id, deleted afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def make(partitions: int = DEFAULT_PARTITIONS) -> Topics:
+        suffix = uuid.uuid4().hex[:12]
+        topics = Topics(
+            input=f"booking.events.{suffix}",
+            output=f"session.events.{suffix}",
+            dlq=f"booking.events.dlq.{suffix}",
+            group_id=f"booking-sessions.{suffix}",
+        )
+        wanted = {topics.input: partitions, topics.output: partitions, topics.dlq: 1}
+        created.extend(wanted)
+        await _create_topics(admin, wanted)
+        return topics
+
+    try:
+        yield make
+    finally:
+        try:
+            if created:
+                await admin.delete_topics(created)
+        except KafkaError as err:  # a leftover topic with a unique name harms nobody
+            log.warning("test_topics_not_deleted", topics=created, error=repr(err))
+        await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def topics(request: pytest.FixtureRequest, make_topics: MakeTopics) -> Topics:
+    """Topics for this test; the input topic has 12 partitions unless ``@pytest.mark.partitions(n)`` says so."""
+    marker = request.node.get_closest_marker("partitions")
+    return await make_topics(partitions=marker.args[0] if marker else DEFAULT_PARTITIONS)
+
+
+@pytest.fixture
+def settings(kafka: KafkaHandle, database_url: str, topics: Topics) -> Settings:
+    return Settings(
+        kafka_bootstrap=kafka.bootstrap,
+        database_url=database_url,
+        input_topic=topics.input,
+        output_topic=topics.output,
+        dlq_topic=topics.dlq,
+        group_id=topics.group_id,
+        meeting_secret="test-secret",
+        metrics_port=0,
+    )
