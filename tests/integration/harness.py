@@ -1,0 +1,118 @@
+"""Drive the real service step by step and look at what it left: rows in PostgreSQL, records in Kafka."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from booking_sessions.service import Service, open_service
+from booking_sessions.settings import Settings
+from booking_sessions.topics import read_topic
+from consumer.loop import BatchHook
+from models.events import BookingEvent
+from producer.bookings import as_record
+from producer.publish import OutgoingRecord, Publisher
+from tests.waiting import eventually
+
+Offsets = dict[tuple[str, int], int]
+
+
+@dataclass
+class Produced:
+    """Next offset per partition after everything a test published: what 'consumed it all' means."""
+
+    ends: Offsets = field(default_factory=dict)
+
+    def add(self, topic: str, partition: int, offset: int) -> None:
+        self.ends[(topic, partition)] = max(self.ends.get((topic, partition), 0), offset + 1)
+
+
+async def publish(settings: Settings, items: Sequence[BookingEvent | OutgoingRecord], produced: Produced) -> None:
+    assert settings.kafka_bootstrap is not None
+    publisher = await Publisher.start(settings.kafka_bootstrap, client_id="test-upstream")
+    try:
+        records = [i if isinstance(i, OutgoingRecord) else as_record(i, settings.input_topic) for i in items]
+        for metadata in await publisher.send_all(records):
+            produced.add(metadata.topic, metadata.partition, metadata.offset)
+    finally:
+        await publisher.stop()
+
+
+@contextlib.asynccontextmanager
+async def service(settings: Settings, *, before_offset_commit: BatchHook | None = None) -> AsyncIterator[Service]:
+    async with open_service(settings, before_offset_commit=before_offset_commit) as svc:
+        yield svc
+
+
+async def consume_all(svc: Service, produced: Produced, timeout_s: float = 60.0) -> Offsets:
+    """Step the loop until it committed past every produced record; return the committed offsets."""
+    committed: Offsets = {}
+
+    async def caught_up() -> bool:
+        result = await svc.loop.run_once()
+        if result is not None:
+            for tp, offset in result.next_offsets.items():
+                committed[tp] = max(committed.get(tp, 0), offset)
+        missing = {tp: end for tp, end in produced.ends.items() if committed.get(tp, 0) < end}
+        assert not missing, f"not yet committed up to {missing}"
+        return True
+
+    await eventually(caught_up, what="the consumer to commit every produced record", timeout_s=timeout_s, interval_s=0)
+    return committed
+
+
+async def query(database_url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return [dict(row._mapping) for row in await conn.execute(text(sql), params)]
+    finally:
+        await engine.dispose()
+
+
+async def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every contract row that must not change on redelivery (wall-clock columns left out)."""
+    return {
+        "sessions": await query(
+            database_url,
+            "SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,"
+            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, updated_at"
+            " FROM live_sessions ORDER BY booking_request_id",
+        ),
+        "participants": await query(
+            database_url, "SELECT session_id, user_id, role FROM session_participants ORDER BY 1, 2"
+        ),
+        "reservations": await query(
+            database_url, "SELECT session_id, learner_id, status FROM session_reservations ORDER BY 1, 2"
+        ),
+        "inbox": await query(
+            database_url,
+            'SELECT message_id, outcome, payload_sha256, topic, partition, "offset", processed_at'
+            " FROM inbox_messages ORDER BY message_id",
+        ),
+        "outbox": await query(
+            database_url, "SELECT message_id, key, payload, created_at FROM outbox_messages ORDER BY id"
+        ),
+    }
+
+
+async def read_json(settings: Settings, topic: str, expected: int) -> list[dict[str, Any]]:
+    assert settings.kafka_bootstrap is not None
+    records = await read_topic(settings.kafka_bootstrap, topic, expected=expected, timeout_s=20)
+    return [decode_record(r) for r in records]
+
+
+def decode_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    return {
+        "key": record.key,
+        "body": json.loads(record.value or b"null"),
+        "partition": record.partition,
+        "headers": list(record.headers or ()),
+    }

@@ -1,0 +1,141 @@
+"""The command as operators use it: migrate, run (until SIGTERM), demo, and its errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from typer.testing import CliRunner
+
+from booking_sessions.cli import app
+from booking_sessions.settings import Settings
+from tests.conftest import _admin_execute, _drop_database
+from tests.integration.harness import Produced, publish, query
+from tests.integration.test_scenarios import event
+from tests.servers import PostgresHandle
+from tests.waiting import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT_TABLES = {"inbox_messages", "live_sessions", "session_participants", "session_reservations", "outbox_messages"}
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    assert settings.kafka_bootstrap is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
+    env.update(
+        BOOKING_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        BOOKING_DATABASE_URL=settings.database_url_value(),
+        BOOKING_INPUT_TOPIC=settings.input_topic,
+        BOOKING_OUTPUT_TOPIC=settings.output_topic,
+        BOOKING_DLQ_TOPIC=settings.dlq_topic,
+        BOOKING_GROUP_ID=settings.group_id,
+        BOOKING_MEETING_SECRET="cli-secret",
+        BOOKING_METRICS_PORT="0",
+    )
+    return env
+
+
+async def test_migrate_creates_the_contract_tables_and_is_idempotent(postgres: PostgresHandle) -> None:
+    empty = "t_migrate_" + os.urandom(4).hex()
+    await query(postgres.url, "SELECT 1")  # server up
+    await _admin_execute(postgres, f'CREATE DATABASE "{empty}"')
+    try:
+        url = postgres.url_for(empty)
+        env = {"BOOKING_DATABASE_URL": url}
+        runner = CliRunner()
+        for _ in range(2):
+            result = await asyncio.to_thread(runner.invoke, app, ["migrate"], env=env)
+            assert result.exit_code == 0, result.output
+        rows = await query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert {r["tablename"] for r in rows} >= CONTRACT_TABLES
+        [version] = await query(url, "SELECT version_num FROM alembic_version")
+        assert version == {"version_num": "0001"}
+    finally:
+        await _admin_execute(postgres, _drop_database(empty))
+
+
+def test_half_configured_run_is_refused_with_one_readable_line() -> None:
+    result = CliRunner().invoke(app, ["run"], env={"BOOKING_KAFKA_BOOTSTRAP": "127.0.0.1:9"})
+    assert result.exit_code == 2
+    assert "BOOKING_DATABASE_URL is not set" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_run_without_meeting_secret_is_refused(settings: Settings) -> None:
+    env = env_for(settings)
+    del env["BOOKING_MEETING_SECRET"]
+    done = subprocess.run(
+        [sys.executable, "-m", "booking_sessions.cli", "run"], env=env, cwd=REPO, capture_output=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert b"BOOKING_MEETING_SECRET is required" in done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_invalid_setting_is_refused() -> None:
+    result = CliRunner().invoke(app, ["migrate"], env={"BOOKING_METRICS_PORT": "seventy"})
+    assert result.exit_code == 2
+    assert "BOOKING_METRICS_PORT" in result.output
+
+
+async def test_run_consumes_until_sigterm_then_exits_zero_with_offsets_committed(
+    settings: Settings, database_url: str
+) -> None:
+    produced = Produced()
+    await publish(settings, [event("BookingApproved", f"bk_{i}", 0) for i in range(30)], produced)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "booking_sessions.cli",
+        "run",
+        env=env_for(settings),
+        cwd=REPO,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def applied() -> bool:
+            [row] = await query(
+                database_url, "SELECT count(*) AS n FROM outbox_messages WHERE published_at IS NOT NULL"
+            )
+            assert row["n"] == 30, f"{row['n']} of 30 published"
+            return True
+
+        await eventually(applied, what="the service to apply and publish 30 bookings", timeout_s=60)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"SIGTERM" in stderr
+    assert b"cli-secret" not in stderr  # the meeting secret never reaches the logs
+    # Offsets were committed: a consumer of the same group has nothing left to read.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        committed = {tp: await consumer.committed(TopicPartition(*tp)) for tp in produced.ends}
+    finally:
+        await consumer.stop()
+    assert committed == produced.ends
+
+
+def test_demo_on_configured_servers_passes(settings: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "booking_sessions.cli", "demo"],
+        env=env_for(settings),
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr).decode()[-3000:]
+    assert b"demo passed" in done.stdout
+    assert b"FAIL" not in done.stdout

@@ -1,0 +1,81 @@
+"""Redelivery: a crash before the offset commit, a restart, a replay under a new group. Nothing changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from booking_sessions.settings import Settings
+from consumer.ids import session_created_id, session_id
+from consumer.process import BatchResult
+from tests.integration.harness import Produced, consume_all, publish, read_json, service, snapshot
+from tests.integration.test_scenarios import event
+
+
+class InjectedCrash(RuntimeError):
+    """Stands for the process dying after the database commit and before the offset commit."""
+
+
+def bookings(n: int) -> list[str]:
+    return [f"bk_{i:03d}" for i in range(n)]
+
+
+def stream(n: int) -> list:  # type: ignore[type-arg]
+    events = []
+    for booking in bookings(n):
+        events += [event("BookingApproved", booking, 0), event("BookingConfirmed", booking, 1)]
+    return events
+
+
+async def test_crash_between_database_commit_and_offset_commit_changes_nothing_on_redelivery(
+    settings: Settings, database_url: str
+) -> None:
+    produced = Produced()
+    await publish(settings, stream(20), produced)
+
+    async def crash(result: BatchResult) -> None:
+        raise InjectedCrash(f"after committing {result.records} records to the database")
+
+    async with service(settings, before_offset_commit=crash) as svc:
+        with pytest.raises(InjectedCrash):
+            await consume_all(svc, produced)
+    before = await snapshot(database_url)
+    assert before["sessions"], "the crashed batch's transaction should have committed"
+    assert before["inbox"], "the crashed batch's transaction should have committed"
+
+    # A new process of the same group: the uncommitted offsets deliver the same batch again.
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        await svc.relay.drain()
+    after = await snapshot(database_url)
+
+    crashed_ids = {row["message_id"] for row in before["inbox"]}
+    for name in ("sessions", "participants", "reservations", "outbox"):
+        assert [r for r in after[name] if r in before[name]] == before[name], f"{name} rows changed"
+    assert [r for r in after["inbox"] if r["message_id"] in crashed_ids] == before["inbox"]
+    assert len(after["sessions"]) == 20 and len(after["inbox"]) == 40
+    messages = await read_json(settings, settings.output_topic, 20)
+    created = sorted(m["body"]["message_id"] for m in messages)
+    assert created == sorted(str(session_created_id(session_id(b))) for b in bookings(20))
+
+
+async def test_restart_without_offset_commit_redelivers_and_changes_nothing(
+    settings: Settings, database_url: str
+) -> None:
+    produced = Produced()
+    await publish(settings, stream(10), produced)
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        await svc.relay.drain()
+    before = await snapshot(database_url)
+    assert len(before["sessions"]) == 10
+
+    # Offsets lost (a new group id stands for a group whose commits never happened): everything again.
+    replay = settings.model_copy(update={"group_id": settings.group_id + ".again"})
+    async with service(replay) as svc:
+        committed = await consume_all(svc, produced)
+        await svc.relay.drain()
+
+    assert committed == produced.ends
+    assert await snapshot(database_url) == before
+    messages = await read_json(settings, settings.output_topic, 10)
+    assert len(messages) == 10  # the relay sent nothing new: no new SessionCreated id, not even a copy

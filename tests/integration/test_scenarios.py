@@ -1,0 +1,158 @@
+"""The seed's scenarios end to end: real broker, real PostgreSQL, the real loop and relay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from booking_sessions.settings import Settings
+from consumer.ids import meeting_link, session_created_id, session_id
+from models.events import BookingEvent
+from producer.bookings import as_record, booking_event
+from producer.publish import Publisher
+from tests.integration.harness import Produced, consume_all, publish, query, read_json, service
+
+T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+START = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+
+
+def event(kind: str, booking: str, minute: int, **overrides: object) -> BookingEvent:
+    fields: dict[str, object] = {
+        "student_id": f"student-{booking}",
+        "instructor_id": "u_7",
+        "scheduled_start": START,
+        "duration_minutes": 60,
+        "title": "Algebra II",
+        "occurred_at": T0 + timedelta(minutes=minute),
+        **overrides,
+    }
+    return booking_event(kind, booking, **fields)  # type: ignore[arg-type]
+
+
+async def run_through(settings: Settings, events: list[BookingEvent]) -> None:
+    produced = Produced()
+    await publish(settings, events, produced)
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        await svc.relay.drain()
+
+
+async def sessions(database_url: str) -> dict[str, dict[str, object]]:
+    rows = await query(database_url, "SELECT * FROM live_sessions")
+    return {r["booking_request_id"]: r for r in rows}
+
+
+async def learners(database_url: str) -> set[tuple[str, str, str, str]]:
+    rows = await query(
+        database_url,
+        """
+        SELECT s.booking_request_id, p.user_id, p.role, r.status
+        FROM session_participants p
+        JOIN live_sessions s ON s.id = p.session_id
+        JOIN session_reservations r ON r.session_id = p.session_id AND r.learner_id = p.user_id
+        """,
+    )
+    return {(r["booking_request_id"], r["user_id"], r["role"], r["status"]) for r in rows}
+
+
+async def output_messages(settings: Settings, expected: int) -> list[dict[str, object]]:
+    return [m["body"] for m in await read_json(settings, settings.output_topic, expected)]
+
+
+async def test_auto_approved_booking_creates_one_session_and_one_session_created(
+    settings: Settings, database_url: str
+) -> None:
+    await run_through(settings, [event("BookingApproved", "bk_auto", 0, auto_approved=True)])
+
+    rows = await sessions(database_url)
+    assert list(rows) == ["bk_auto"]
+    row = rows["bk_auto"]
+    sid = session_id("bk_auto")
+    assert row["id"] == sid
+    assert row["status"] == "SCHEDULED"
+    assert row["scheduled_start"] == START
+    assert row["meeting_link"] == meeting_link("https://meet.jit.si", sid, b"test-secret")
+    assert "bk_auto" not in str(row["meeting_link"]) and str(sid) not in str(row["meeting_link"])
+    assert await learners(database_url) == set()  # approved, not yet confirmed: no learner
+    messages = await output_messages(settings, 1)
+    assert [(m["type"], m["message_id"], m["booking_id"]) for m in messages] == [
+        ("SessionCreated", str(session_created_id(sid)), "bk_auto")
+    ]
+    session = messages[0]["session"]
+    assert isinstance(session, dict)
+    assert session["id"] == str(sid) and session["scheduled_start"] == "2026-12-01T15:00:00Z"
+    assert session["meeting_link"] == row["meeting_link"]
+
+
+async def test_manual_approval_then_confirmation(settings: Settings, database_url: str) -> None:
+    await run_through(settings, [event("BookingApproved", "bk_manual", 0), event("BookingConfirmed", "bk_manual", 5)])
+
+    assert list(await sessions(database_url)) == ["bk_manual"]
+    assert await learners(database_url) == {("bk_manual", "student-bk_manual", "LEARNER", "CONFIRMED")}
+    messages = await output_messages(settings, 1)
+    assert [m["type"] for m in messages] == ["SessionCreated"]
+
+
+async def test_the_same_confirmation_three_times_applies_once(settings: Settings, database_url: str) -> None:
+    confirmed = event("BookingConfirmed", "bk_triple", 1)
+
+    await run_through(settings, [confirmed, confirmed, confirmed])
+
+    assert list(await sessions(database_url)) == ["bk_triple"]
+    assert await learners(database_url) == {("bk_triple", "student-bk_triple", "LEARNER", "CONFIRMED")}
+    inbox = await query(database_url, "SELECT message_id, outcome FROM inbox_messages")
+    assert inbox == [{"message_id": confirmed.message_id, "outcome": "applied"}]
+    assert [m["type"] for m in await output_messages(settings, 1)] == ["SessionCreated"]
+
+
+async def test_two_confirmations_raced_from_two_producers(settings: Settings, database_url: str) -> None:
+    assert settings.kafka_bootstrap is not None
+    first, second = event("BookingConfirmed", "bk_race", 3), event("BookingConfirmed", "bk_race", 3)
+    publishers = [await Publisher.start(settings.kafka_bootstrap, client_id=f"racer-{i}") for i in (1, 2)]
+    produced = Produced()
+    try:
+        results = await asyncio.gather(
+            publishers[0].send_all([as_record(first, settings.input_topic)]),
+            publishers[1].send_all([as_record(second, settings.input_topic)]),
+        )
+    finally:
+        for p in publishers:
+            await p.stop()
+    for metadata in (m for batch in results for m in batch):
+        produced.add(metadata.topic, metadata.partition, metadata.offset)
+    assert len({(t, p) for t, p in produced.ends}) == 1  # keyed by booking id: one partition, one order
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        await svc.relay.drain()
+
+    assert list(await sessions(database_url)) == ["bk_race"]
+    assert await learners(database_url) == {("bk_race", "student-bk_race", "LEARNER", "CONFIRMED")}
+    outcomes = await query(database_url, "SELECT outcome FROM inbox_messages")
+    assert [r["outcome"] for r in outcomes] == ["applied", "applied"]
+    assert [m["type"] for m in await output_messages(settings, 1)] == ["SessionCreated"]
+
+
+async def test_redelivered_message_id_and_interleaved_second_booking(settings: Settings, database_url: str) -> None:
+    approved = event("BookingApproved", "bk_one", 0)
+    events = [
+        approved,
+        event("BookingApproved", "bk_two", 0),
+        event("BookingConfirmed", "bk_one", 2),
+        event("BookingConfirmed", "bk_two", 3),
+        approved,  # the upstream re-published its approval: same message id, same bytes
+    ]
+
+    await run_through(settings, events)
+
+    assert sorted(await sessions(database_url)) == ["bk_one", "bk_two"]
+    assert await learners(database_url) == {
+        ("bk_one", "student-bk_one", "LEARNER", "CONFIRMED"),
+        ("bk_two", "student-bk_two", "LEARNER", "CONFIRMED"),
+    }
+    inbox = await query(database_url, "SELECT count(*) AS n FROM inbox_messages")
+    assert inbox == [{"n": 4}]
+    created = sorted(
+        (m["booking_id"], m["message_id"]) for m in await output_messages(settings, 2) if m["type"] == "SessionCreated"
+    )
+    assert created == sorted((b, str(session_created_id(session_id(b)))) for b in ("bk_one", "bk_two"))
