@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.faults import is_transient
@@ -16,6 +17,10 @@ from consumer.records import Record
 log = structlog.get_logger(__name__)
 
 BatchHook = Callable[[BatchResult], Awaitable[None]]
+
+
+class Stopped(Exception):
+    """Shutdown was asked for while a batch waited for the world to recover: it is left uncommitted."""
 
 
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
@@ -48,6 +53,7 @@ class ConsumerLoop:
         # wakes the outbox relay after each commit.
         self._before_offset_commit = before_offset_commit
         self._after_commit = after_commit
+        self._stop = asyncio.Event()
 
     async def run_once(self) -> BatchResult | None:
         """One batch end to end; None when nothing arrived within the fetch timeout."""
@@ -58,9 +64,7 @@ class ConsumerLoop:
         result = await self._process_with_retry(records)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
-        await self._consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in result.next_offsets.items()}
-        )
+        await self._commit(result)
         log.info(
             "batch_committed",
             records=result.records,
@@ -77,9 +81,32 @@ class ConsumerLoop:
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set; the batch in hand is always finished and committed first."""
-        while not stop.is_set():
-            await self.run_once()
+        """Until ``stop`` is set; the batch in hand is finished and committed first, unless it is waiting
+        for a database or broker to come back, in which case it is left to the next owner, uncommitted."""
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                await self.run_once()
+        except Stopped:
+            log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
+
+    async def _commit(self, result: BatchResult) -> None:
+        owned = self._consumer.assignment()
+        offsets = {
+            TopicPartition(t, p): OffsetAndMetadata(o, "")
+            for (t, p), o in result.next_offsets.items()
+            if TopicPartition(t, p) in owned
+        }
+        lost = len(result.next_offsets) - len(offsets)
+        try:
+            if offsets:
+                await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as error:
+            lost = len(result.next_offsets)
+            log.warning("offset_commit_lost", error=type(error).__name__)
+        if lost:
+            # The effects are committed; the partition's new owner redelivers and the inbox drops the repeats.
+            log.warning("offsets_not_committed_after_rebalance", partitions=lost)
 
     async def _process_with_retry(self, records: list[Record]) -> BatchResult:
         """Retry the same records (the fetched position is kept) with capped exponential backoff."""
@@ -91,5 +118,22 @@ class ConsumerLoop:
                 if not is_transient(error):
                     raise
                 log.warning("batch_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+            await self._wait_polling(delay)
+            delay = min(delay * 2, self._retry_max_s)
+
+    async def _wait_polling(self, delay_s: float) -> None:
+        """Back off without leaving the group: paused partitions fetch nothing, but getmany still counts as a
+        poll, so a long outage does not exceed max_poll_interval_ms and cost a rebalance."""
+        if self._stop.is_set():
+            raise Stopped
+        paused = self._consumer.assignment()
+        self._consumer.pause(*paused)
+        try:
+            unexpected = await self._consumer.getmany(timeout_ms=int(delay_s * 1000))
+            for tp, messages in unexpected.items():
+                # Assigned by a rebalance during the wait, so not paused: put the position back, lose nothing.
+                self._consumer.seek(tp, messages[0].offset)
+        finally:
+            self._consumer.resume(*(paused & self._consumer.assignment()))
+        if self._stop.is_set():
+            raise Stopped

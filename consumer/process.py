@@ -61,6 +61,7 @@ class BatchProcessor:
         dlq_topic: str,
         max_message_bytes: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        dry_run: bool = False,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
@@ -69,6 +70,7 @@ class BatchProcessor:
         self._dlq_topic = dlq_topic
         self._max_message_bytes = max_message_bytes
         self._clock = clock
+        self._dry_run = dry_run  # report what a batch would do (replay --dry-run) without writing or sending
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         """Apply the batch in one transaction; if PostgreSQL rejects something in it, isolate the culprit.
@@ -122,9 +124,11 @@ class BatchProcessor:
             booking_id=decoded.booking_id,
             error=poison.error,
         )
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn, conn.begin() as transaction:
             new_ids = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
-            if poison.message_id is None or poison.message_id in new_ids:
+            if self._dry_run:
+                await transaction.rollback()
+            elif poison.message_id is None or poison.message_id in new_ids:
                 await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
         return _result([record], [poison], Repeats([], []), Repeats([], []), [poison], [])
 
@@ -132,7 +136,7 @@ class BatchProcessor:
         decoded = [decode(r, self._max_message_bytes) for r in records]
         firsts, in_batch = split_repeats(decoded)
         now = self._clock()
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn, conn.begin() as transaction:
             keyed = [d for d in firsts if d.message_id is not None]
             new_ids = await store.insert_inbox(conn, keyed)
             earlier = [d for d in keyed if d.message_id not in new_ids]
@@ -145,8 +149,12 @@ class BatchProcessor:
             await store.write_decisions(conn, decisions, self._output_topic)
             dead = [d for d in fresh if d.outcome == "dead_lettered"]
             conflicts = [_as_conflict(d) for d in in_batch.conflicts + across.conflicts]
-            # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
-            await self._publisher.send_all(dead_letters(dead + conflicts, self._dlq_topic, now))
+            if self._dry_run:
+                # Everything was computed against the real rows, under their locks; nothing is kept or sent.
+                await transaction.rollback()
+            else:
+                # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
+                await self._publisher.send_all(dead_letters(dead + conflicts, self._dlq_topic, now))
         return _result(records, fresh, in_batch, across, dead + conflicts, decisions)
 
 
