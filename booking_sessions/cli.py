@@ -72,8 +72,13 @@ async def _serve(settings: Settings) -> None:
         if stop.is_set():
             err.print("second signal: exiting at once")
             os._exit(1)
-        err.print(f"{signal.Signals(signum).name}: finishing the batch in hand, committing, flushing the relay")
+        timeout_s = settings.shutdown_timeout_s
+        err.print(
+            f"{signal.Signals(signum).name}: finishing the batch in hand, committing, flushing the relay "
+            f"(at most {timeout_s:g} s; a second signal exits at once)"
+        )
         stop.set()
+        loop.call_later(timeout_s, _give_up, timeout_s)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -86,6 +91,13 @@ async def _serve(settings: Settings) -> None:
             f"publishing to {servers.settings.output_topic!r}; dead letters to {servers.settings.dlq_topic!r}"
         )
         await run_until(service, stop)
+
+
+def _give_up(timeout_s: float) -> None:
+    # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
+    # drops what was already applied.
+    err.print(f"shutdown did not finish within {timeout_s:g} s: exiting without the last offset commit")
+    os._exit(1)
 
 
 @app.command()
@@ -125,6 +137,17 @@ async def _demo(settings: Settings, console: Console) -> bool:
 
     async with servers_for(settings, console.print) as servers:
         return await run_demo(servers.settings, console)
+
+
+def _register_more() -> None:
+    from bench.cli import register as register_bench
+    from booking_sessions.operations import register as register_operations
+
+    register_operations(app)
+    register_bench(app)
+
+
+_register_more()
 
 
 def main() -> None:  # pragma: no cover - `python -m booking_sessions.cli`
