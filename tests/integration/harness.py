@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -22,6 +26,7 @@ from producer.publish import OutgoingRecord, Publisher
 from tests.waiting import eventually
 
 Offsets = dict[tuple[str, int], int]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -107,6 +112,36 @@ async def read_json(settings: Settings, topic: str, expected: int) -> list[dict[
     assert settings.kafka_bootstrap is not None
     records = await read_topic(settings.kafka_bootstrap, topic, expected=expected, timeout_s=20)
     return [decode_record(r) for r in records]
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment of a ``booking-sessions`` subprocess pointed at the test's servers and topics."""
+    assert settings.kafka_bootstrap is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
+    env.update(
+        BOOKING_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        BOOKING_DATABASE_URL=settings.database_url_value(),
+        BOOKING_INPUT_TOPIC=settings.input_topic,
+        BOOKING_OUTPUT_TOPIC=settings.output_topic,
+        BOOKING_DLQ_TOPIC=settings.dlq_topic,
+        BOOKING_GROUP_ID=settings.group_id,
+        BOOKING_MEETING_SECRET="cli-secret",
+        BOOKING_METRICS_PORT="0",
+    )
+    return env
+
+
+async def start_run(settings: Settings, **extra_env: str) -> asyncio.subprocess.Process:
+    """``booking-sessions run`` as a real process (stderr piped), for signal and crash tests."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "booking_sessions.cli",
+        "run",
+        env=env_for(settings) | extra_env,
+        cwd=REPO,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:

@@ -15,29 +15,13 @@ from typer.testing import CliRunner
 from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute, _drop_database
-from tests.integration.harness import Produced, publish, query
+from tests.integration.harness import Produced, env_for, publish, query
 from tests.integration.test_scenarios import event
 from tests.servers import PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT_TABLES = {"inbox_messages", "live_sessions", "session_participants", "session_reservations", "outbox_messages"}
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    assert settings.kafka_bootstrap is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
-    env.update(
-        BOOKING_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        BOOKING_DATABASE_URL=settings.database_url_value(),
-        BOOKING_INPUT_TOPIC=settings.input_topic,
-        BOOKING_OUTPUT_TOPIC=settings.output_topic,
-        BOOKING_DLQ_TOPIC=settings.dlq_topic,
-        BOOKING_GROUP_ID=settings.group_id,
-        BOOKING_MEETING_SECRET="cli-secret",
-        BOOKING_METRICS_PORT="0",
-    )
-    return env
 
 
 async def test_migrate_creates_the_contract_tables_and_is_idempotent(postgres: PostgresHandle) -> None:
