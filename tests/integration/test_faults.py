@@ -103,6 +103,19 @@ async def assert_matches_reference(settings: Settings, database_url: str, events
     assert all(r["published_at"] is not None for r in outbox)
     messages = await read_json(settings, settings.output_topic, len(outbox))
     assert {m["body"]["message_id"] for m in messages} == {str(r["message_id"]) for r in outbox}
+    # In order per booking: the first copy of each id appears in outbox (commit) order within its partition.
+    outbox_order = {
+        str(r["message_id"]): i
+        for i, r in enumerate(await query(database_url, "SELECT message_id FROM outbox_messages ORDER BY id"))
+    }
+    first_seen: dict[str, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for m in messages:  # read_topic returns each partition's records in offset order
+        mid = m["body"]["message_id"]
+        if mid not in seen:
+            seen.add(mid)
+            first_seen[m["body"]["booking_id"]].append(outbox_order[mid])
+    assert all(order == sorted(order) for order in first_seen.values())
     created = {m["body"]["message_id"] for m in messages if m["body"]["type"] == "SessionCreated"}
     assert created == {str(session_created_id(session_id(b))) for b in expected["sessions"]}
     dead = await query(database_url, "SELECT count(*) AS n FROM inbox_messages WHERE outcome = 'dead_lettered'")
