@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -25,7 +25,8 @@ from producer.bookings import as_record
 from producer.publish import OutgoingRecord, Publisher
 from tests.waiting import eventually
 
-Offsets = dict[tuple[str, int], int]
+Partition = tuple[str, int]  # (topic, partition)
+Offsets = dict[Partition, int]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -112,6 +113,30 @@ async def read_json(settings: Settings, topic: str, expected: int) -> list[dict[
     assert settings.kafka_bootstrap is not None
     records = await read_topic(settings.kafka_bootstrap, topic, expected=expected, timeout_s=20)
     return [decode_record(r) for r in records]
+
+
+async def committed_offsets(
+    settings: Settings, partitions: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], int | None]:
+    """The live group's committed offsets, read as a client of the group would (no admin API needed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(TopicPartition(*tp)) for tp in partitions}
+    finally:
+        await consumer.stop()
+
+
+async def some_applied(database_url: str, what: str = "the service at work", timeout_s: float = 60) -> None:
+    """Until the first batch is in the inbox."""
+
+    async def started() -> bool:
+        [row] = await query(database_url, "SELECT count(*) AS n FROM inbox_messages")
+        return bool(row["n"])
+
+    await eventually(started, what=what, timeout_s=timeout_s)
 
 
 def env_for(settings: Settings) -> dict[str, str]:

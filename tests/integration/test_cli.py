@@ -9,13 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute, _drop_database
-from tests.integration.harness import Produced, env_for, publish, query
+from tests.integration.harness import Produced, committed_offsets, env_for, publish, query
 from tests.integration.test_scenarios import event
 from tests.servers import PostgresHandle
 from tests.waiting import eventually
@@ -101,14 +100,7 @@ async def test_run_consumes_until_sigterm_then_exits_zero_with_offsets_committed
     assert b"SIGTERM" in stderr
     assert b"cli-secret" not in stderr  # the meeting secret never reaches the logs
     # Offsets were committed: a consumer of the same group has nothing left to read.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        committed = {tp: await consumer.committed(TopicPartition(*tp)) for tp in produced.ends}
-    finally:
-        await consumer.stop()
+    committed = await committed_offsets(settings, list(produced.ends))
     assert committed == produced.ends
 
 

@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from booking_sessions.embedded import PostgresCluster
 from booking_sessions.service import Service, run_until
@@ -26,10 +25,12 @@ from consumer.ids import session_created_id, session_id
 from models.events import BookingEvent
 from tests.integration.harness import (
     Produced,
+    committed_offsets,
     publish,
     query,
     read_json,
     service,
+    some_applied,
     start_run,
 )
 from tests.integration.test_scenarios import START, event
@@ -170,11 +171,7 @@ async def test_database_outage_is_retried_not_dead_lettered(
     async with service(settings) as svc:
         running = Running(svc)
         try:
-
-            async def some_applied() -> bool:
-                return await count(database_url, "SELECT count(*) AS n FROM inbox_messages") > 0
-
-            await eventually(some_applied, what="the first batch applied")
+            await some_applied(database_url, "the first batch applied")
             outage = postgres.server.down()
             await asyncio.to_thread(outage.__enter__)
             try:
@@ -200,11 +197,7 @@ async def test_broker_restart_mid_stream_loses_nothing(
     async with service(settings) as svc:
         running = Running(svc)
         try:
-
-            async def some_applied() -> bool:
-                return await count(database_url, "SELECT count(*) AS n FROM inbox_messages") > 0
-
-            await eventually(some_applied, what="the first batch applied")
+            await some_applied(database_url, "the first batch applied")
             await asyncio.to_thread(kafka.server.restart)
             await all_applied_and_published(database_url, events, timeout_s=120)
         finally:
@@ -220,10 +213,7 @@ async def test_rebalance_when_a_consumer_joins_and_the_first_leaves(settings: Se
         async with service(settings) as first:
             running_first = Running(first)
 
-            async def some_applied() -> bool:
-                return await count(database_url, "SELECT count(*) AS n FROM inbox_messages") > 0
-
-            await eventually(some_applied, what="the first consumer at work")
+            await some_applied(database_url, "the first consumer at work")
             second = await second_stack.enter_async_context(service(settings))
             running_second = Running(second)
             second_stack.push_async_callback(running_second.stop)
@@ -248,17 +238,6 @@ async def test_rebalance_when_a_consumer_joins_and_the_first_leaves(settings: Se
     await assert_matches_reference(settings, database_url, events)
 
 
-async def committed_offsets(settings: Settings, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=settings.group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        return {tp: await consumer.committed(TopicPartition(*tp)) for tp in partitions}
-    finally:
-        await consumer.stop()
-
-
 async def test_sigterm_under_load_exits_zero_with_everything_applied_committed(
     settings: Settings, database_url: str
 ) -> None:
@@ -267,11 +246,7 @@ async def test_sigterm_under_load_exits_zero_with_everything_applied_committed(
     await publish(settings, events, produced)
     process = await start_run(settings)
     try:
-
-        async def busy() -> bool:
-            return await count(database_url, "SELECT count(*) AS n FROM inbox_messages") > 0
-
-        await eventually(busy, what="the service at work", timeout_s=60)
+        await some_applied(database_url)
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
     finally:
