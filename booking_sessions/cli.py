@@ -6,8 +6,10 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import structlog
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -23,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+log = structlog.get_logger("booking_sessions.cli")
 T = TypeVar("T")
 
 
@@ -30,7 +33,11 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as error:
-        problems = "; ".join(f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in error.errors())
+        problems = "; ".join(
+            # A whole-settings validator has no location; its message names the variables itself.
+            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
+        )
         _fail(f"invalid configuration: {problems}")
 
 
@@ -57,46 +64,71 @@ def run() -> None:
     PostgreSQL and says where they are.
     """
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
     _run_async(lambda: _serve(settings))
 
 
 async def _serve(settings: Settings) -> None:
-    from booking_sessions.servers import servers_for
-    from booking_sessions.service import open_service, run_until
+    from aiokafka.errors import KafkaConnectionError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    # Structured lines, not console prints: JSON like every other line when not on a terminal.
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            err.print("second signal: exiting at once")
+            log.warning("shutdown_forced", signal=signal.Signals(signum).name, reason="second signal")
             os._exit(1)
         timeout_s = settings.shutdown_timeout_s
-        err.print(
-            f"{signal.Signals(signum).name}: finishing the batch in hand, committing, flushing the relay "
-            f"(at most {timeout_s:g} s; a second signal exits at once)"
+        log.info(
+            "shutdown_requested",
+            signal=signal.Signals(signum).name,
+            doing="finishing the batch in hand, committing, flushing the relay; a second signal exits at once",
+            timeout_s=timeout_s,
         )
         stop.set()
         loop.call_later(timeout_s, _give_up, timeout_s)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await _serve_until(settings, stop)
+    except KafkaConnectionError as error:
+        # aiokafka says only "Unable to bootstrap"; its log line just before says why (TLS, SASL, address).
+        raise ConfigurationError(
+            f"cannot connect to Kafka at {settings.kafka_bootstrap} over {settings.kafka_security_protocol}: "
+            f"{error} (the log line above says why)"
+        ) from None
+
+
+async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
+    from booking_sessions.http import serving
+    from booking_sessions.servers import servers_for
+    from booking_sessions.service import open_service, run_until
+
     async with (
         servers_for(settings, err.print) as servers,
         open_service(servers.settings) as service,
     ):
-        err.print(
-            f"consuming {servers.settings.input_topic!r} as group {servers.settings.group_id!r}; "
-            f"publishing to {servers.settings.output_topic!r}; dead letters to {servers.settings.dlq_topic!r}"
+        log.info(
+            "service_started",
+            input_topic=servers.settings.input_topic,
+            group_id=servers.settings.group_id,
+            output_topic=servers.settings.output_topic,
+            dlq_topic=servers.settings.dlq_topic,
+            kafka_security_protocol=servers.settings.kafka_security_protocol,
         )
-        await run_until(service, stop)
+        if settings.metrics_port == 0:
+            await run_until(service, stop)
+            return
+        with serving(service.metrics.registry, service.readiness(), settings.metrics_host, settings.metrics_port):
+            await run_until(service, stop)
 
 
 def _give_up(timeout_s: float) -> None:
     # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
     # drops what was already applied.
-    err.print(f"shutdown did not finish within {timeout_s:g} s: exiting without the last offset commit")
+    log.error("shutdown_timed_out", timeout_s=timeout_s, outcome="exiting without the last offset commit")
     os._exit(1)
 
 
@@ -137,6 +169,23 @@ async def _demo(settings: Settings, console: Console) -> bool:
 
     async with servers_for(settings, console.print) as servers:
         return await run_demo(servers.settings, console)
+
+
+@app.command()
+def asyncapi(
+    output: Annotated[
+        Path | None, typer.Option(help="write the document to this file instead of standard output")
+    ] = None,
+) -> None:
+    """Print the AsyncAPI 3 document of the three topics, generated from the contract's pydantic models."""
+    from booking_sessions.asyncapi import render
+
+    text = render()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        err.print(f"wrote {output}")
 
 
 def _register_more() -> None:

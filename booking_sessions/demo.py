@@ -19,6 +19,7 @@ from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.servers import with_throwaway_secret
 from booking_sessions.service import create_engine, open_service, run_until
 from booking_sessions.settings import Settings
@@ -74,6 +75,7 @@ class Demo:
         # The demo's own bookings may use a throwaway key even on configured servers.
         self.settings = with_throwaway_secret(self.settings)
         self.console = console
+        self.kafka = kafka_client_options(self.settings)  # TLS/SASL, as for the service's own clients
         self.bookings = {name: f"demo-{tag}-{name}" for name in ("auto", "manual", "triple", "race", "other")}
         self.progress = Progress()
         self.base = datetime.now(UTC).replace(microsecond=0)
@@ -112,7 +114,7 @@ class Demo:
         s = self.settings
         assert s.kafka_bootstrap is not None
         started = time.monotonic()
-        await ensure_topics(s.kafka_bootstrap, [s.input_topic, s.output_topic, s.dlq_topic], 12)
+        await ensure_topics(s.kafka_bootstrap, [s.input_topic, s.output_topic, s.dlq_topic], 12, **self.kafka)
         topic = s.input_topic
         approved_manual = self.event("approved", "manual", 0)
         confirmed_triple = self.event("confirmed", "triple", 1)
@@ -127,7 +129,9 @@ class Demo:
                 [OutgoingRecord(topic, self.bookings["other"].encode(), b"{oops")],
             ),
         ]
-        publishers = [await Publisher.start(s.kafka_bootstrap, client_id=f"demo-upstream-{i}") for i in (1, 2)]
+        publishers = [
+            await Publisher.start(s.kafka_bootstrap, client_id=f"demo-upstream-{i}", **self.kafka) for i in (1, 2)
+        ]
         try:
             async with open_service(s, on_committed=self.progress.on_committed) as service:
                 stop = asyncio.Event()
@@ -216,8 +220,8 @@ class Demo:
             outbox_rows = await conn.scalar(
                 text("SELECT count(*) FROM outbox_messages WHERE key = ANY(:ids)"), {"ids": ids}
             )
-        output = await read_topic(s.kafka_bootstrap, s.output_topic, expected=int(outbox_rows or 0))
-        dlq = await read_topic(s.kafka_bootstrap, s.dlq_topic, expected=1)
+        output = await read_topic(s.kafka_bootstrap, s.output_topic, expected=int(outbox_rows or 0), **self.kafka)
+        dlq = await read_topic(s.kafka_bootstrap, s.dlq_topic, expected=1, **self.kafka)
         self.print_tables(sessions, learners, output, inbox, dlq)
         return [*self.checks(sessions, learners, output, dlq), self.inbox_check(inbox)]
 

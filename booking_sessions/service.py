@@ -10,8 +10,13 @@ from functools import partial
 
 import structlog
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from booking_sessions.http import GroupMembership, Readiness
+from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.logs import register_secrets
+from booking_sessions.metrics import Metrics, Sampler
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
@@ -31,6 +36,19 @@ class Service:
     consumer: AIOKafkaConsumer
     loop: ConsumerLoop
     relay: OutboxRelay
+    metrics: Metrics
+    group: GroupMembership
+    sampler: Sampler
+
+    def readiness(self) -> Readiness:
+        """For the HTTP server; call on the event loop the service runs on."""
+        return Readiness(
+            self.engine,
+            self.group,
+            lambda: self.metrics.relay_progress_at,
+            self.settings.relay_stuck_after_s,
+            asyncio.get_running_loop(),
+        )
 
 
 def meeting_secret(settings: Settings) -> bytes:
@@ -57,17 +75,22 @@ async def open_service(
     *,
     before_offset_commit: BatchHook | None = None,
     on_committed: BatchHook | None = None,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
     secret = meeting_secret(settings)
+    register_secrets(
+        [settings.meeting_secret, settings.kafka_sasl_password, settings.kafka_ssl_key_password, _password(settings)]
+    )
+    client_options = kafka_client_options(settings)
+    metrics = metrics or Metrics()
     engine = create_engine(settings)
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
     try:
-        publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions")
+        publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
-            settings.input_topic,
             bootstrap_servers=settings.kafka_bootstrap,
             client_id="booking-sessions",
             group_id=settings.group_id,
@@ -76,7 +99,10 @@ async def open_service(
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=1024 * 1024,
             fetch_max_bytes=16 * 1024 * 1024,
+            **client_options,
         )
+        group = GroupMembership()
+        consumer.subscribe([settings.input_topic], listener=group)
         await consumer.start()
         processor = BatchProcessor(
             engine,
@@ -86,7 +112,7 @@ async def open_service(
             dlq_topic=settings.dlq_topic,
             max_message_bytes=settings.max_message_bytes,
         )
-        relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows)
+        relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows, observer=metrics)
 
         async def after_commit(result: BatchResult) -> None:
             if result.outbox_rows:
@@ -100,8 +126,10 @@ async def open_service(
             max_records=settings.max_batch_records,
             before_offset_commit=before_offset_commit,
             after_commit=after_commit,
+            observer=metrics,
         )
-        yield Service(settings, engine, publisher, consumer, loop, relay)
+        sampler = Sampler(consumer, engine, metrics, interval_s=settings.metrics_refresh_s)
+        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler)
     finally:
         if consumer is not None:
             await consumer.stop()
@@ -113,9 +141,17 @@ async def open_service(
 async def run_until(service: Service, stop: asyncio.Event) -> None:
     """Consume and relay until ``stop``; then finish the batch in hand, commit, and flush the relay."""
     relay_task = asyncio.create_task(service.relay.run(stop), name="outbox-relay")
+    sampler_task = asyncio.create_task(service.sampler.run(stop), name="metrics-sampler")
     try:
         await service.loop.run(stop)
     finally:
         stop.set()
+        await sampler_task  # first: it never raises, so a failed relay cannot leave it pending
         await relay_task
     await service.relay.drain()
+
+
+def _password(settings: Settings) -> str | None:
+    if settings.database_url is None:
+        return None
+    return make_url(settings.database_url.get_secret_value()).password

@@ -32,6 +32,9 @@ async def partitions_of(bootstrap: str, topic: str, **client_options: Any) -> li
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
+        # Listed first: describing a missing topic creates it on a broker with auto.create.topics.enable.
+        if topic not in await admin.list_topics():
+            raise LookupError(f"topic {topic!r} does not exist")
         described = await admin.describe_topics([topic])
     finally:
         await admin.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -17,6 +19,14 @@ from consumer.records import Record
 log = structlog.get_logger(__name__)
 
 BatchHook = Callable[[BatchResult], Awaitable[None]]
+
+
+class LoopObserver(Protocol):
+    """What the loop reports for metrics (booking_sessions.metrics.Metrics implements it)."""
+
+    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None: ...
+
+    def batch_retried(self, error: BaseException) -> None: ...
 
 
 class Stopped(Exception):
@@ -42,6 +52,7 @@ class ConsumerLoop:
         retry_max_s: float = 10.0,
         before_offset_commit: BatchHook | None = None,
         after_commit: BatchHook | None = None,
+        observer: LoopObserver | None = None,
     ) -> None:
         self._consumer = consumer
         self._processor = processor
@@ -53,6 +64,7 @@ class ConsumerLoop:
         # wakes the outbox relay after each commit.
         self._before_offset_commit = before_offset_commit
         self._after_commit = after_commit
+        self._observer = observer
         self._stop = asyncio.Event()
 
     async def run_once(self) -> BatchResult | None:
@@ -61,10 +73,17 @@ class ConsumerLoop:
         records = [to_record(m) for messages in batch.values() for m in messages]
         if not records:
             return None
+        started = time.perf_counter()
         result = await self._process_with_retry(records)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
+        commit_started = time.perf_counter()
         await self._commit(result)
+        committed_at = time.perf_counter()
+        if self._observer is not None:
+            self._observer.batch_committed(
+                result, commit_s=committed_at - commit_started, total_s=committed_at - started
+            )
         log.info(
             "batch_committed",
             records=result.records,
@@ -75,6 +94,10 @@ class ConsumerLoop:
             sessions_created=result.sessions_created,
             sessions_updated=result.sessions_updated,
             offsets={f"{t}/{p}": o for (t, p), o in sorted(result.next_offsets.items())},
+            decode_ms=round(result.decode_s * 1000, 1),
+            database_ms=round(result.database_s * 1000, 1),
+            commit_ms=round((committed_at - commit_started) * 1000, 1),
+            total_ms=round((committed_at - started) * 1000, 1),
         )
         if self._after_commit is not None:
             await self._after_commit(result)
@@ -117,6 +140,8 @@ class ConsumerLoop:
             except Exception as error:
                 if not is_transient(error):
                     raise
+                if self._observer is not None:
+                    self._observer.batch_retried(error)
                 log.warning("batch_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
             await self._wait_polling(delay)
             delay = min(delay * 2, self._retry_max_s)

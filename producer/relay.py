@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Protocol
 
 import structlog
 from sqlalchemy import text
@@ -20,7 +22,7 @@ from producer.publish import OutgoingRecord, Publisher
 log = structlog.get_logger(__name__)
 
 # Shared by every instance of the service on one database: only the holder publishes.
-_RELAY_LOCK = 0x72656C6179
+RELAY_LOCK = 0x72656C6179
 
 _NEXT_ROWS = text(
     """
@@ -34,6 +36,14 @@ _NEXT_ROWS = text(
 _MARK_PUBLISHED = text("UPDATE outbox_messages SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
+class RelayObserver(Protocol):
+    """What the relay reports for metrics and readiness (booking_sessions.metrics.Metrics implements it)."""
+
+    def relay_stepped(self, published: int, duration_s: float) -> None: ...
+
+    def relay_retried(self, error: BaseException) -> None: ...
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -43,12 +53,14 @@ class OutboxRelay:
         batch_rows: int,
         idle_poll_s: float = 1.0,
         retry_max_s: float = 10.0,
+        observer: RelayObserver | None = None,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._batch_rows = batch_rows
         self._idle_poll_s = idle_poll_s
         self._retry_max_s = retry_max_s
+        self._observer = observer
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -57,8 +69,15 @@ class OutboxRelay:
 
     async def run_once(self) -> int:
         """Publish the next rows in order; return how many went out (0: none waiting, or another relay leads)."""
+        started = time.perf_counter()
+        sent = await self._step()
+        if self._observer is not None:
+            self._observer.relay_stepped(sent, time.perf_counter() - started)
+        return sent
+
+    async def _step(self) -> int:
         async with self._engine.begin() as conn:
-            leader = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK})
+            leader = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": RELAY_LOCK})
             if not leader:
                 return 0
             rows = (await conn.execute(_NEXT_ROWS, {"limit": self._batch_rows})).all()
@@ -96,6 +115,8 @@ class OutboxRelay:
             except Exception as error:
                 if not is_transient(error):
                     raise
+                if self._observer is not None:
+                    self._observer.relay_retried(error)
                 log.warning("relay_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
                 await _wait_either(stop, asyncio.Event(), delay)
                 delay = min(delay * 2, self._retry_max_s)

@@ -1,0 +1,242 @@
+"""Prometheus metrics on a registry of the service's own, the facade the loop and relay call, and the sampler.
+
+Names follow Prometheus conventions: ``booking_sessions_`` prefix, ``_total`` counters, seconds, and labels of
+low cardinality only (a reason, a cause, a stage, a partition: never a booking or message id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import get_args
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.faults import sqlstate
+from consumer.process import BatchResult
+from models.errors import DlqReason
+
+log = structlog.get_logger(__name__)
+
+NAMESPACE = "booking_sessions"
+# A batch takes 1 to max_batch_records (default 2000) records.
+BATCH_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# From a fraction of a millisecond (decode of one record) to the minutes of a retried outage.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+_OUTBOX_STATS = text(
+    """
+    SELECT count(*) AS rows,
+           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s
+    FROM outbox_messages
+    WHERE published_at IS NULL
+    """
+)
+
+
+RETRY_CAUSES = ("connection", "timeout", "kafka", "serialization_failure", "deadlock", "database", "other")
+
+
+def retry_cause(error: BaseException) -> str:
+    """A small fixed vocabulary for the ``cause`` label (an exception's text would explode the cardinality)."""
+    code = sqlstate(error)
+    if code == "40001":
+        return "serialization_failure"
+    if code == "40P01":
+        return "deadlock"
+    if isinstance(error, KafkaError):
+        return "kafka"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, (OSError, ConnectionError)) or (isinstance(error, DBAPIError) and code is None):
+        return "connection"
+    if code is not None:
+        return "database"
+    return "other"
+
+
+class Metrics:
+    """Every metric of the service; the consumer loop and the relay report through its methods."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No "_created" twin of every counter: noise in the text format Prometheus scrapes (process-wide switch).
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
+        # Our own registry: several services (tests, the demo) in one process never share or clash.
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        r = self.registry
+        self.consumed = Counter(f"{NAMESPACE}_events_consumed", "Input records in committed batches", registry=r)
+        self.applied = Counter(f"{NAMESPACE}_events_applied", "Input events applied to the sessions", registry=r)
+        self.duplicates = Counter(
+            f"{NAMESPACE}_events_duplicate", "Input events whose message id was already processed", registry=r
+        )
+        self.ignored = Counter(f"{NAMESPACE}_events_ignored", "Input events of an unknown type", registry=r)
+        self.dead_lettered = Counter(
+            f"{NAMESPACE}_events_dead_lettered", "Input records sent to the DLQ", ["reason"], registry=r
+        )
+        self.session_events = Counter(
+            f"{NAMESPACE}_session_events_written", "Outbox rows written, by event type", ["type"], registry=r
+        )
+        self.batch_records = Histogram(
+            f"{NAMESPACE}_batch_records", "Records per committed batch", buckets=BATCH_RECORDS_BUCKETS, registry=r
+        )
+        self.batch_duration = Histogram(
+            f"{NAMESPACE}_batch_duration_seconds",
+            "Time per committed batch and stage: decode, database (transaction and dead letters), offset commit, "
+            "total (records in hand to offsets committed, retries included)",
+            ["stage"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{NAMESPACE}_retries", "Transient failures retried, by component and cause", ["component", "cause"],
+            registry=r,
+        )  # fmt: skip
+        self.lag = Gauge(
+            f"{NAMESPACE}_consumer_lag_records",
+            "Records not yet committed by the group: end offset minus committed offset, per assigned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned = Gauge(f"{NAMESPACE}_assigned_partitions", "Input partitions owned by this instance", registry=r)
+        self.outbox_rows = Gauge(f"{NAMESPACE}_outbox_unpublished_rows", "Outbox rows not yet published", registry=r)
+        self.outbox_age = Gauge(
+            f"{NAMESPACE}_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none waits)",
+            registry=r,
+        )
+        self.published = Counter(f"{NAMESPACE}_relay_published", "Outbox rows published by the relay", registry=r)
+        self.publish_duration = Histogram(
+            f"{NAMESPACE}_relay_publish_duration_seconds",
+            "Time per relay step that published rows: read, send, broker acks, mark published, commit",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        # Every known label value present from the start: rate() and increase() need a zero to begin from.
+        for stage in ("decode", "database", "commit", "total"):
+            self.batch_duration.labels(stage)
+        for reason in get_args(DlqReason):
+            self.dead_lettered.labels(reason)
+        for component in ("consumer", "relay"):
+            for cause in RETRY_CAUSES:
+                self.retries.labels(component, cause)
+        self.relay_progress_at = time.monotonic()
+        self._oldest_age_s: float | None = None
+        self._oldest_sampled_at = 0.0
+        self.outbox_age.set_function(self._outbox_age_now)
+
+    # --- consumer loop (consumer.loop.LoopObserver) -----------------------------------------------------------
+
+    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        self.consumed.inc(result.records)
+        self.applied.inc(result.applied)
+        self.duplicates.inc(result.duplicates)
+        self.ignored.inc(result.ignored)
+        for reason, count in result.dead_lettered.items():
+            self.dead_lettered.labels(reason).inc(count)
+        self.session_events.labels("SessionCreated").inc(result.sessions_created)
+        self.session_events.labels("SessionUpdated").inc(result.sessions_updated)
+        self.batch_records.observe(result.records)
+        for stage, seconds in (
+            ("decode", result.decode_s),
+            ("database", result.database_s),
+            ("commit", commit_s),
+            ("total", total_s),
+        ):
+            self.batch_duration.labels(stage).observe(seconds)
+
+    def batch_retried(self, error: BaseException) -> None:
+        self.retries.labels("consumer", retry_cause(error)).inc()
+
+    # --- outbox relay (producer.relay.RelayObserver) -------------------------------------------------------------
+
+    def relay_stepped(self, published: int, duration_s: float) -> None:
+        """A relay step ended without error (nothing waiting, another instance leading, or rows published)."""
+        self.relay_progress_at = time.monotonic()
+        if published:
+            self.published.inc(published)
+            self.publish_duration.observe(duration_s)
+
+    def relay_retried(self, error: BaseException) -> None:
+        self.retries.labels("relay", retry_cause(error)).inc()
+
+    # --- sampled gauges --------------------------------------------------------------------------------------
+
+    def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Replace the lag series: partitions this instance no longer owns disappear (another one reports them)."""
+        self.lag.clear()
+        for (topic, partition), lag in lags.items():
+            self.lag.labels(topic, str(partition)).set(lag)
+        self.assigned.set(len(lags))
+
+    def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
+        self.outbox_rows.set(rows)
+        self._oldest_age_s = oldest_age_s
+        self._oldest_sampled_at = time.monotonic()
+
+    def _outbox_age_now(self) -> float:
+        # Aged at scrape time from the database's own clock at sampling: no skew between hosts.
+        if self._oldest_age_s is None:
+            return 0.0
+        return self._oldest_age_s + (time.monotonic() - self._oldest_sampled_at)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Sampler:
+    """Refreshes the gauges that cost a round trip (lag, outbox) every ``interval_s``, not per message."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, engine: AsyncEngine, metrics: Metrics, *, interval_s: float) -> None:
+        self._consumer = consumer
+        self._engine = engine
+        self._metrics = metrics
+        self._interval_s = interval_s
+
+    async def sample_once(self) -> None:
+        await self.sample_lag()
+        await self.sample_outbox()
+
+    async def sample_lag(self) -> None:
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            self._metrics.set_lag({})
+            return
+        ends = await self._consumer.end_offsets(assigned)
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in assigned))
+        never = [tp for tp, offset in zip(assigned, committed, strict=True) if offset is None]
+        # A group with no committed offset starts at the earliest one (CONTRACT): everything there is lag.
+        starts: dict[TopicPartition, int] = await self._consumer.beginning_offsets(never) if never else {}
+        lags = {}
+        for tp, offset in zip(assigned, committed, strict=True):
+            position = starts[tp] if offset is None else offset
+            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+        self._metrics.set_lag(lags)
+
+    async def sample_outbox(self) -> None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_OUTBOX_STATS)).one()
+        self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sample_once()
+            except Exception as error:
+                # The loop and relay retry and log the outage itself; the gauges keep their last values.
+                log.warning("metrics_sample_failed", cause=retry_cause(error), error=str(error)[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

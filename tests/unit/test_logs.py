@@ -1,0 +1,137 @@
+"""Logs: JSON lines with the fields that find a message, one format for structlog and the standard library,
+and no secret anywhere (messages, errors, tracebacks, --help)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from uuid import UUID
+
+import pytest
+import structlog
+import typer
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from booking_sessions import logs
+from booking_sessions.cli import app
+from consumer.decode import decode
+from consumer.process import _log_dead_letters
+from consumer.records import Record
+
+DB_PASSWORD = "db-password-sentinel"
+SASL_PASSWORD = "sasl-password-sentinel"
+MEETING_SECRET = "meeting-secret-sentinel"
+SECRETS = (DB_PASSWORD, SASL_PASSWORD, MEETING_SECRET)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logs._secrets.clear()
+
+
+def lines(captured: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in captured.splitlines() if line.strip()]
+
+
+def test_structlog_lines_are_json_with_level_and_timestamp(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("INFO", json=True)
+    structlog.get_logger("t").info("batch_committed", records=3, offsets={"booking.events/0": 3})
+    structlog.get_logger("t").debug("below_the_level")
+    [line] = lines(capsys.readouterr().err)
+    assert line["event"] == "batch_committed" and line["level"] == "info"
+    assert line["records"] == 3 and line["offsets"] == {"booking.events/0": 3}
+    assert str(line["timestamp"]).endswith("Z")
+
+
+def test_standard_library_records_are_json_too(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("INFO", json=True)
+    logging.getLogger("aiokafka.consumer").warning("Heartbeat failed for group %s", "booking-sessions")
+    logging.getLogger("aiokafka.consumer").info("chatter below warnings is dropped")
+    [line] = lines(capsys.readouterr().err)
+    assert line == {
+        "event": "Heartbeat failed for group booking-sessions",
+        "level": "warning",
+        "logger": "aiokafka.consumer",
+        "timestamp": line["timestamp"],
+    }
+
+
+def test_a_dead_letter_line_carries_every_field_that_finds_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("INFO", json=True)
+    message_id = "7d0c1d3e-2a51-4a8e-9d35-0b1f0a6d2c11"
+    value = json.dumps({"message_id": message_id, "type": "BookingConfirmed", "schema_version": 1,
+                        "booking_id": "bk_123", "occurred_at": "not a time"}).encode()  # fmt: skip
+    decoded = decode(Record("booking.events", 7, 42, b"bk_123", value), 65536)
+    assert decoded.reason == "invalid"
+    _log_dead_letters([decoded])
+    [line] = lines(capsys.readouterr().err)
+    assert line["event"] == "record_dead_lettered" and line["level"] == "warning"
+    assert {k: line[k] for k in ("reason", "topic", "partition", "offset", "message_id", "booking_id")} == {
+        "reason": "invalid",
+        "topic": "booking.events",
+        "partition": 7,
+        "offset": 42,
+        "message_id": str(UUID(message_id)),
+        "booking_id": "bk_123",
+    }
+    assert "occurred_at" in str(line["error"])
+
+
+def test_url_passwords_and_registered_secrets_never_reach_a_line(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("INFO", json=True, secrets=[SecretStr(MEETING_SECRET), SASL_PASSWORD, None])
+    url = f"postgresql+asyncpg://booking:{DB_PASSWORD}@db:5432/booking"
+    log = structlog.get_logger("t")
+    log.warning("connecting", url=url, nested={"items": [url, SASL_PASSWORD]}, secret=SecretStr(MEETING_SECRET))
+    try:
+        raise ConnectionError(f"cannot reach {url} with {MEETING_SECRET}")
+    except ConnectionError:
+        log.exception("failed")
+        logging.getLogger("sqlalchemy.pool").exception("pool failed for %s", url)
+    out = capsys.readouterr().err
+    for secret in SECRETS:
+        assert secret not in out
+    connecting, failed, pool = lines(out)
+    assert connecting["url"] == "postgresql+asyncpg://booking:***@db:5432/booking"
+    assert connecting["nested"] == {"items": ["postgresql+asyncpg://booking:***@db:5432/booking", "***"]}
+    assert connecting["secret"] == "***"
+    assert "ConnectionError: cannot reach postgresql+asyncpg://booking:***@db" in str(failed["exception"])
+    assert "Traceback" in str(pool["exception"]) and "booking:***@db" in str(pool["event"])
+
+
+def test_short_values_are_not_registered_as_secrets() -> None:
+    logs.register_secrets(["pw", "abc"])
+    assert logs.redact("pw abc") == "pw abc"
+
+
+def test_help_never_shows_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKING_DATABASE_URL", f"postgresql+asyncpg://booking:{DB_PASSWORD}@db:5432/booking")
+    monkeypatch.setenv("BOOKING_KAFKA_BOOTSTRAP", "broker:9092")
+    monkeypatch.setenv("BOOKING_KAFKA_SASL_PASSWORD", SASL_PASSWORD)
+    monkeypatch.setenv("BOOKING_MEETING_SECRET", MEETING_SECRET)
+    runner = CliRunner()
+    commands = _command_paths(typer.main.get_command(app))
+    assert ["run"] in commands and ["asyncapi"] in commands
+    for path in [[], *commands]:
+        args = [*path, "--help"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+        for secret in SECRETS:
+            assert secret not in result.output, f"{' '.join(args)} shows a secret"
+
+
+def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand, as the words that name it."""
+    paths: list[list[str]] = []
+    for name, command in getattr(group, "commands", {}).items():
+        paths.append([*prefix, name])
+        paths.extend(_command_paths(command, (*prefix, name)))
+    return paths
