@@ -1,0 +1,241 @@
+"""The dead-letter topic as operators see it: each record with its dlq-* headers read, filtered, and listed.
+
+Read without a consumer group, from the beginning offsets to the end offsets taken at start: listing commits
+nothing and disturbs nobody. ``booking_sessions.dlq_replay`` sends selected dead letters back to the input topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from rich.progress import Progress
+
+from booking_sessions.failures import OperatorError, topic_partitions
+from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.settings import Settings
+from consumer.records import Headers
+from models.errors import DlqReason
+
+DLQ_REASONS: tuple[DlqReason, ...] = (
+    "invalid",
+    "unsupported_version",
+    "key_mismatch",
+    "message_id_conflict",
+    "too_large",
+    "processing_error",
+)
+STALL_TIMEOUT_S = 30.0  # a partition that stops short of the end offset it reported: say so instead of hanging
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One DLQ record: the original key, value and headers, plus the dlq-* headers the consumer added."""
+
+    partition: int
+    offset: int
+    timestamp: datetime  # when the DLQ record was written (broker or producer time)
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    def header(self, name: str) -> str | None:
+        found = [v for k, v in self.headers if k == name]
+        return found[-1].decode("utf-8", errors="replace") if found else None
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def reason(self) -> str:
+        return self.header("dlq-reason") or "?"
+
+    @property
+    def error(self) -> str:
+        return self.header("dlq-error") or ""
+
+    @property
+    def source(self) -> str:
+        parts = (self.header("dlq-source-topic"), self.header("dlq-source-partition"), self.header("dlq-source-offset"))
+        return "/".join(p or "?" for p in parts)
+
+    @property
+    def failed_at(self) -> datetime:
+        text = self.header("dlq-failed-at")
+        if text is not None:
+            try:
+                return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+            except ValueError:
+                pass  # not ours: fall back to the record's own time
+        return self.timestamp
+
+    @property
+    def payload_sha256(self) -> str:
+        return hashlib.sha256(self.value or b"").hexdigest()
+
+    @property
+    def message_id(self) -> UUID | None:
+        """Read from the value when it is a JSON object with a UUID ``message_id``; a dead letter need not be."""
+        try:
+            body = json.loads(self.value or b"")
+            return UUID(str(body["message_id"])) if isinstance(body, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    @property
+    def key_text(self) -> str:
+        return "" if self.key is None else self.key.decode("utf-8", errors="replace")
+
+    def original_headers(self) -> Headers:
+        """The headers the record had before it was dead-lettered (every dlq-* header removed)."""
+        return tuple((k, v) for k, v in self.headers if not k.startswith("dlq-"))
+
+    def as_dict(self) -> dict[str, Any]:
+        message_id = self.message_id
+        return {
+            "partition": self.partition,
+            "offset": self.offset,
+            "reason": self.reason,
+            "error": self.error,
+            "source": self.source,
+            "key": self.key_text,
+            "message_id": None if message_id is None else str(message_id),
+            "failed_at": self.failed_at.isoformat(),
+            "replayed_from": self.header("dlq-replayed-from"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DlqFilter:
+    """Which dead letters an operator means; an empty filter selects every one."""
+
+    reasons: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+    positions: frozenset[tuple[int, int]] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.reasons or self.positions) and self.since is None and self.until is None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.reasons and letter.reason not in self.reasons:
+            return False
+        if self.positions and (letter.partition, letter.offset) not in self.positions:
+            return False
+        if self.since is not None and letter.failed_at < self.since:
+            return False
+        return self.until is None or letter.failed_at < self.until
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    letters: list[DeadLetter]  # the matches (the last ``limit`` of them when a limit was given)
+    scanned: int
+    matched: int
+
+
+def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
+    return DeadLetter(
+        record.partition,
+        record.offset,
+        datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        record.key,
+        record.value,
+        tuple((k, v or b"") for k, v in (record.headers or ())),
+    )
+
+
+async def scan(
+    bootstrap: str,
+    topic: str,
+    wanted: Callable[[DeadLetter], bool],
+    progress: Progress,
+    *,
+    limit: int | None = None,
+    client_options: Mapping[str, Any] | None = None,
+) -> Scan:
+    """Read the DLQ from its beginning to the end offsets taken now; keep the matches (the last ``limit``)."""
+    options = dict(client_options or {})
+    partitions = await topic_partitions(bootstrap, topic, "BOOKING_DLQ_TOPIC", **options)
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="booking-sessions-dlq", enable_auto_commit=False, **options
+    )
+    await consumer.start()
+    kept: deque[DeadLetter] = deque(maxlen=limit or None)
+    scanned = matched = 0
+    try:
+        beginning = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        todo = {tp: end[tp] for tp in tps if end[tp] > beginning[tp]}
+        task = progress.add_task("reading the DLQ", total=sum(end[tp] - beginning[tp] for tp in todo))
+        consumer.assign(list(todo))
+        for tp in todo:
+            consumer.seek(tp, beginning[tp])
+        reached = {tp: beginning[tp] for tp in todo}
+        last_move = time.monotonic()
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            for tp, messages in batch.items():
+                for message in messages:
+                    if message.offset >= todo.get(tp, 0):
+                        continue  # written after this scan began
+                    scanned += 1
+                    letter = from_record(message)
+                    if wanted(letter):
+                        matched += 1
+                        kept.append(letter)
+            last_move = await _advance(consumer, todo, reached, last_move)
+            progress.update(task, completed=sum(reached[tp] - beginning[tp] for tp in reached))
+    finally:
+        await consumer.stop()
+    return Scan(list(kept), scanned, matched)
+
+
+async def _advance(
+    consumer: AIOKafkaConsumer, todo: dict[TopicPartition, int], reached: dict[TopicPartition, int], last_move: float
+) -> float:
+    """Note how far each partition got; drop the finished ones; fail if none moved for too long."""
+    moved = False
+    for tp in list(todo):
+        position = min(await consumer.position(tp), todo[tp])
+        moved = moved or position > reached[tp]
+        reached[tp] = position
+        if position >= todo[tp]:
+            del todo[tp]
+    if moved:
+        return time.monotonic()
+    if todo and time.monotonic() - last_move > STALL_TIMEOUT_S:
+        stuck = ", ".join(f"{tp.partition} at {reached[tp]} of {end}" for tp, end in todo.items())
+        raise OperatorError(f"the DLQ stopped short of its end offsets (partition {stuck})")
+    return last_move
+
+
+def counts_by_reason(letters: list[DeadLetter]) -> Mapping[str, int]:
+    counts: dict[str, int] = {}
+    for letter in letters:
+        counts[letter.reason] = counts.get(letter.reason, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+async def list_dead_letters(settings: Settings, wanted: DlqFilter, *, limit: int, progress: Progress) -> Scan:
+    if settings.kafka_bootstrap is None:
+        raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: dlq list reads the DLQ topic")
+    return await scan(
+        settings.kafka_bootstrap,
+        settings.dlq_topic,
+        wanted.matches,
+        progress,
+        limit=limit or None,
+        client_options=kafka_client_options(settings),
+    )

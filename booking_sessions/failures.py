@@ -1,0 +1,110 @@
+"""What the operators' commands say when the world is not as configured: one line, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from booking_sessions.topics import partitions_of
+from consumer.faults import sqlstate
+from models.errors import BookingSessionsError
+
+# How long a command waits for a server that does not answer before it says so.
+CONNECT_TIMEOUT_S = 15.0
+
+_SQLSTATE_HINTS = {
+    "3D000": "the database does not exist",
+    "28P01": "the database refused the login (password)",
+    "28000": "the database refused the login",
+    "42P01": "the database has no schema yet: run `booking-sessions migrate`",
+}
+
+
+class OperatorError(BookingSessionsError):
+    """The command cannot do what was asked; the message is the one line the operator sees (exit code 2)."""
+
+
+def one_line(error: BaseException) -> str | None:
+    """The readable line for a failure the operator can act on; None for anything else (a bug: let it show)."""
+    if isinstance(error, BookingSessionsError):
+        return str(error)
+    if isinstance(error, KafkaConnectionError):
+        return f"cannot reach the Kafka broker: {error}"
+    if isinstance(error, KafkaError):
+        return f"Kafka refused: {type(error).__name__}: {error}"
+    if isinstance(error, DBAPIError):
+        code = sqlstate(error)
+        hint = _SQLSTATE_HINTS.get(code or "")
+        return hint or f"database error: {_first_line(error)}"
+    if isinstance(error, SQLAlchemyError):
+        return f"database error: {_first_line(error)}"
+    if isinstance(error, (OSError, ConnectionError, TimeoutError)):
+        return f"connection failed: {type(error).__name__}: {error}"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text_ = str(getattr(error, "orig", None) or error).strip()
+    return text_.splitlines()[0][:300] if text_ else type(error).__name__
+
+
+def shown_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return "(unreadable BOOKING_DATABASE_URL)"
+
+
+async def check_database(engine: AsyncEngine, url: str) -> None:
+    """Fail with one line if the database cannot be reached or has no schema."""
+    where = shown_url(url)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect() as conn:
+            await conn.execute(text("SELECT 1 FROM inbox_messages LIMIT 1"))
+    except TimeoutError:
+        raise OperatorError(f"cannot reach the database at {where}: no answer within {CONNECT_TIMEOUT_S:g} s") from None
+    except (OSError, SQLAlchemyError) as error:
+        raise OperatorError(f"cannot use the database at {where}: {one_line(error)}") from None
+
+
+async def topic_partitions(bootstrap: str, topic: str, setting: str, **client_options: Any) -> list[int]:
+    """The topic's partitions; one line if the broker does not answer or the topic does not exist.
+
+    Asks for the list of topics first: describing a missing topic by name would create it on a broker with
+    ``auto.create.topics.enable`` (Kafka's default), and a typo must not leave a topic behind.
+    """
+    options = {"request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000), **client_options}
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            if topic not in await _topic_names(bootstrap, options):
+                raise LookupError(topic)
+            return await partitions_of(bootstrap, topic, **options)
+    except TimeoutError:
+        raise OperatorError(
+            f"cannot reach the Kafka broker at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
+        ) from None
+    except KafkaConnectionError:
+        raise OperatorError(
+            f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
+            "the client's log above says why)"
+        ) from None
+    except LookupError:
+        raise OperatorError(f"topic {topic!r} does not exist on {bootstrap} (check {setting})") from None
+
+
+async def _topic_names(bootstrap: str, options: dict[str, Any]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
+    await admin.start()
+    try:
+        names: list[str] = await admin.list_topics()
+    finally:
+        await admin.close()
+    return names

@@ -1,0 +1,298 @@
+"""Replay the input topic through the same BatchProcessor as ``run``, under a consumer group of its own.
+
+The inbox drops what was applied and the upserts keep the newest snapshot, so a replay changes only what is
+missing (a rebuild into an empty database recreates everything, with the same ids). The replay group commits
+after each batch: running again with the same ``--group`` resumes where an interrupted replay stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from rich.progress import Progress
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from booking_sessions.arguments import ArgumentError
+from booking_sessions.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.service import create_engine, meeting_secret
+from booking_sessions.settings import Settings
+from consumer.faults import is_transient
+from consumer.ids import meeting_link
+from consumer.loop import to_record
+from consumer.process import BatchProcessor, BatchResult, merge
+from consumer.records import Record
+from producer.publish import Publisher
+from producer.relay import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+RETRY_ATTEMPTS = 6  # about 12 s of capped backoff: enough for a failover, short enough for an operator
+STALL_TIMEOUT_S = 60.0  # no progress on a partition short of its stop offset for this long: say so, stop
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The offsets of one partition this replay covers: ``start`` inclusive, ``stop`` exclusive."""
+
+    start: int
+    stop: int
+    resumed: bool = False  # start comes from the replay group's committed offset
+
+    @property
+    def size(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    group_id: str
+    since: datetime | None = None
+    offsets: Mapping[int, int] | None = None
+    until: datetime | None = None
+    dry_run: bool = False
+    relay: bool = False
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    topic: str
+    group_id: str
+    dry_run: bool
+    spans: dict[int, Span]
+    totals: BatchResult = field(default_factory=lambda: merge([]))
+    reached: dict[int, int] = field(default_factory=dict)
+    published: int | None = None  # outbox rows relayed by this command (--relay)
+    backlog: int | None = None  # outbox rows still waiting for a relay at the end
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals
+        return {
+            "topic": self.topic,
+            "group_id": self.group_id,
+            "dry_run": self.dry_run,
+            "partitions": {
+                str(p): {"from": s.start, "to": s.stop, "resumed": s.resumed, "reached": self.reached.get(p, s.start)}
+                for p, s in sorted(self.spans.items())
+            },
+            "records": t.records,
+            "applied": t.applied,
+            "duplicates": t.duplicates,
+            "ignored": t.ignored,
+            "dead_lettered": dict(sorted(t.dead_lettered.items())),
+            "sessions_created": t.sessions_created,
+            "sessions_updated": t.sessions_updated,
+            "outbox_published": self.published,
+            "outbox_backlog": self.backlog,
+            "elapsed_s": round(self.elapsed_s, 3),
+        }
+
+
+def plan_spans(
+    partitions: Sequence[int],
+    beginning: Mapping[int, int],
+    end: Mapping[int, int],
+    committed: Mapping[int, int | None],
+    *,
+    since: Mapping[int, int | None] | None = None,
+    explicit: Mapping[int, int] | None = None,
+    until: Mapping[int, int | None] | None = None,
+) -> dict[int, Span]:
+    """Pure: where each partition's replay starts and stops.
+
+    Start: the replay group's committed offset (resume), else the explicit offset, else the first offset at or
+    after ``--since``, else the beginning. Stop: the first offset at or after ``--until``, else the end offset
+    taken now. Offsets already removed by retention start at the beginning instead.
+    """
+    if explicit is not None:
+        unknown = sorted(set(explicit) - set(partitions))
+        if unknown:
+            raise ArgumentError(
+                f"--offsets names partition {', '.join(map(str, unknown))}; the topic has {_describe(partitions)}"
+            )
+        chosen: Sequence[int] = sorted(explicit)
+    else:
+        chosen = sorted(partitions)
+    spans = {}
+    for p in chosen:
+        stop = end[p]
+        limit = until.get(p) if until is not None else None
+        if limit is not None:
+            stop = min(stop, limit)
+        done = committed.get(p)
+        if done is not None:
+            start = done
+        elif explicit is not None:
+            start = explicit[p]
+        elif since is not None:
+            first = since.get(p)
+            start = end[p] if first is None else first  # no record at or after --since
+        else:
+            start = beginning[p]
+        start = max(start, beginning[p])
+        spans[p] = Span(start, max(start, stop), resumed=done is not None)
+    return spans
+
+
+def _describe(partitions: Sequence[int]) -> str:
+    return f"partitions {min(partitions)}-{max(partitions)}" if partitions else "no partitions"
+
+
+async def replay_topic(settings: Settings, request: ReplayRequest, progress: Progress) -> ReplaySummary:
+    if settings.kafka_bootstrap is None:
+        raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: replay reads the service's input topic")
+    if request.group_id == settings.group_id:
+        raise OperatorError(
+            f"refusing to replay as the live group {settings.group_id!r}: it would move the service's offsets; "
+            "choose another --group"
+        )
+    bootstrap = settings.kafka_bootstrap
+    link_for = partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
+    options = kafka_client_options(settings)
+    partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
+    engine = create_engine(settings)
+    publisher: Publisher | None = None
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id="booking-sessions-replay",
+        group_id=request.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
+        **options,
+    )
+    try:
+        await check_database(engine, settings.database_url_value())
+        await consumer.start()
+        spans = await _plan(consumer, settings.input_topic, partitions, request)
+        publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)
+        summary = ReplaySummary(settings.input_topic, request.group_id, request.dry_run, spans)
+        processor = BatchProcessor(
+            engine,
+            publisher,
+            link_for=link_for,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            max_message_bytes=settings.max_message_bytes,
+            dry_run=request.dry_run,
+        )
+        started = time.monotonic()
+        await _consume(consumer, processor, summary, settings.max_batch_records, progress)
+        if request.relay and not request.dry_run:
+            summary.published = await OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows).drain()
+        summary.backlog = await _outbox_backlog(engine)
+        summary.elapsed_s = time.monotonic() - started
+        return summary
+    finally:
+        await consumer.stop()
+        if publisher is not None:
+            await publisher.stop()
+        await engine.dispose()
+
+
+async def _plan(
+    consumer: AIOKafkaConsumer, topic: str, partitions: Sequence[int], request: ReplayRequest
+) -> dict[int, Span]:
+    tps = [TopicPartition(topic, p) for p in partitions]
+    beginning = {tp.partition: o for tp, o in (await consumer.beginning_offsets(tps)).items()}
+    end = {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+    committed = {tp.partition: await consumer.committed(tp) for tp in tps}
+    since = await _offsets_at(consumer, tps, request.since) if request.since is not None else None
+    until = await _offsets_at(consumer, tps, request.until) if request.until is not None else None
+    return plan_spans(partitions, beginning, end, committed, since=since, explicit=request.offsets, until=until)
+
+
+async def _offsets_at(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], moment: datetime
+) -> dict[int, int | None]:
+    """The first offset of each partition whose timestamp is at or after ``moment`` (None: there is none)."""
+    found = await consumer.offsets_for_times({tp: int(moment.timestamp() * 1000) for tp in tps})
+    return {tp.partition: (None if at is None else at.offset) for tp, at in found.items()}
+
+
+async def _consume(
+    consumer: AIOKafkaConsumer, processor: BatchProcessor, summary: ReplaySummary, max_records: int, progress: Progress
+) -> None:
+    spans = {TopicPartition(summary.topic, p): span for p, span in summary.spans.items()}
+    todo = {tp: span for tp, span in spans.items() if span.size > 0}
+    summary.reached = {p: span.start for p, span in summary.spans.items()}
+    task = progress.add_task("dry run" if summary.dry_run else "replaying", total=sum(s.size for s in todo.values()))
+    # Every planned partition is assigned (commits need that); the ones with nothing to do are paused.
+    consumer.assign(list(spans))
+    for tp, span in spans.items():
+        consumer.seek(tp, span.start)
+    consumer.pause(*(tp for tp in spans if tp not in todo))
+    commit = _committer(consumer, dry_run=summary.dry_run)
+    # The plan itself first: a resumed replay then continues where this one stops, on every partition.
+    await commit({tp: span.start for tp, span in spans.items() if not span.resumed})
+    results: list[BatchResult] = []
+    last_move = time.monotonic()
+    while todo:
+        batch = await consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
+        records = [to_record(m) for tp, messages in batch.items() for m in messages if m.offset < todo[tp].stop]
+        if records:
+            result = await _process(processor, records)
+            results.append(result)
+            await commit({TopicPartition(t, p): o for (t, p), o in result.next_offsets.items()})
+        finished: dict[TopicPartition, int] = {}
+        for tp in list(todo):
+            reached = min(await consumer.position(tp), todo[tp].stop)
+            if reached > summary.reached[tp.partition]:
+                last_move = time.monotonic()
+            summary.reached[tp.partition] = reached
+            if reached >= todo[tp].stop:
+                finished[tp] = todo.pop(tp).stop
+        if finished:
+            consumer.pause(*finished)
+            await commit(finished)
+        progress.update(task, completed=sum(summary.reached[p] - s.start for p, s in summary.spans.items()))
+        if todo and time.monotonic() - last_move > STALL_TIMEOUT_S:
+            stuck = ", ".join(
+                f"{tp.partition} at {summary.reached[tp.partition]} of {s.stop}" for tp, s in todo.items()
+            )
+            raise OperatorError(f"no progress for {STALL_TIMEOUT_S:g} s on partition {stuck}; rerun to resume")
+    summary.totals = merge(results)
+
+
+def _committer(
+    consumer: AIOKafkaConsumer, *, dry_run: bool
+) -> Callable[[Mapping[TopicPartition, int]], Awaitable[None]]:
+    """Commits to the replay group; a dry run commits nothing (it must not move a group it may resume)."""
+
+    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        if offsets and not dry_run:
+            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+
+    return commit
+
+
+async def _process(processor: BatchProcessor, records: Sequence[Record]) -> BatchResult:
+    """The batch through the service's processor; transient faults retried with capped backoff, then raised."""
+    delay_s = 0.2
+    for attempt in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return await processor.process(records)
+        except Exception as error:
+            if not is_transient(error) or attempt == RETRY_ATTEMPTS:
+                raise
+            log.warning("replay_batch_retry", cause=type(error).__name__, attempt=attempt, retry_in_s=delay_s)
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+async def _outbox_backlog(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text("SELECT count(*) FROM outbox_messages WHERE published_at IS NULL")) or 0)

@@ -1,0 +1,169 @@
+"""Pure: what the operators' commands print (rich tables and lines); the commands decide where it goes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from rich.console import RenderableType
+from rich.table import Table
+
+from booking_sessions.dlq import DeadLetter, Scan
+from booking_sessions.dlq_replay import ReplayOutcome, Step
+from booking_sessions.prune import PruneResult
+from booking_sessions.replay import ReplaySummary
+from booking_sessions.republish import OutboxRow, Republished
+from booking_sessions.status import Status
+
+ROWS_SHOWN = 20  # long selections: the first rows, then a count
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def replay_report(summary: ReplaySummary) -> list[RenderableType]:
+    mode = " [bold](dry run: nothing was written, sent or committed)[/]" if summary.dry_run else ""
+    lines: list[RenderableType] = [f"replay of {summary.topic} as group {summary.group_id}{mode}"]
+    table = Table("partition", "from", "to", "records", "", box=None, pad_edge=False)
+    idle = 0
+    for p, span in sorted(summary.spans.items()):
+        if span.size == 0:
+            idle += 1
+            continue
+        table.add_row(str(p), str(span.start), str(span.stop), str(span.size), "resumed" if span.resumed else "")
+    if table.row_count:
+        lines.append(table)
+    if idle:
+        lines.append(f"{idle} partition(s) with nothing to replay")
+    t = summary.totals
+    verb = "would be" if summary.dry_run else "were"
+    lines.append(
+        f"records {t.records}: applied {t.applied}, duplicates {t.duplicates}, ignored {t.ignored}, "
+        f"dead letters {sum(t.dead_lettered.values())} ({_counts({str(k): v for k, v in t.dead_lettered.items()})})"
+    )
+    lines.append(f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated} ({verb} written)")
+    if summary.published is not None:
+        lines.append(f"outbox rows published now: {summary.published}")
+    if summary.backlog:
+        lines.append(
+            f"outbox rows waiting for the relay: {summary.backlog} (the running service sends them; "
+            "or run again with --relay)"
+        )
+    lines.append(f"took {summary.elapsed_s:.1f} s")
+    return lines
+
+
+def status_report(status: Status) -> list[RenderableType]:
+    table = Table("partition", "committed", "end", "lag")
+    for p in status.partitions:
+        table.add_row(str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end), str(p.lag))
+    table.add_section()
+    table.add_row("total", "", "", str(status.lag))
+    return [
+        f"{status.input_topic} as group {status.group_id}",
+        table,
+        f"outbox backlog: {status.outbox_backlog} rows, oldest {_age(status.outbox_oldest_age_s)}",
+        f"dead letters: {status.dlq_size} in {status.dlq_topic}",
+        f"inbox: {status.inbox_size} rows ({_counts(status.inbox)})",
+    ]
+
+
+def dead_letter_table(letters: Sequence[DeadLetter]) -> Table:
+    table = Table("dlq", "reason", "error", "source", "key", "failed at")
+    for letter in letters:
+        table.add_row(
+            letter.position,
+            letter.reason,
+            _short(letter.error, 80),
+            letter.source,
+            _short(letter.key_text, 40),
+            _when(letter.failed_at),
+        )
+    return table
+
+
+def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[RenderableType]:
+    lines: list[RenderableType] = []
+    if result.letters:
+        lines.append(dead_letter_table(result.letters))
+    shown = len(result.letters)
+    more = f", showing the last {shown} (--limit)" if shown < result.matched else ""
+    lines.append(f"{result.matched} of {result.scanned} dead letters match{more}; by reason: {_counts(reasons)}")
+    return lines
+
+
+def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, input_topic: str) -> list[RenderableType]:
+    table = Table("dlq", "reason", "key", "message id", "action", "why")
+    for step in steps[:ROWS_SHOWN]:
+        letter = step.letter
+        table.add_row(
+            letter.position, letter.reason, _short(letter.key_text, 30), str(letter.message_id or "-"), step.action,
+            step.note,
+        )  # fmt: skip
+    lines: list[RenderableType] = [table] if steps else []
+    if len(steps) > ROWS_SHOWN:
+        lines.append(f"... and {len(steps) - ROWS_SHOWN} more")
+    chosen = sum(1 for s in steps if s.action == "replay")
+    resets = sum(1 for s in steps if s.reset_inbox)
+    if outcome is None:
+        lines.append(
+            f"dry run: would replay {chosen} to {input_topic} (resetting {resets} dead_lettered inbox rows), "
+            f"skip {len(steps) - chosen}"
+        )
+    else:
+        lines.append(
+            f"replayed {outcome.published} to {input_topic} (reset {outcome.inbox_rows_reset} dead_lettered inbox "
+            f"rows), skipped {outcome.skipped}"
+        )
+    return lines
+
+
+def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> list[RenderableType]:
+    table = Table("id", "message id", "type", "booking", "created at", "published at", "chosen")
+    for row in rows[:ROWS_SHOWN]:
+        table.add_row(
+            str(row.id), str(row.message_id), row.type, row.booking_id, _when(row.created_at),
+            _when(row.published_at), "match" if row.chosen else "later row",
+        )  # fmt: skip
+    lines: list[RenderableType] = [table] if rows else []
+    if len(rows) > ROWS_SHOWN:
+        lines.append(f"... and {len(rows) - ROWS_SHOWN} more")
+    later = sum(1 for r in rows if not r.chosen)
+    chosen = f"{len(rows) - later} rows chosen" + (f" + {later} later rows of the same bookings" if later else "")
+    if result is None:
+        lines.append(f"dry run: {chosen}; nothing changed")
+    elif result.published is None:
+        lines.append(
+            f"{chosen}: {result.queued} handed back to the outbox relay; the running service re-sends them "
+            "with their original message ids (or run again with --relay)"
+        )
+    else:
+        lines.append(f"{chosen}: {result.queued} handed back to the relay; {result.published} published from here")
+    return lines
+
+
+def prune_report(result: PruneResult) -> list[RenderableType]:
+    older = f"{result.candidates} inbox rows processed before {_when(result.cutoff)} (oldest {_when(result.oldest)})"
+    if result.dry_run:
+        return [f"dry run: would delete {older}"]
+    return [f"deleted {result.deleted} of {older}, in {result.batches} batch(es)"]
+
+
+def _short(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."

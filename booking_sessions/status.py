@@ -1,0 +1,127 @@
+"""How the service is doing: the live group's lag per partition, the outbox backlog, the DLQ and the inbox.
+
+Read-only. The committed offsets are read without joining the group (``committed()``), so asking costs the
+running service no rebalance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from booking_sessions.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.service import create_engine
+from booking_sessions.settings import Settings
+
+_OUTBOX = text(
+    """
+    SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(created_at)) AS oldest_age_s
+    FROM outbox_messages WHERE published_at IS NULL
+    """
+)
+_INBOX = text("SELECT outcome, count(*) AS n FROM inbox_messages GROUP BY outcome ORDER BY outcome")
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group never committed here (it will start at the beginning)
+    beginning: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        position = self.beginning if self.committed is None else max(self.committed, self.beginning)
+        return max(0, self.end - position)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    input_topic: str
+    group_id: str
+    partitions: list[PartitionLag]
+    outbox_backlog: int
+    outbox_oldest_age_s: float | None
+    dlq_topic: str
+    dlq_size: int
+    inbox: dict[str, int]
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+    @property
+    def inbox_size(self) -> int:
+        return sum(self.inbox.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input_topic": self.input_topic,
+            "group_id": self.group_id,
+            "partitions": [
+                {"partition": p.partition, "committed": p.committed, "end": p.end, "lag": p.lag}
+                for p in self.partitions
+            ],
+            "lag": self.lag,
+            "outbox_backlog": self.outbox_backlog,
+            "outbox_oldest_age_s": self.outbox_oldest_age_s,
+            "dlq_topic": self.dlq_topic,
+            "dlq_size": self.dlq_size,
+            "inbox_size": self.inbox_size,
+            "inbox_by_outcome": self.inbox,
+        }
+
+
+async def read_status(settings: Settings) -> Status:
+    if settings.kafka_bootstrap is None:
+        raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: status reads the live group's offsets")
+    bootstrap = settings.kafka_bootstrap
+    options = kafka_client_options(settings)
+    inputs = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
+    dlq = await topic_partitions(bootstrap, settings.dlq_topic, "BOOKING_DLQ_TOPIC", **options)
+    engine = create_engine(settings)
+    try:
+        await check_database(engine, settings.database_url_value())
+        backlog, oldest_age_s, inbox = await _database(engine)
+    finally:
+        await engine.dispose()
+    # Not started as a member: with no subscription it never joins, so the live group is not disturbed.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, client_id="booking-sessions-status", group_id=settings.group_id,
+        enable_auto_commit=False, **options,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        lags = await _lags(consumer, settings.input_topic, inputs)
+        dlq_size = sum(p.end - p.beginning for p in await _lags(consumer, settings.dlq_topic, dlq, committed=False))
+    finally:
+        await consumer.stop()
+    return Status(
+        settings.input_topic, settings.group_id, lags, backlog, oldest_age_s, settings.dlq_topic, dlq_size, inbox
+    )
+
+
+async def _lags(
+    consumer: AIOKafkaConsumer, topic: str, partitions: Sequence[int], *, committed: bool = True
+) -> list[PartitionLag]:
+    tps = [TopicPartition(topic, p) for p in partitions]
+    beginning = await consumer.beginning_offsets(tps)
+    end = await consumer.end_offsets(tps)
+    return [
+        PartitionLag(tp.partition, await consumer.committed(tp) if committed else None, beginning[tp], end[tp])
+        for tp in tps
+    ]
+
+
+async def _database(engine: AsyncEngine) -> tuple[int, float | None, dict[str, int]]:
+    async with engine.connect() as conn:
+        outbox = (await conn.execute(_OUTBOX)).one()
+        inbox = {row.outcome: int(row.n) for row in await conn.execute(_INBOX)}
+    age = None if outbox.oldest_age_s is None else round(float(outbox.oldest_age_s), 3)
+    return int(outbox.backlog), age, inbox

@@ -1,0 +1,110 @@
+"""How the operators' commands meet the terminal: settings, errors as one line, progress bars, output.
+
+Anything the operator can fix (configuration, servers, arguments) ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.progress import Progress
+
+from booking_sessions.arguments import ArgumentError
+from booking_sessions.logs import configure_logging
+from booking_sessions.settings import Settings
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> NoReturn:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def load_settings(*, kafka: bool, database: bool) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
+        )
+        fail(f"invalid configuration: {problems}")
+    # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
+    # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
+    level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
+    configure_logging(level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
+    if kafka and settings.kafka_bootstrap is None:
+        fail("BOOKING_KAFKA_BOOTSTRAP is not set (e.g. 127.0.0.1:9092): the command works on the service's broker")
+    if database and settings.database_url is None:
+        fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
+    return settings
+
+
+def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
+    from booking_sessions.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
+
+    try:
+        return asyncio.run(factory())
+    except KeyboardInterrupt:
+        Console(stderr=True, highlight=False).print(f"interrupted{on_interrupt}")
+        raise typer.Exit(130) from None
+    except Exception as error:
+        line = one_line(error)
+        if line is None:
+            raise
+        fail(line)
+
+
+def argument(parse: Callable[[], T]) -> T:
+    """Parse an argument now, before any connection: a bad one costs one line and exit code 2."""
+    try:
+        return parse()
+    except ArgumentError as error:
+        fail(str(error))
+
+
+def print_all(parts: Sequence[RenderableType]) -> None:
+    """To stdout; piped output keeps each table row on one line."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out.width = max(out.width, 160)
+    for part in parts:
+        out.print(part)
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def with_progress(
+    work: Callable[[Progress], Awaitable[T]], unit: str = "records"
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """``work`` with a progress bar on stderr (drawn only on a terminal)."""
+    from booking_sessions.progress import progress_bar
+
+    async def go() -> T:
+        with progress_bar(Console(stderr=True), unit) as progress:
+            return await work(progress)
+
+    return go
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def help_text(command: Callable[..., None]) -> str:
+    """The docstring reflowed for typer's rich help: prose paragraphs on one line, example lines kept."""
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    return "\n\n".join(p if p.startswith("Examples:") else " ".join(p.split()) for p in paragraphs)

@@ -1,0 +1,120 @@
+"""The pure decisions of the operators' commands: where a replay starts and stops, what a DLQ replay does."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from booking_sessions.arguments import ArgumentError
+from booking_sessions.dlq import DeadLetter, DlqFilter
+from booking_sessions.dlq_replay import InboxRow, plan, replayed_record
+from booking_sessions.replay import Span, plan_spans
+from booking_sessions.status import PartitionLag
+
+AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+PARTITIONS = [0, 1, 2]
+BEGINNING = {0: 0, 1: 5, 2: 0}
+END = {0: 10, 1: 20, 2: 0}
+NOTHING = {0: None, 1: None, 2: None}
+
+
+def test_by_default_every_partition_from_its_beginning_to_its_end() -> None:
+    assert plan_spans(PARTITIONS, BEGINNING, END, NOTHING) == {0: Span(0, 10), 1: Span(5, 20), 2: Span(0, 0)}
+
+
+def test_since_and_until_pick_offsets_and_none_means_no_such_record() -> None:
+    spans = plan_spans(
+        PARTITIONS, BEGINNING, END, NOTHING, since={0: 4, 1: None, 2: None}, until={0: 8, 1: 12, 2: None}
+    )
+    assert spans == {0: Span(4, 8), 1: Span(20, 20), 2: Span(0, 0)}
+
+
+def test_committed_offsets_of_the_replay_group_resume_it() -> None:
+    spans = plan_spans(PARTITIONS, BEGINNING, END, {0: 7, 1: None, 2: None}, since={0: 2, 1: 6, 2: None})
+    assert spans == {0: Span(7, 10, resumed=True), 1: Span(6, 20), 2: Span(0, 0)}
+
+
+def test_explicit_offsets_replay_only_their_partitions_and_never_before_the_beginning() -> None:
+    assert plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={1: 2, 0: 30}) == {0: Span(30, 30), 1: Span(5, 20)}
+    with pytest.raises(ArgumentError, match="partition 7; the topic has partitions 0-2"):
+        plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={7: 0})
+
+
+def letter(
+    offset: int, reason: str, body: object, key: bytes | None = b"bk_1", headers: tuple[tuple[str, bytes], ...] = ()
+) -> DeadLetter:
+    value = json.dumps(body).encode() if not isinstance(body, bytes) else body
+    added = (("dlq-reason", reason.encode()), ("dlq-failed-at", b"2026-11-24T10:00:00Z"))
+    return DeadLetter(0, offset, AT, key, value, headers + added)
+
+
+def test_dead_letter_reads_its_headers_and_message_id() -> None:
+    mid = uuid.uuid4()
+    traced = (("traceparent", b"00-ab"), ("dlq-source-topic", b"booking.events"), ("dlq-source-partition", b"3"))
+    dead = letter(4, "invalid", {"message_id": str(mid)}, headers=traced)
+    assert (dead.reason, dead.message_id, dead.position, dead.failed_at) == ("invalid", mid, "0:4", AT)
+    assert dead.source == "booking.events/3/?"
+    assert dead.original_headers() == (("traceparent", b"00-ab"),)
+    assert letter(5, "invalid", b"\xff not json").message_id is None
+    assert letter(6, "invalid", ["a list"]).message_id is None
+
+
+def test_filter() -> None:
+    dead = letter(4, "too_large", {})
+    assert DlqFilter().empty and DlqFilter().matches(dead)
+    assert DlqFilter(reasons=frozenset({"too_large"})).matches(dead)
+    assert not DlqFilter(reasons=frozenset({"invalid"})).matches(dead)
+    assert DlqFilter(positions=frozenset({(0, 4)})).matches(dead)
+    assert not DlqFilter(since=datetime(2026, 11, 25, tzinfo=UTC)).matches(dead)
+    assert not DlqFilter(until=AT).matches(dead) and DlqFilter(since=AT).matches(dead)
+
+
+def test_replay_plan_per_inbox_state() -> None:
+    ids = [uuid.uuid4() for _ in range(6)]
+    letters = [
+        letter(0, "processing_error", {"message_id": str(ids[0])}),  # dead_lettered row: reset, replay
+        letter(1, "too_large", {"message_id": str(ids[1])}),  # never recorded: replay
+        letter(2, "invalid", {"message_id": str(ids[2])}),  # applied since (an earlier replay): skip
+        letter(3, "message_id_conflict", {"message_id": str(ids[3])}),  # never
+        letter(4, "invalid", {"message_id": str(ids[4])}),  # the inbox has it with another payload: skip
+        letter(5, "processing_error", {"message_id": str(ids[0])}),  # the same message dead-lettered again
+        letter(6, "invalid", b"not json"),  # no id: replay
+    ]
+    inbox = {
+        ids[0]: InboxRow("dead_lettered", letters[0].payload_sha256),
+        ids[2]: InboxRow("applied", letters[2].payload_sha256),
+        ids[3]: InboxRow("applied", "0" * 64),
+        ids[4]: InboxRow("dead_lettered", "f" * 64),
+    }
+    steps = plan(letters, inbox)
+    assert [(s.action, s.reset_inbox) for s in steps] == [
+        ("replay", True),
+        ("replay", False),
+        ("skip", False),
+        ("skip", False),
+        ("skip", False),
+        ("skip", False),
+        ("replay", False),
+    ]
+    assert "already applied" in steps[2].note and "same message as 0:0" in steps[5].note
+
+
+def test_replayed_record_keeps_key_value_and_original_headers() -> None:
+    dead = letter(9, "invalid", {"a": 1}, headers=(("traceparent", b"00-ab"), ("empty", b"")))
+    record = replayed_record(dead, "booking.events", "booking.events.dlq", AT)
+    assert (record.topic, record.key, record.value) == ("booking.events", dead.key, dead.value)
+    assert record.headers == (
+        ("traceparent", b"00-ab"),
+        ("empty", b""),
+        ("dlq-replayed-at", b"2026-11-24T10:00:00Z"),
+        ("dlq-replayed-from", b"booking.events.dlq/0/9"),
+    )
+
+
+def test_lag_counts_from_the_beginning_when_nothing_was_committed() -> None:
+    assert PartitionLag(0, None, 5, 12).lag == 7
+    assert PartitionLag(0, 10, 5, 12).lag == 2
+    assert PartitionLag(0, 2, 5, 12).lag == 7  # committed offset removed by retention
