@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -10,6 +12,11 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources,
 _TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
 _TRANSIENT_KAFKA = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, NotLeaderForPartitionError)
+
+
+def jittered(delay_s: float) -> float:
+    """Between half and all of the delay: instances that failed together do not retry in lockstep."""
+    return delay_s * random.uniform(0.5, 1.0)
 
 
 def sqlstate(error: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.faults import is_transient
+from consumer.faults import is_transient, jittered
 from consumer.process import BatchProcessor, BatchResult
 from consumer.records import Record
 
@@ -142,8 +142,11 @@ class ConsumerLoop:
                     raise
                 if self._observer is not None:
                     self._observer.batch_retried(error)
-                log.warning("batch_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
-            await self._wait_polling(delay)
+                wait_s = jittered(delay)
+                log.warning(
+                    "batch_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=round(wait_s, 2)
+                )
+            await self._wait_polling(wait_s)
             delay = min(delay * 2, self._retry_max_s)
 
     async def _wait_polling(self, delay_s: float) -> None:

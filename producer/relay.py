@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.faults import is_transient
+from consumer.faults import is_transient, jittered
 from producer.publish import OutgoingRecord, Publisher
 
 log = structlog.get_logger(__name__)
@@ -113,12 +113,16 @@ class OutboxRelay:
                 sent = await self.run_once()
                 delay = 0.2
             except Exception as error:
-                if not is_transient(error):
-                    raise
                 if self._observer is not None:
                     self._observer.relay_retried(error)
-                log.warning("relay_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
-                await _wait_either(stop, asyncio.Event(), delay)
+                if is_transient(error):
+                    log.warning("relay_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
+                else:
+                    # Not the world's fault, and not the consumer's: the rows wait, in order, and the consumer
+                    # keeps applying events. /readyz turns red (no relay progress) instead of a crash loop.
+                    log.error("relay_failed", cause=type(error).__name__, error=str(error)[:300], exc_info=True)
+                    delay = self._retry_max_s
+                await _wait_either(stop, asyncio.Event(), jittered(delay))
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             if sent == 0:
