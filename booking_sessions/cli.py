@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import structlog
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
+from booking_sessions.terminal import fail, settings_or_fail
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -24,35 +25,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line stays one line, whatever the width
 log = structlog.get_logger("booking_sessions.cli")
 T = TypeVar("T")
-
-
-def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            # A whole-settings validator has no location; its message names the variables itself.
-            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
-            for e in error.errors()
-        )
-        _fail(f"invalid configuration: {problems}")
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(factory())
     except ConfigurationError as error:
-        _fail(str(error))
+        fail(str(error))
     except (OSError, ConnectionError) as error:
-        _fail(f"{type(error).__name__}: {error}")
+        fail(f"{type(error).__name__}: {error}")
     raise AssertionError("unreachable")
 
 
@@ -63,7 +47,7 @@ def run() -> None:
     With neither BOOKING_KAFKA_BOOTSTRAP nor BOOKING_DATABASE_URL set, starts an embedded broker and
     PostgreSQL and says where they are.
     """
-    settings = _settings()
+    settings = settings_or_fail()
     configure_logging(settings.log_level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
     _run_async(lambda: _serve(settings))
 
@@ -135,16 +119,16 @@ def _give_up(timeout_s: float) -> None:
 @app.command()
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
-    settings = _settings()
+    settings = settings_or_fail()
     configure_logging(settings.log_level)
     if settings.database_url is None:
-        _fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
+        fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.migrate import upgrade_head
 
     try:
         upgrade_head(settings.database_url_value())
     except (OSError, ConnectionError) as error:
-        _fail(f"cannot reach the database: {error}")
+        fail(f"cannot reach the database: {error}")
     err.print("schema is at the newest revision")
 
 
@@ -155,7 +139,7 @@ def demo() -> None:
     Uses embedded servers unless BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL are set; on configured
     servers it works on its own demo-* topics, group and booking ids.
     """
-    settings = _settings()
+    settings = settings_or_fail()
     configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"))
     console = Console()
     ok = _run_async(lambda: _demo(settings, console))
@@ -199,8 +183,20 @@ def _register_more() -> None:
 _register_more()
 
 
-def main() -> None:  # pragma: no cover - `python -m booking_sessions.cli`
-    app()
+def main() -> None:
+    """The console script: like ``app()``, but a usage error is one line on stderr and exit code 2."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as error:
+        # Click's UsageError (vendored inside newer typer, so matched by what it carries, not by its class):
+        # an unknown option, a missing or malformed argument.
+        if getattr(error, "exit_code", None) != 2 or not hasattr(error, "format_message"):
+            raise
+        context = getattr(error, "ctx", None)
+        command = getattr(context, "command_path", "booking-sessions")
+        err.print(f"[red]error:[/] {error.format_message()} (see: {command} --help)", highlight=False)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,15 +31,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def load_settings(*, kafka: bool, database: bool) -> Settings:
+def settings_or_fail() -> Settings:
+    """The settings from the environment, or one line naming each variable that is wrong (never its value)."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as error:
         problems = "; ".join(
+            # A whole-settings validator has no location; its message names the variables itself.
             f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
             for e in error.errors()
         )
         fail(f"invalid configuration: {problems}")
+
+
+def load_settings(*, kafka: bool, database: bool) -> Settings:
+    settings = settings_or_fail()
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
     level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
