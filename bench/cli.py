@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from bench.report import print_report
+from bench.runner import Options, run_bench
+from booking_sessions.logs import configure_logging
+from booking_sessions.settings import Settings
+
+
+def bench(
+    events: Annotated[int, typer.Option(min=20, help="records in the workload, over events/10 bookings")] = 200_000,
+    consumers: Annotated[
+        int, typer.Option(min=1, help="also run the service as K processes in one group (scale-out stage)")
+    ] = 1,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions of every bench topic")] = 12,
+    naive_events: Annotated[
+        int, typer.Option(min=20, help="about this many records (whole bookings) for the slow baseline")
+    ] = 5_000,
+    latency_s: Annotated[float, typer.Option(min=1.0, help="seconds of offered load for the p99 stage")] = 10.0,
+    seed: Annotated[int, typer.Option(help="workload seed; the same seed gives the same records")] = 7,
+    json: Annotated[
+        bool, typer.Option("--json", help="print the results as one JSON line instead of the table")
+    ] = False,
+    profile: Annotated[
+        Path | None, typer.Option(help="record the service processes with py-spy into this directory")
+    ] = None,
+) -> None:
+    """Measure, in one run on the same records: (a) raw consume, (b) consume + decode, (c) the old
+    check-then-create code, (d) the service's run path end to end, (e) a replay (all duplicates), (f) produce ->
+    offset commit latency at half the service's rate, and with --consumers K (g) K service processes.
+
+    Each stage gets its own topics, consumer group and migrated database. Uses embedded servers (Tansu and
+    PostgreSQL 18) unless BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL are set; then the database user needs
+    CREATEDB, and the bench's databases and topics are dropped at the end. Exit code 1 if a check failed.
+    """
+    configure_logging("WARNING")
+    options = Options(events, partitions, consumers, naive_events, latency_s, seed, profile)
+    progress = Console(stderr=True)
+    results = asyncio.run(run_bench(Settings(), options, progress))
+    # Piped (e.g. into a README), a table 80 columns wide would fold every note.
+    print_report(results, Console() if sys.stdout.isatty() else Console(width=150), as_json=json)
+    if not results.ok:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``bench`` command to ``app``."""
+    app.command()(bench)

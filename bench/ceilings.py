@@ -1,0 +1,49 @@
+"""The ceilings: how fast this machine reads the topic (a), and reads and decodes it as the service does (b)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench.produce import Ends, Progress
+from bench.report import Stage
+from consumer.decode import decode
+from consumer.loop import to_record
+
+# The service's fetch settings (booking_sessions.service.open_service) and batch size (BOOKING_MAX_BATCH_RECORDS).
+FETCH_OPTIONS = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
+MAX_RECORDS = 2000
+
+
+async def consume_ceiling(
+    bootstrap: str, topic: str, ends: Ends, *, decoding: bool, max_message_bytes: int, progress: Progress
+) -> Stage:
+    """Read every produced record from the beginning (no group, nothing committed); with ``decoding``, also turn
+    each into the service's ``Record`` and run the service's ``decode`` on it (SHA-256, pydantic, key check)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **FETCH_OPTIONS)
+    await consumer.start()
+    outcomes: Counter[str] = Counter()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(ends)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        position = dict.fromkeys(ends, 0)
+        records = 0
+        started = time.monotonic()
+        while any(position[p] < end for p, end in ends.items()):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
+            for tp, messages in batch.items():
+                position[tp.partition] = messages[-1].offset + 1
+                records += len(messages)
+                if decoding:
+                    outcomes.update(decode(to_record(m), max_message_bytes).outcome for m in messages)
+            progress(sum(len(m) for m in batch.values()))
+        seconds = time.monotonic() - started
+    finally:
+        await consumer.stop()
+    if decoding:
+        note = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        return Stage("decode", "(b) consume + decode (service's decode)", records, seconds, note)
+    return Stage("raw", "(a) raw aiokafka consume", records, seconds, "getmany, no processing")

@@ -1,0 +1,48 @@
+"""What each stage must have left behind: a fast wrong answer is no benchmark."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from aiokafka import ConsumerRecord
+
+from bench.databases import Rows
+from bench.report import Check
+
+
+def rows_check(name: str, rows: Rows, *, inbox: int, bookings: int) -> Check:
+    """One session, learner and reservation per booking, one inbox row per message id, one SessionCreated per
+    session, and nothing left unpublished."""
+    wanted = {
+        "inbox": (rows.inbox, inbox),
+        "sessions": (rows.sessions, bookings),
+        "participants": (rows.participants, bookings),
+        "reservations": (rows.reservations, bookings),
+        "SessionCreated": (rows.session_created, bookings),
+        "unpublished": (rows.unpublished, 0),
+    }
+    wrong = {k: f"{got} (want {want})" for k, (got, want) in wanted.items() if got != want}
+    detail = (
+        f"{rows.sessions:,} sessions, {rows.inbox:,} inbox rows, {rows.session_created:,} SessionCreated, "
+        f"{rows.session_updated:,} SessionUpdated"
+    )
+    return Check(f"{name} rows", not wrong, detail if not wrong else f"{detail}; wrong: {wrong}")
+
+
+def naive_rows_check(rows: Rows, *, bookings: int) -> Check:
+    """The baseline has no inbox and publishes nothing; the rest as for the service."""
+    return rows_check("(c) naive", dataclasses.replace(rows, unpublished=0), inbox=0, bookings=bookings)
+
+
+def output_check(name: str, records: Sequence[ConsumerRecord[bytes, bytes]], outbox: int) -> Check:
+    """Every outbox row reached the output topic (at least once: a retried send may repeat one)."""
+    ids = {dict(r.headers or ()).get("message_id") for r in records}
+    ok = len(ids) == outbox and len(records) >= outbox
+    return Check(
+        f"{name} published", ok, f"{len(records):,} records, {len(ids):,} distinct ids, {outbox:,} outbox rows"
+    )
+
+
+def duplicates_check(name: str, seen: int, expected: int) -> Check:
+    return Check(f"{name} duplicates", seen == expected, f"{seen:,} reported, {expected:,} expected")

@@ -1,0 +1,104 @@
+"""One fresh, migrated database per stage on the one PostgreSQL server, and what each ends up holding."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import NullPool, make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from booking_sessions.migrate import upgrade_head
+
+
+def database_url(server_url: str, name: str) -> str:
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    """CREATE/DROP DATABASE run outside a transaction, on the server's configured database."""
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """A new database named ``name`` at the newest schema revision; its URL."""
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    url = database_url(server_url, name)
+    await asyncio.to_thread(upgrade_head, url)
+    return url
+
+
+async def drop_databases(server_url: str, names: Iterable[str]) -> None:
+    for name in names:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def durability(server_url: str) -> str:
+    """The settings that decide whether a commit waits for the disk: the bench measures durable commits."""
+    engine = create_async_engine(server_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            values = [str(await conn.scalar(text(f"SHOW {name}"))) for name in ("fsync", "synchronous_commit")]
+            version = str(await conn.scalar(text("SHOW server_version")))
+    finally:
+        await engine.dispose()
+    return f"PostgreSQL {version.split()[0]}, fsync={values[0]}, synchronous_commit={values[1]}"
+
+
+@dataclass(frozen=True)
+class Rows:
+    inbox: int
+    sessions: int
+    participants: int
+    reservations: int
+    session_created: int
+    session_updated: int
+    unpublished: int
+
+    @property
+    def outbox(self) -> int:
+        return self.session_created + self.session_updated
+
+
+_COUNTS = text(
+    """
+    SELECT (SELECT count(*) FROM inbox_messages) AS inbox,
+           (SELECT count(*) FROM live_sessions) AS sessions,
+           (SELECT count(*) FROM session_participants) AS participants,
+           (SELECT count(*) FROM session_reservations) AS reservations,
+           (SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionCreated"%') AS session_created,
+           (SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionUpdated"%') AS session_updated,
+           (SELECT count(*) FROM outbox_messages WHERE published_at IS NULL) AS unpublished
+    """
+)
+
+
+async def rows(url: str) -> Rows:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(_COUNTS)).one()
+    finally:
+        await engine.dispose()
+    return Rows(*row)
+
+
+class OutboxWatch:
+    """Polls one database for unpublished outbox rows: the relay's share of 'done'."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_async_engine(url, pool_size=1, max_overflow=0)
+
+    async def unpublished(self) -> int:
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(text("SELECT count(*) FROM outbox_messages WHERE published_at IS NULL"))
+        return int(count or 0)
+
+    async def close(self) -> None:
+        await self._engine.dispose()

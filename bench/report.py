@@ -1,0 +1,144 @@
+"""The bench's results: one table for people, one JSON object and one summary line for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class Stage:
+    key: str  # raw, decode, naive, service, replay, scaleout
+    label: str
+    records: int
+    seconds: float
+    note: str = ""
+
+    @property
+    def per_s(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Latency:
+    """Produce -> offset commit, measured at a fixed offered rate."""
+
+    offered_per_s: float
+    records: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    batches: int
+
+
+@dataclass
+class Results:
+    events: int
+    partitions: int
+    machine: str
+    servers: str
+    stages: list[Stage] = field(default_factory=list)
+    latency: Latency | None = None
+    rss_mb_at_tenth: float = 0.0  # the service process after a tenth of the events
+    rss_mb: float = 0.0  # ... and after all of them
+    checks: list[Check] = field(default_factory=list)
+    load: tuple[float, float] = (0.0, 0.0)  # 1-minute load average at the start and at the end: other work
+
+    def rate(self, key: str) -> float:
+        return next((s.per_s for s in self.stages if s.key == key), 0.0)
+
+    def ratio(self, key: str) -> float:
+        base = self.rate(key)
+        return self.rate("service") / base if base else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def summary_line(self) -> str:
+        p99 = self.latency.p99_ms if self.latency is not None else 0.0
+        return (
+            f"events={self.events} service_per_s={self.rate('service'):.0f} "
+            f"decode_ceiling_per_s={self.rate('decode'):.0f} naive_per_s={self.rate('naive'):.0f} "
+            f"replay_per_s={self.rate('replay'):.0f} ratio_vs_decode={self.ratio('decode'):.2f} "
+            f"ratio_vs_naive={self.ratio('naive'):.1f} p99_commit_ms={p99:.0f} rss_mb={self.rss_mb:.0f}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for stage, raw in zip(self.stages, data["stages"], strict=True):
+            raw["per_s"] = round(stage.per_s, 1)
+        data["summary"] = self.summary_line()
+        return data
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def table(results: Results) -> Table:
+    decode = results.rate("decode")
+    grid = Table(title=f"booking-sessions bench: {results.events} events, {results.partitions} partitions")
+    for name, justify in (("stage", "left"), ("records", "right"), ("s", "right"), ("per s", "right")):
+        grid.add_column(name, justify=justify)  # type: ignore[arg-type]
+    grid.add_column("of decode", justify="right")
+    grid.add_column("notes", overflow="fold")
+    for s in results.stages:
+        share = f"{s.per_s / decode:.2f}" if decode else "-"
+        grid.add_row(s.label, f"{s.records:,}", f"{s.seconds:.2f}", f"{s.per_s:,.0f}", share, s.note)
+    if results.latency is not None:
+        lat = results.latency
+        grid.add_row(
+            "(f) produce -> offset commit",
+            f"{lat.records:,}",
+            "",
+            f"{lat.offered_per_s:,.0f}",
+            "",
+            f"offered at half (d)'s rate: p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; "
+            f"{lat.batches} batches, {lat.records / max(1, lat.batches):.0f} avg",
+        )
+    grid.add_row(
+        "service RSS",
+        "",
+        "",
+        "",
+        "",
+        f"{results.rss_mb_at_tenth:.0f} MB after {results.events // 10:,} events, {results.rss_mb:.0f} MB after "
+        f"{results.events:,}",
+    )
+    return grid
+
+
+def print_report(results: Results, console: Console, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(results.as_json()), flush=True)  # one line, not wrapped, not coloured
+    else:
+        console.print(table(results))
+        console.print(
+            f"machine: {results.machine}; servers: {results.servers}; load average {results.load[0]:.2f} at the "
+            f"start, {results.load[1]:.2f} at the end",
+            highlight=False,
+        )
+        for c in results.checks:
+            mark = "[green]ok[/]" if c.ok else "[red]FAILED[/]"
+            console.print(f"  {mark} {c.name}: {c.detail}", highlight=False)
+    print(results.summary_line(), flush=True)  # last line, exactly, whatever the terminal width
