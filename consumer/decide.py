@@ -99,7 +99,8 @@ def decide(
 
 def _outbox(row: SessionRow, kind: SessionEventType, message_id: UUID, now: datetime) -> OutboxRow:
     details = row.details
-    view = SessionView(
+    # Built from values this module made and typed itself: construct, do not validate again (hot path).
+    view = SessionView.model_construct(
         id=row.id,
         status="SCHEDULED",
         meeting_link=row.meeting_link,
@@ -109,5 +110,7 @@ def _outbox(row: SessionRow, kind: SessionEventType, message_id: UUID, now: date
         student_id=details.student_id,
         title=details.title,
     )
-    event = SessionEvent(message_id=message_id, type=kind, occurred_at=now, booking_id=row.booking_id, session=view)
+    event = SessionEvent.model_construct(
+        message_id=message_id, type=kind, schema_version=1, occurred_at=now, booking_id=row.booking_id, session=view
+    )
     return OutboxRow(message_id=message_id, key=row.booking_id, event=event)

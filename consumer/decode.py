@@ -16,9 +16,33 @@ from models.events import SCHEMA_VERSION, BookingEvent, Envelope
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 
 
-def decode(record: Record, max_bytes: int) -> Decoded:
+_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
+
+
+def payload_digest(value: bytes | None) -> str:
+    """The inbox's payload_sha256: hex SHA-256 of the value bytes exactly as they arrived."""
+    return hashlib.sha256(value or b"").hexdigest()
+
+
+def message_id_hint(value: bytes | None) -> UUID | None:
+    """The first ``message_id`` the raw bytes spell, without parsing them.
+
+    Only a hint, for finding byte-identical repeats cheaply: a record counts as seen only when the inbox holds
+    this id together with this very SHA-256, which only decoding these same bytes can have put there.
+    """
+    found = _MESSAGE_ID.search(value) if value else None
+    if found is None:
+        return None
+    try:
+        return UUID(found.group(1).decode("ascii"))
+    except ValueError:
+        return None
+
+
+def decode(record: Record, max_bytes: int, digest: str | None = None) -> Decoded:
+    """``digest``: the value's payload_digest, when the caller computed it already."""
     value = record.value if record.value is not None else b""
-    digest = hashlib.sha256(value).hexdigest()
+    digest = digest or payload_digest(value)
     if len(value) > max_bytes:
         # Not parsed at all: a huge record must not cost memory or CPU beyond its bytes.
         return _dead(record, digest, "too_large", f"value is {len(value)} bytes, limit is {max_bytes}")

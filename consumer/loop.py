@@ -67,6 +67,10 @@ class ConsumerLoop:
         self._observer = observer
         self._stop = asyncio.Event()
 
+    @property
+    def processor(self) -> BatchProcessor:
+        return self._processor
+
     async def run_once(self) -> BatchResult | None:
         """One batch end to end; None when nothing arrived within the fetch timeout."""
         batch = await self._consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._max_records)

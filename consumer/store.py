@@ -129,6 +129,23 @@ async def inbox_hashes(conn: AsyncConnection, message_ids: Iterable[UUID]) -> di
     return {row[0]: row[1] for row in result}
 
 
+_KNOWN_PAYLOADS = text(
+    """
+    SELECT i.message_id, i.payload_sha256
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:digests AS text[])) AS u(message_id, payload_sha256)
+    JOIN inbox_messages i ON i.message_id = u.message_id AND i.payload_sha256 = u.payload_sha256
+    """
+)
+
+
+async def known_payloads(conn: AsyncConnection, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
+    """Which (message id, payload SHA-256) pairs the inbox already holds: byte-identical repeats."""
+    if not pairs:
+        return set()
+    result = await conn.execute(_KNOWN_PAYLOADS, {"ids": [p[0] for p in pairs], "digests": [p[1] for p in pairs]})
+    return {(row[0], row[1]) for row in result}
+
+
 async def lock_sessions(conn: AsyncConnection, booking_ids: Iterable[str]) -> dict[str, SessionRow]:
     """The current session of each booking, locked until commit so the decision cannot go stale."""
     ids = sorted(set(booking_ids))  # one lock order for every writer: no deadlock between two of them

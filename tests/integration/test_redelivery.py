@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import pytest
 
 from booking_sessions.settings import Settings
@@ -79,3 +82,41 @@ async def test_restart_without_offset_commit_redelivers_and_changes_nothing(
     assert await snapshot(database_url) == before
     messages = await read_json(settings, settings.output_topic, 10)
     assert len(messages) == 10  # the relay sent nothing new: no new SessionCreated id, not even a copy
+
+
+async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consumer.decode
+    import consumer.process
+    from booking_sessions.topics import read_topic
+    from consumer.loop import to_record
+
+    produced = Produced()
+    events = stream(10)
+    await publish(settings, events, produced)
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        assert settings.kafka_bootstrap is not None
+        messages = await read_topic(settings.kafka_bootstrap, settings.input_topic, expected=len(events))
+        records = [to_record(m) for m in messages]
+        before = await snapshot(database_url)
+        decoded = Counter[str]()
+        real_decode = consumer.decode.decode
+
+        def counting_decode(*args: Any) -> Any:
+            decoded["calls"] += 1
+            return real_decode(*args)
+
+        monkeypatch.setattr(consumer.process, "decode", counting_decode)
+        processor = svc.loop.processor
+        first = await processor.process(records)  # a run of repeats: decoded, then found in the inbox
+        calls_first = decoded["calls"]
+        second = await processor.process(records)  # now looked up by (message id, sha256) before decoding
+
+    assert (first.records, first.duplicates, first.applied) == (len(events), len(events), 0)
+    assert calls_first == len(events)
+    assert (second.records, second.duplicates, second.applied) == (len(events), len(events), 0)
+    assert decoded["calls"] == calls_first  # not one decode in the second pass
+    assert second.next_offsets == first.next_offsets
+    assert await snapshot(database_url) == before

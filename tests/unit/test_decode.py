@@ -431,3 +431,14 @@ def test_the_record_is_kept_unchanged() -> None:
     r = record(body({"booking.duration_minutes": 0}), key=b"k", headers=(("h", b"v"),))
 
     assert decode(r, MAX_BYTES).record is r
+
+
+def test_message_id_hint_reads_the_first_message_id_of_the_raw_bytes() -> None:
+    from consumer.decode import message_id_hint
+
+    assert message_id_hint(b'{"message_id": "7d0c1d3e-2a51-4a8e-9d35-0b1f0a6d2c11", "x": 1}') == UUID(MESSAGE_ID)
+    assert message_id_hint(b'{"message_id":"7D0C1D3E2A514A8E9D350B1F0A6D2C11"}') == UUID(MESSAGE_ID)
+    assert message_id_hint(b'{"message_id": "not-a-uuid-at-all-but-long-enough-x"}') is None
+    assert message_id_hint(b'{"id": "7d0c1d3e-2a51-4a8e-9d35-0b1f0a6d2c11"}') is None
+    assert message_id_hint(None) is None
+    assert message_id_hint(b"") is None
