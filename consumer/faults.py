@@ -8,7 +8,17 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderFo
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 # SQLSTATE classes and codes that say "try again later", not "this row is wrong".
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator intervention, system
+_TRANSIENT_SQLSTATE_CLASSES = (
+    "08",  # connection exception
+    "53",  # insufficient resources
+    "55",  # object not in prerequisite state (lock not available)
+    "57",  # operator intervention (shutdown, failover)
+    "58",  # system error
+    # Wrong for every record alike, so not the record's fault: a schema not migrated yet (42P01), a revoked
+    # grant (42501), refused credentials. Retried (and alerted on) until fixed, never a mass dead-lettering.
+    "28",  # invalid authorization
+    "42",  # syntax error or access rule violation
+)
 _TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
 
 _TRANSIENT_KAFKA = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, NotLeaderForPartitionError)

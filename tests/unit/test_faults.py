@@ -1,0 +1,59 @@
+"""Transient or poison: the classification that decides between retrying a batch and bisecting it."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopicOrPartitionError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from consumer.faults import is_transient, jittered, sqlstate
+
+
+def db_error(code: str, kind: type[DBAPIError] = DBAPIError) -> DBAPIError:
+    """What SQLAlchemy raises for an asyncpg error with this SQLSTATE."""
+    original = asyncpg.PostgresError.new({"C": code, "M": f"server says {code}", "S": "ERROR"})
+    wrapper = type("AsyncAdapt_asyncpg_dbapi_Error", (Exception,), {"sqlstate": code})(str(original))
+    wrapper.__cause__ = original
+    return kind("INSERT ...", {}, wrapper)
+
+
+@pytest.mark.parametrize(
+    ("code", "transient"),
+    [
+        ("40001", True),  # serialization failure
+        ("40P01", True),  # deadlock detected
+        ("08006", True),  # connection failure
+        ("57P01", True),  # admin shutdown (a restart or failover)
+        ("53300", True),  # too many connections
+        ("22021", False),  # invalid byte sequence: a NUL in text
+        ("23505", False),  # unique violation
+        ("23514", False),  # check violation
+        ("22P02", False),  # invalid text representation
+        ("42P01", True),  # undefined table: a deploy without `migrate` waits for it, dead-letters nothing
+        ("42501", True),  # insufficient privilege: the same for every record
+    ],
+)
+def test_sqlstate_decides(code: str, transient: bool) -> None:
+    error = db_error(code, IntegrityError if code.startswith("23") else DBAPIError)
+    assert sqlstate(error) == code
+    assert is_transient(error) is transient
+
+
+def test_the_world_failing_is_transient() -> None:
+    assert is_transient(ConnectionRefusedError(111, "refused"))
+    assert is_transient(TimeoutError())
+    assert is_transient(KafkaConnectionError("broker away"))
+    assert is_transient(KafkaTimeoutError())
+    assert is_transient(OperationalError("connect", {}, ConnectionResetError()))
+
+
+def test_other_errors_are_not_transient() -> None:
+    assert not is_transient(ValueError("a bug or a bad record"))
+    assert not is_transient(UnknownTopicOrPartitionError())
+
+
+def test_jitter_stays_between_half_and_all_of_the_delay() -> None:
+    waits = [jittered(8.0) for _ in range(500)]
+    assert all(4.0 <= w <= 8.0 for w in waits)
+    assert max(waits) - min(waits) > 1.0  # spread, not one fixed value
