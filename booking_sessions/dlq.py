@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -25,14 +25,7 @@ from booking_sessions.settings import Settings
 from consumer.records import Headers
 from models.errors import DlqReason
 
-DLQ_REASONS: tuple[DlqReason, ...] = (
-    "invalid",
-    "unsupported_version",
-    "key_mismatch",
-    "message_id_conflict",
-    "too_large",
-    "processing_error",
-)
+DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
 STALL_TIMEOUT_S = 30.0  # a partition that stops short of the end offset it reported: say so instead of hanging
 
 

@@ -139,21 +139,25 @@ async def some_applied(database_url: str, what: str = "the service at work", tim
     await eventually(started, what=what, timeout_s=timeout_s)
 
 
+def booking_env(settings: Settings) -> dict[str, str]:
+    """The service's configuration as the BOOKING_* variables a process of it would read."""
+    assert settings.kafka_bootstrap is not None and settings.meeting_secret is not None
+    return {
+        "BOOKING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "BOOKING_DATABASE_URL": settings.database_url_value(),
+        "BOOKING_INPUT_TOPIC": settings.input_topic,
+        "BOOKING_OUTPUT_TOPIC": settings.output_topic,
+        "BOOKING_DLQ_TOPIC": settings.dlq_topic,
+        "BOOKING_GROUP_ID": settings.group_id,
+        "BOOKING_MEETING_SECRET": settings.meeting_secret.get_secret_value(),
+        "BOOKING_METRICS_PORT": "0",
+    }
+
+
 def env_for(settings: Settings) -> dict[str, str]:
-    """The environment of a ``booking-sessions`` subprocess pointed at the test's servers and topics."""
-    assert settings.kafka_bootstrap is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
-    env.update(
-        BOOKING_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        BOOKING_DATABASE_URL=settings.database_url_value(),
-        BOOKING_INPUT_TOPIC=settings.input_topic,
-        BOOKING_OUTPUT_TOPIC=settings.output_topic,
-        BOOKING_DLQ_TOPIC=settings.dlq_topic,
-        BOOKING_GROUP_ID=settings.group_id,
-        BOOKING_MEETING_SECRET="cli-secret",
-        BOOKING_METRICS_PORT="0",
-    )
-    return env
+    """The environment of a ``booking-sessions`` subprocess: this one's, with the test's BOOKING_* only."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
+    return inherited | booking_env(settings)
 
 
 async def start_run(settings: Settings, **extra_env: str) -> asyncio.subprocess.Process:

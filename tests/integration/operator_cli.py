@@ -15,23 +15,13 @@ from booking_sessions.settings import Settings
 from models.events import BookingEvent
 from producer.bookings import as_record
 from producer.publish import OutgoingRecord, Publisher
-from tests.integration.harness import Produced
+from tests.integration.harness import Produced, booking_env
 
 
 def operator_env(settings: Settings, **overrides: str | None) -> dict[str, str | None]:
     """The service's configuration as environment variables (None: unset); other BOOKING_* from outside are unset."""
-    assert settings.kafka_bootstrap is not None and settings.meeting_secret is not None
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BOOKING_") and "_TEST_" not in k}
-    env.update(
-        BOOKING_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        BOOKING_DATABASE_URL=settings.database_url_value(),
-        BOOKING_INPUT_TOPIC=settings.input_topic,
-        BOOKING_OUTPUT_TOPIC=settings.output_topic,
-        BOOKING_DLQ_TOPIC=settings.dlq_topic,
-        BOOKING_GROUP_ID=settings.group_id,
-        BOOKING_MEETING_SECRET=settings.meeting_secret.get_secret_value(),
-        BOOKING_METRICS_PORT="0",
-    )
+    env.update(booking_env(settings))
     env.update(overrides)
     return env
 
