@@ -204,6 +204,17 @@ logger.state.level=WARN
 JVM_OPTIONS = ("-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true")
 
 
+def new_cluster_id() -> str:
+    """A UUID in unpadded base64url, as Kafka's Uuid.randomUuid makes it; made here, it saves a JVM start.
+
+    Like Kafka, never one starting with '-': the command line would read it as an option (1 in 64 otherwise).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class ApacheKafka:
     """One KRaft broker+controller on 127.0.0.1, run from the jars with `java` (no Kafka installation)."""
 
@@ -284,8 +295,7 @@ class ApacheKafka:
         (self.work_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
 
     def _format(self) -> None:
-        # A cluster id is a UUID in unpadded base64url; made here, it saves a JVM start (StorageTool random-uuid).
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         config = str(self.work_dir / "server.properties")
         # A short-lived tool: the quick first-tier JIT is all it needs.
         quick = (*JVM_OPTIONS, "-XX:TieredStopAtLevel=1")
