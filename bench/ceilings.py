@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.produce import Ends, Progress
 from bench.report import Stage
@@ -17,6 +18,21 @@ FETCH_OPTIONS = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16
 MAX_RECORDS = 2000
 
 
+async def batches_until(
+    consumer: AIOKafkaConsumer, topic: str, ends: Ends
+) -> AsyncIterator[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]:
+    """Each fetched batch of ``topic`` from its beginning until every partition reached its produced end."""
+    partitions = [TopicPartition(topic, p) for p in sorted(ends)]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    position = dict.fromkeys(ends, 0)
+    while any(position[p] < end for p, end in ends.items()):
+        batch = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
+        for tp, messages in batch.items():
+            position[tp.partition] = messages[-1].offset + 1
+        yield batch
+
+
 async def consume_ceiling(
     bootstrap: str, topic: str, ends: Ends, *, decoding: bool, max_message_bytes: int, progress: Progress
 ) -> Stage:
@@ -26,16 +42,10 @@ async def consume_ceiling(
     await consumer.start()
     outcomes: Counter[str] = Counter()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(ends)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        position = dict.fromkeys(ends, 0)
         records = 0
         started = time.monotonic()
-        while any(position[p] < end for p, end in ends.items()):
-            batch = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
-            for tp, messages in batch.items():
-                position[tp.partition] = messages[-1].offset + 1
+        async for batch in batches_until(consumer, topic, ends):
+            for messages in batch.values():
                 records += len(messages)
                 if decoding:
                     outcomes.update(decode(to_record(m), max_message_bytes).outcome for m in messages)

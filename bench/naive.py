@@ -15,12 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from bench.ceilings import FETCH_OPTIONS, MAX_RECORDS
+from bench.ceilings import FETCH_OPTIONS, batches_until
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from consumer.decide import SessionDetails, SessionRow, decide
@@ -119,19 +119,13 @@ async def run_naive(
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(ends)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        position = dict.fromkeys(ends, 0)
         records = 0
         started = time.monotonic()
-        while any(position[p] < end for p, end in ends.items()):
-            batch = await consumer.getmany(timeout_ms=1000, max_records=MAX_RECORDS)
-            for tp, messages in batch.items():
+        async for batch in batches_until(consumer, topic, ends):
+            for messages in batch.values():
                 for m in messages:
                     await naive.handle(decode(to_record(m), max_message_bytes))
                     progress(1)
-                position[tp.partition] = messages[-1].offset + 1
                 records += len(messages)
             if batch:
                 await consumer.commit({tp: OffsetAndMetadata(ms[-1].offset + 1, "") for tp, ms in batch.items()})
