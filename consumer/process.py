@@ -118,16 +118,6 @@ class BatchProcessor:
             error=f"PostgreSQL rejected it: {_first_line(error)}",
         )
         now = self._clock()
-        log.error(
-            "record_dead_lettered",
-            reason="processing_error",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            message_id=str(decoded.message_id),
-            booking_id=decoded.booking_id,
-            error=poison.error,
-        )
         started = time.perf_counter()
         async with self._engine.connect() as conn, conn.begin() as transaction:
             new_ids = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
@@ -135,6 +125,8 @@ class BatchProcessor:
                 await transaction.rollback()
             elif poison.message_id is None or poison.message_id in new_ids:
                 await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
+        if not self._dry_run:
+            _log_dead_letters([poison])
         result = _result([record], [poison], Repeats([], []), Repeats([], []), [poison], [])
         return replace(result, database_s=time.perf_counter() - started)
 
