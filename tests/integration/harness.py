@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -160,9 +161,10 @@ def env_for(settings: Settings) -> dict[str, str]:
     return inherited | booking_env(settings)
 
 
-async def start_run(settings: Settings, **extra_env: str) -> asyncio.subprocess.Process:
-    """``booking-sessions run`` as a real process (stderr piped), for signal and crash tests."""
-    return await asyncio.create_subprocess_exec(
+@contextlib.asynccontextmanager
+async def running_process(settings: Settings, **extra_env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``booking-sessions run`` as a real process (stderr piped); SIGKILLed on leaving if it still runs."""
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "booking_sessions.cli",
@@ -171,6 +173,19 @@ async def start_run(settings: Settings, **extra_env: str) -> asyncio.subprocess.
         cwd=REPO,
         stderr=asyncio.subprocess.PIPE,
     )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def sigterm(process: asyncio.subprocess.Process, timeout_s: float) -> bytes:
+    """SIGTERM, then the process's exit within ``timeout_s``; returns what it wrote to stderr."""
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout_s)
+    return stderr
 
 
 def decode_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute, _drop_database
-from tests.integration.harness import Produced, committed_offsets, env_for, publish, query
+from tests.integration.harness import Produced, committed_offsets, env_for, publish, query, running_process, sigterm
 from tests.integration.test_scenarios import event
 from tests.servers import PostgresHandle
 from tests.waiting import eventually
@@ -71,16 +70,7 @@ async def test_run_consumes_until_sigterm_then_exits_zero_with_offsets_committed
 ) -> None:
     produced = Produced()
     await publish(settings, [event("BookingApproved", f"bk_{i}", 0) for i in range(30)], produced)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "booking_sessions.cli",
-        "run",
-        env=env_for(settings),
-        cwd=REPO,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    async with running_process(settings) as process:
 
         async def applied() -> bool:
             [row] = await query(
@@ -90,12 +80,7 @@ async def test_run_consumes_until_sigterm_then_exits_zero_with_offsets_committed
             return True
 
         await eventually(applied, what="the service to apply and publish 30 bookings", timeout_s=60)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stderr = await sigterm(process, timeout_s=30)
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"SIGTERM" in stderr
     assert settings.meeting_secret is not None

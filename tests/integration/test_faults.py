@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import signal
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
@@ -29,9 +28,10 @@ from tests.integration.harness import (
     publish,
     query,
     read_json,
+    running_process,
     service,
+    sigterm,
     some_applied,
-    start_run,
 )
 from tests.integration.test_scenarios import START, event
 from tests.servers import ApacheKafka, KafkaHandle, PostgresHandle
@@ -149,7 +149,7 @@ async def all_applied_and_published(database_url: str, events: list[BookingEvent
 
 
 class Running:
-    """The in-process service running in the background until ``stop()``."""
+    """The in-process service running in the background until ``stop()`` (or the end of an ``async with``)."""
 
     def __init__(self, svc: Service) -> None:
         self.stop_event = asyncio.Event()
@@ -158,6 +158,12 @@ class Running:
     async def stop(self) -> None:
         self.stop_event.set()
         await self.task
+
+    async def __aenter__(self) -> Running:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 async def test_database_outage_is_retried_not_dead_lettered(
@@ -168,20 +174,16 @@ async def test_database_outage_is_retried_not_dead_lettered(
     events = workload(60)
     produced = Produced()
     await publish(settings, events[:60], produced)
-    async with service(settings) as svc:
-        running = Running(svc)
+    async with service(settings) as svc, Running(svc):
+        await some_applied(database_url, "the first batch applied")
+        outage = postgres.server.down()
+        await asyncio.to_thread(outage.__enter__)
         try:
-            await some_applied(database_url, "the first batch applied")
-            outage = postgres.server.down()
-            await asyncio.to_thread(outage.__enter__)
-            try:
-                await publish(settings, events[60:], produced)  # arrives while PostgreSQL is away
-                await asyncio.sleep(3)  # the outage itself, not synchronisation: 3 s without a database
-            finally:
-                await asyncio.to_thread(outage.__exit__, None, None, None)
-            await all_applied_and_published(database_url, events)
+            await publish(settings, events[60:], produced)  # arrives while PostgreSQL is away
+            await asyncio.sleep(3)  # the outage itself, not synchronisation: 3 s without a database
         finally:
-            await running.stop()
+            await asyncio.to_thread(outage.__exit__, None, None, None)
+        await all_applied_and_published(database_url, events)
     await assert_matches_reference(settings, database_url, events)
     assert await read_json(settings, settings.dlq_topic, 0) == []
 
@@ -194,14 +196,10 @@ async def test_broker_restart_mid_stream_loses_nothing(
     events = workload(60)
     produced = Produced()
     await publish(settings, events, produced)
-    async with service(settings) as svc:
-        running = Running(svc)
-        try:
-            await some_applied(database_url, "the first batch applied")
-            await asyncio.to_thread(kafka.server.restart)
-            await all_applied_and_published(database_url, events, timeout_s=120)
-        finally:
-            await running.stop()
+    async with service(settings) as svc, Running(svc):
+        await some_applied(database_url, "the first batch applied")
+        await asyncio.to_thread(kafka.server.restart)
+        await all_applied_and_published(database_url, events, timeout_s=120)
     await assert_matches_reference(settings, database_url, events)
 
 
@@ -210,13 +208,10 @@ async def test_rebalance_when_a_consumer_joins_and_the_first_leaves(settings: Se
     produced = Produced()
     await publish(settings, events[:150], produced)
     async with contextlib.AsyncExitStack() as second_stack:
-        async with service(settings) as first:
-            running_first = Running(first)
-
+        async with service(settings) as first, Running(first):
             await some_applied(database_url, "the first consumer at work")
             second = await second_stack.enter_async_context(service(settings))
-            running_second = Running(second)
-            second_stack.push_async_callback(running_second.stop)
+            await second_stack.enter_async_context(Running(second))
             await publish(settings, events[150:300], produced)
 
             async def both_assigned() -> bool:
@@ -225,7 +220,6 @@ async def test_rebalance_when_a_consumer_joins_and_the_first_leaves(settings: Se
                 return True
 
             await eventually(both_assigned, what="the second consumer to get its share", timeout_s=60)
-            await running_first.stop()
         # The first consumer has left the group (its consumer is closed) mid-stream.
         await publish(settings, events[300:], produced)
         await all_applied_and_published(database_url, events, timeout_s=120)
@@ -244,15 +238,9 @@ async def test_sigterm_under_load_exits_zero_with_everything_applied_committed(
     events = workload(400)
     produced = Produced()
     await publish(settings, events, produced)
-    process = await start_run(settings)
-    try:
+    async with running_process(settings) as process:
         await some_applied(database_url)
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=40)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        stderr = await sigterm(process, timeout_s=40)
     assert process.returncode == 0, stderr.decode()[-3000:]
     # Offsets committed for everything applied: per partition, one past the last applied record.
     applied = await query(
@@ -277,8 +265,8 @@ async def test_sigkill_at_any_point_then_restart_leaves_the_uninterrupted_result
     total = len({e.message_id for e in events})
     for fraction in (0.1, 0.4, 0.7):  # killed early, mid-stream and late
         # Small batches: many transaction boundaries, so a kill lands before, during or after a commit.
-        process = await start_run(settings, BOOKING_MAX_BATCH_RECORDS="40", BOOKING_RELAY_BATCH_ROWS="25")
-        try:
+        # Leaving the block SIGKILLs the process wherever it is.
+        async with running_process(settings, BOOKING_MAX_BATCH_RECORDS="40", BOOKING_RELAY_BATCH_ROWS="25"):
 
             async def progressed(at: float = fraction) -> bool:
                 applied = await count(database_url, "SELECT count(*) AS n FROM inbox_messages")
@@ -286,13 +274,7 @@ async def test_sigkill_at_any_point_then_restart_leaves_the_uninterrupted_result
                 return True
 
             await eventually(progressed, what=f"{fraction:.0%} applied", timeout_s=90, interval_s=0.01)
-        finally:
-            process.send_signal(signal.SIGKILL)
-            await process.wait()
-    process = await start_run(settings)
-    try:
+    async with running_process(settings) as process:
         await all_applied_and_published(database_url, events, timeout_s=120)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), timeout=40)
+        await sigterm(process, timeout_s=40)
     await assert_matches_reference(settings, database_url, events)
