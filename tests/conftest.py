@@ -6,6 +6,7 @@ Servers start on first use: a run of tests/unit never starts one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -101,13 +102,22 @@ async def template_database(postgres: PostgresHandle) -> AsyncIterator[str]:
     await _admin_execute(postgres, _drop_database(TEMPLATE_DATABASE))
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def database_url(postgres: PostgresHandle, template_database: str) -> AsyncIterator[str]:
-    """SQLAlchemy async URL of an empty, migrated database of this test's own, dropped afterwards."""
+@contextlib.asynccontextmanager
+async def migrated_database(postgres: PostgresHandle, template_database: str) -> AsyncIterator[str]:
+    """SQLAlchemy async URL of a new, empty, migrated database (a copy of the template), dropped on leaving."""
     name = f"t_{uuid.uuid4().hex}"
     await _admin_execute(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield postgres.url_for(name)
-    await _admin_execute(postgres, _drop_database(name))
+    try:
+        yield postgres.url_for(name)
+    finally:
+        await _admin_execute(postgres, _drop_database(name))
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def database_url(postgres: PostgresHandle, template_database: str) -> AsyncIterator[str]:
+    """An empty, migrated database of this test's own."""
+    async with migrated_database(postgres, template_database) as url:
+        yield url
 
 
 # --- topics -------------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from booking_sessions.topics import read_topic
 from consumer.ids import meeting_link, session_created_id, session_id
 from producer.bookings import as_record, encode
 from producer.publish import OutgoingRecord
-from tests.conftest import _admin_execute, _drop_database
+from tests.conftest import migrated_database
 from tests.integration.harness import Produced, consume_all, query, service, snapshot
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
 from tests.integration.test_scenarios import START, event
@@ -30,10 +30,8 @@ TANSU_TIMES = "Tansu answers ListOffsets by timestamp with offset 0 whatever the
 @pytest_asyncio.fixture(loop_scope="session")
 async def empty_database_url(postgres: PostgresHandle, template_database: str) -> AsyncIterator[str]:
     """A second migrated, empty database: the target of a rebuild."""
-    name = f"t_{uuid.uuid4().hex}"
-    await _admin_execute(postgres, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    yield postgres.url_for(name)
-    await _admin_execute(postgres, _drop_database(name))
+    async with migrated_database(postgres, template_database) as url:
+        yield url
 
 
 async def contract_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
