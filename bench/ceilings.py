@@ -10,11 +10,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.produce import Ends, Progress
 from bench.report import Stage
+from booking_sessions.service import FETCH_LIMITS
 from consumer.decode import decode
 from consumer.loop import to_record
 
-# The service's fetch settings (booking_sessions.service.open_service) and batch size (BOOKING_MAX_BATCH_RECORDS).
-FETCH_OPTIONS = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
+# The service's batch size (BOOKING_MAX_BATCH_RECORDS).
 MAX_RECORDS = 2000
 
 
@@ -38,7 +38,7 @@ async def consume_ceiling(
 ) -> Stage:
     """Read every produced record from the beginning (no group, nothing committed); with ``decoding``, also turn
     each into the service's ``Record`` and run the service's ``decode`` on it (SHA-256, pydantic, key check)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **FETCH_OPTIONS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **FETCH_LIMITS)
     await consumer.start()
     outcomes: Counter[str] = Counter()
     try:

@@ -20,9 +20,10 @@ from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
-from bench.ceilings import FETCH_OPTIONS, batches_until
+from bench.ceilings import batches_until
 from bench.produce import Ends, Progress
 from bench.report import Stage
+from booking_sessions.service import FETCH_LIMITS
 from consumer.decide import SessionDetails, SessionRow, decide
 from consumer.decode import decode
 from consumer.loop import to_record
@@ -115,7 +116,7 @@ async def run_naive(
     """Every record of ``topic`` (the sample), one at a time, offsets committed after each fetched batch."""
     # Assigned, not subscribed: commits go to the group without a join (whose delay is the broker's, not the code's).
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=consumer_group, enable_auto_commit=False, **FETCH_OPTIONS
+        bootstrap_servers=bootstrap, group_id=consumer_group, enable_auto_commit=False, **FETCH_LIMITS
     )
     await consumer.start()
     try:

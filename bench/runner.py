@@ -11,9 +11,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from uuid import UUID
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -34,10 +32,9 @@ from bench.report import Check, Latency, Results, Stage, machine
 from bench.service_path import Fleet
 from bench.workload import generate
 from booking_sessions.servers import servers_for, with_throwaway_secret
-from booking_sessions.service import meeting_secret
+from booking_sessions.service import meeting_links
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic
-from consumer.ids import meeting_link
 
 
 @dataclass(frozen=True)
@@ -206,7 +203,7 @@ class Bench:
 
     async def _naive(self, url: str, topic: str, ends: Ends, records: int, every: int) -> Stage:
         # Its outbox rows name an output topic, but it publishes nothing: no topic to create.
-        naive = NaiveConsumer(url, self._link_for(), f"bench-{self.tag}-naive.session.events")
+        naive = NaiveConsumer(url, meeting_links(self.settings), f"bench-{self.tag}-naive.session.events")
         try:
             with self.task("(c) naive check-then-create", records) as t:
                 stage = await run_naive(
@@ -222,10 +219,6 @@ class Bench:
             await naive.close()
         note = f"1 booking in {every}, whole histories; {stage.note}"
         return dataclasses.replace(stage, note=note)
-
-    def _link_for(self) -> Callable[[UUID], str]:
-        secret = meeting_secret(self.settings)
-        return partial(meeting_link, self.settings.meeting_base_url, secret=secret)
 
     async def _service(self, key: str, label: str, fleet: Fleet, ends: Ends) -> Stage:
         """Release the processes; done when offsets past every record are committed and the outbox is empty."""

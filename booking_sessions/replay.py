@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 import structlog
@@ -25,10 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.arguments import ArgumentError
 from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.service import create_engine, meeting_secret
+from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine, meeting_secret
 from booking_sessions.settings import Settings
 from consumer.faults import is_transient
-from consumer.ids import meeting_link
 from consumer.loop import to_record
 from consumer.process import BatchProcessor, BatchResult, merge
 from consumer.records import Record
@@ -158,7 +156,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             "choose another --group"
         )
     bootstrap = settings.kafka_bootstrap
-    link_for = partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
+    meeting_secret(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
     engine = create_engine(settings)
@@ -169,8 +167,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
         group_id=request.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
+        **FETCH_LIMITS,
         **options,
     )
     try:
@@ -179,15 +176,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
         spans = await _plan(consumer, settings.input_topic, partitions, request)
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)
         summary = ReplaySummary(settings.input_topic, request.group_id, request.dry_run, spans)
-        processor = BatchProcessor(
-            engine,
-            publisher,
-            link_for=link_for,
-            output_topic=settings.output_topic,
-            dlq_topic=settings.dlq_topic,
-            max_message_bytes=settings.max_message_bytes,
-            dry_run=request.dry_run,
-        )
+        processor = batch_processor(settings, engine, publisher, dry_run=request.dry_run)
         started = time.monotonic()
         await _consume(consumer, processor, summary, settings.max_batch_records, progress)
         if request.relay and not request.dry_run:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
+from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer
@@ -60,6 +61,30 @@ def meeting_secret(settings: Settings) -> bytes:
     )
 
 
+# Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
+FETCH_LIMITS: dict[str, int] = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
+
+
+def meeting_links(settings: Settings) -> Callable[[UUID], str]:
+    """Session id -> meeting link, under the configured base URL and secret."""
+    return partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
+
+
+def batch_processor(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher, *, dry_run: bool = False
+) -> BatchProcessor:
+    """The one way batches are applied, for ``run`` and for ``replay`` alike."""
+    return BatchProcessor(
+        engine,
+        publisher,
+        link_for=meeting_links(settings),
+        output_topic=settings.output_topic,
+        dlq_topic=settings.dlq_topic,
+        max_message_bytes=settings.max_message_bytes,
+        dry_run=dry_run,
+    )
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url_value(),
@@ -79,7 +104,7 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
-    secret = meeting_secret(settings)
+    meeting_secret(settings)  # first: refuse to start without the secret, before any connection
     register_secrets(
         [settings.meeting_secret, settings.kafka_sasl_password, settings.kafka_ssl_key_password, _password(settings)]
     )
@@ -97,24 +122,16 @@ async def open_service(
             enable_auto_commit=False,
             # A group with no committed offsets replays the whole topic, harmlessly (CONTRACT).
             auto_offset_reset="earliest",
-            max_partition_fetch_bytes=1024 * 1024,
             # A broker holds a fetch until this long when data is scarce: it bounds the latency of a quiet stream
             # (the default 500 ms alone would spend the p99 budget); under load fetches fill up long before.
             fetch_max_wait_ms=100,
-            fetch_max_bytes=16 * 1024 * 1024,
+            **FETCH_LIMITS,
             **client_options,
         )
         group = GroupMembership()
         consumer.subscribe([settings.input_topic], listener=group)
         await consumer.start()
-        processor = BatchProcessor(
-            engine,
-            publisher,
-            link_for=partial(meeting_link, settings.meeting_base_url, secret=secret),
-            output_topic=settings.output_topic,
-            dlq_topic=settings.dlq_topic,
-            max_message_bytes=settings.max_message_bytes,
-        )
+        processor = batch_processor(settings, engine, publisher)
         relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows, observer=metrics)
 
         async def after_commit(result: BatchResult) -> None:
