@@ -81,6 +81,7 @@ def batch_processor(
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,
         max_message_bytes=settings.max_message_bytes,
+        parallel_transactions=settings.parallel_transactions,
         dry_run=dry_run,
     )
 
@@ -88,7 +89,8 @@ def batch_processor(
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url_value(),
-        pool_size=4,
+        # One connection per transaction in flight, one for the relay, one for the metrics sampler.
+        pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
     )

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="larger records are dead-lettered")
     max_batch_records: int = Field(default=2000, ge=1, description="records taken per getmany")
+    parallel_transactions: int = Field(
+        default=2, ge=1, le=16, description="transactions in flight per large batch, on disjoint bookings; 1: one"
+    )
     relay_batch_rows: int = Field(default=1000, ge=1, description="outbox rows published per relay step")
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: time to drain before giving up")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+
+import structlog
 
 from consumer.decode import truncate
 from consumer.records import Decoded
 from models.events import rfc3339_utc
 from producer.publish import OutgoingRecord
+
+log = structlog.get_logger(__name__)
 
 
 def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> OutgoingRecord:
@@ -28,3 +32,35 @@ def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> Outgoi
 
 def dead_letters(items: Sequence[Decoded], dlq_topic: str, failed_at: datetime) -> list[OutgoingRecord]:
     return [dead_letter(d, dlq_topic, failed_at) for d in items]
+
+
+def as_conflict(d: Decoded) -> Decoded:
+    """A record whose message id was already applied with other bytes: a broken producer, not a repeat."""
+    error = f"message_id {d.message_id} was already processed with another payload (sha256 differs)"
+    return d._replace(outcome="dead_lettered", event=None, reason="message_id_conflict", error=error)
+
+
+def as_poison(d: Decoded, error: str) -> Decoded:
+    """A record PostgreSQL refused on its own. Text cannot hold NUL: its inbox row must not fail the same way."""
+    return d._replace(
+        event_type=d.event_type.replace("\x00", ""),
+        outcome="dead_lettered",
+        event=None,
+        reason="processing_error",
+        error=error,
+    )
+
+
+def log_dead_letters(dead: Iterable[Decoded]) -> None:
+    """One line per dead letter (rare by nature), after its transaction committed: every field to find it."""
+    for d in dead:
+        log.warning(
+            "record_dead_lettered",
+            reason=d.reason,
+            topic=d.record.topic,
+            partition=d.record.partition,
+            offset=d.record.offset,
+            message_id=None if d.message_id is None else str(d.message_id),
+            booking_id=d.booking_id,
+            error=d.error,
+        )

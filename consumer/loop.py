@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -13,7 +14,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.faults import is_transient, jittered
-from consumer.process import BatchProcessor, BatchResult
+from consumer.process import BatchProcessor, BatchResult, Prepared
 from consumer.records import Record
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,8 @@ class Stopped(Exception):
 
 
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
-    headers = tuple((name, value or b"") for name, value in (message.headers or ()))
+    raw = message.headers
+    headers = tuple((name, value or b"") for name, value in raw) if raw else ()  # most records have none
     return Record(message.topic, message.partition, message.offset, message.key, message.value, headers)
 
 
@@ -66,6 +68,7 @@ class ConsumerLoop:
         self._after_commit = after_commit
         self._observer = observer
         self._stop = asyncio.Event()
+        self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
 
     @property
     def processor(self) -> BatchProcessor:
@@ -73,12 +76,43 @@ class ConsumerLoop:
 
     async def run_once(self) -> BatchResult | None:
         """One batch end to end; None when nothing arrived within the fetch timeout."""
+        batch = await self._fetch()
+        return None if batch is None else await self._apply_and_commit(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set; the batch in hand is finished and committed first, unless it is waiting
+        for a database or broker to come back, in which case it is left to the next owner, uncommitted.
+
+        One batch ahead: while a batch's transactions wait for PostgreSQL, the next one is fetched and decoded
+        (CPU that would otherwise wait too). It is applied only after the current one committed its offsets, so
+        each partition is still applied in order; on stop it is dropped, uncommitted, for the next owner.
+        """
+        self._stop = stop
+        try:
+            while not stop.is_set():
+                batch = await (self._ahead if self._ahead is not None else self._fetch())
+                self._ahead = None
+                if batch is None:
+                    continue
+                self._ahead = asyncio.create_task(self._fetch(), name="fetch-ahead")
+                await self._apply_and_commit(batch)
+        except Stopped:
+            log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
+        finally:
+            if self._ahead is not None:
+                self._ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ahead
+                self._ahead = None
+
+    async def _fetch(self) -> Prepared | None:
         batch = await self._consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=self._max_records)
         records = [to_record(m) for messages in batch.values() for m in messages]
-        if not records:
-            return None
+        return await self._processor.prepare(records) if records else None
+
+    async def _apply_and_commit(self, batch: Prepared) -> BatchResult:
         started = time.perf_counter()
-        result = await self._process_with_retry(records)
+        result = await self._apply_with_retry(batch)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
         commit_started = time.perf_counter()
@@ -107,16 +141,6 @@ class ConsumerLoop:
             await self._after_commit(result)
         return result
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set; the batch in hand is finished and committed first, unless it is waiting
-        for a database or broker to come back, in which case it is left to the next owner, uncommitted."""
-        self._stop = stop
-        try:
-            while not stop.is_set():
-                await self.run_once()
-        except Stopped:
-            log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
-
     async def _commit(self, result: BatchResult) -> None:
         owned = self._consumer.assignment()
         offsets = {
@@ -135,12 +159,12 @@ class ConsumerLoop:
             # The effects are committed; the partition's new owner redelivers and the inbox drops the repeats.
             log.warning("offsets_not_committed_after_rebalance", partitions=lost)
 
-    async def _process_with_retry(self, records: list[Record]) -> BatchResult:
-        """Retry the same records (the fetched position is kept) with capped exponential backoff."""
+    async def _apply_with_retry(self, batch: Prepared) -> BatchResult:
+        """Retry the same batch (the fetched position is kept) with capped exponential backoff."""
         delay = self._retry_initial_s
         while True:
             try:
-                return await self._processor.process(records)
+                return await self._processor.apply(batch)
             except Exception as error:
                 if not is_transient(error):
                     raise
@@ -158,6 +182,8 @@ class ConsumerLoop:
         poll, so a long outage does not exceed max_poll_interval_ms and cost a rebalance."""
         if self._stop.is_set():
             raise Stopped
+        if self._ahead is not None:
+            await asyncio.wait([self._ahead])  # its getmany first: one fetch at a time (its result is kept)
         paused = self._consumer.assignment()
         self._consumer.pause(*paused)
         try:

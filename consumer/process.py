@@ -1,7 +1,9 @@
-"""One batch of records, one PostgreSQL transaction: inbox, decisions, upserts, outbox, dead letters."""
+"""One batch of records: decoded once, applied in transactions on disjoint bookings: inbox, decisions, upserts,
+outbox, dead letters."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -10,19 +12,36 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
-from consumer.deadletter import dead_letters
+from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters
 from consumer.decide import Decision, decide
 from consumer.decode import decode, message_id_hint, payload_digest
 from consumer.faults import is_transient
+from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
-from models.events import BookingEvent
 from producer.publish import Publisher
 
 log = structlog.get_logger(__name__)
+
+# Below this many records per part, another transaction costs more (a connection, a commit) than it saves.
+MIN_PART_RECORDS = 200
+# Records decoded between two yields to the event loop: about half a millisecond of CPU.
+DECODE_SLICE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch decoded and sorted, ready for its transactions. Pure data: a retry applies the same one."""
+
+    records: Sequence[Record]
+    seen: int  # byte-identical repeats the inbox already holds, not decoded
+    firsts: list[Decoded]  # the first record of each message id (and every record without one), in order
+    in_batch: Repeats  # later copies of a message id within the batch
+    decode_s: float
+    lookup_s: float  # looking for known repeats in the inbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +64,6 @@ class BatchResult:
         return self.sessions_created + self.sessions_updated
 
 
-@dataclass(frozen=True, slots=True)
-class Repeats:
-    """Records whose message id appeared earlier: harmless duplicates or contract-breaking conflicts."""
-
-    duplicates: list[Decoded]
-    conflicts: list[Decoded]
-
-
 class BatchProcessor:
     def __init__(
         self,
@@ -63,6 +74,7 @@ class BatchProcessor:
         output_topic: str,
         dlq_topic: str,
         max_message_bytes: int,
+        parallel_transactions: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
     ) -> None:
@@ -72,53 +84,111 @@ class BatchProcessor:
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
         self._max_message_bytes = max_message_bytes
+        self._parallel_transactions = parallel_transactions
         self._clock = clock
         self._look_for_repeats = False  # set while batches are mostly repeats (a replay, a redelivery)
         self._dry_run = dry_run  # report what a batch would do (replay --dry-run) without writing or sending
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
-        """Apply the batch in one transaction; if PostgreSQL rejects something in it, isolate the culprit.
+        """Decode the batch, then apply it (``prepare``, then ``apply``)."""
+        return await self.apply(await self.prepare(records))
 
-        Transient errors propagate (the loop retries the whole batch, nothing was committed). Any other error
-        means some record is poison for the database: bisect, commit the halves that apply, and dead-letter
-        the single records that still fail as ``processing_error``.
-        """
-        try:
-            return await self._apply(records)
-        except Exception as error:
-            if is_transient(error) or not records:
-                raise
-            log.warning("batch_rejected_isolating", records=len(records), error=_first_line(error))
-            return await self._bisect(records, error)
-
-    async def _bisect(self, records: Sequence[Record], error: Exception) -> BatchResult:
-        if len(records) == 1:
-            return await self._dead_letter_poison(records[0], error)
-        middle = len(records) // 2
-        results = []
-        for half in (records[:middle], records[middle:]):  # in order: a booking's events stay in order
+    async def prepare(self, records: Sequence[Record]) -> Prepared:
+        """Decode and sort the batch: CPU only, in slices that let other tasks run between them (the loop
+        prepares the next batch while this one's transactions wait for PostgreSQL). Never raises for the
+        database: the lookup of known repeats is only a shortcut, and without it everything is decoded."""
+        digests = [payload_digest(r.value) for r in records]
+        seen: set[int] = set()
+        lookup_s = 0.0
+        if self._look_for_repeats:
+            lookup_started = time.perf_counter()
             try:
-                results.append(await self._apply(half))
+                seen = await self._seen_before(records, digests)
+            except Exception as error:  # the transaction will meet the same fault and retry it properly
+                log.debug("repeat_lookup_failed", error=first_line(error))
+            lookup_s = time.perf_counter() - lookup_started
+        decoded: list[Decoded] = []
+        decode_s = 0.0
+        for start in range(0, len(records), DECODE_SLICE):
+            slice_started = time.perf_counter()
+            decoded += [
+                decode(records[i], self._max_message_bytes, digests[i])
+                for i in range(start, min(start + DECODE_SLICE, len(records)))
+                if i not in seen
+            ]
+            decode_s += time.perf_counter() - slice_started
+            await asyncio.sleep(0)
+        firsts, in_batch = split_repeats(decoded)
+        return Prepared(records, len(seen), firsts, in_batch, decode_s, lookup_s)
+
+    async def apply(self, batch: Prepared) -> BatchResult:
+        """Apply a prepared batch: each booking's events in one transaction, in batch order.
+
+        A large batch is shared out by booking into up to ``parallel_transactions`` parts, each applied in its
+        own transaction on its own connection, all in flight together: while PostgreSQL works on one part
+        (statements, commit), this process prepares another, so the wait for the database no longer adds to
+        the time of a batch. The parts touch disjoint rows (see ``share_out``).
+
+        Transient errors propagate: the loop retries the same ``Prepared``, and the parts that did commit are
+        duplicates then, which the inbox drops. Any other error means some record is poison for the database:
+        its part is bisected, the halves that apply are committed, and the single records that still fail are
+        dead-lettered as ``processing_error``.
+        """
+        started = time.perf_counter()
+        now = self._clock()
+        parts = share_out(batch.firsts, min(self._parallel_transactions, len(batch.firsts) // MIN_PART_RECORDS))
+        outcomes = await asyncio.gather(*(self._settle(part, now) for part in parts), return_exceptions=True)
+        results: list[BatchResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome  # transient (each part isolates its poison itself): the loop retries the batch
+            results.append(outcome)
+        # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
+        # commits, it is found and sent again if a crash comes before the offset commit.
+        conflicts = [as_conflict(d) for d in batch.in_batch.conflicts]
+        if conflicts and not self._dry_run:
+            await self._publisher.send_all(dead_letters(conflicts, self._dlq_topic, now))
+            log_dead_letters(conflicts)
+        merged = merge(results)
+        result = replace(
+            merged,
+            records=len(batch.records),
+            duplicates=merged.duplicates + batch.seen + len(batch.in_batch.duplicates),
+            dead_lettered=merged.dead_lettered + Counter(d.reason for d in conflicts if d.reason is not None),
+            next_offsets=offsets_after(batch.records),
+            decode_s=batch.decode_s,
+            database_s=batch.lookup_s + time.perf_counter() - started,
+        )
+        # Replays and redeliveries come in runs: look for byte-identical repeats first only while they dominate,
+        # so a stream of new events pays nothing for it.
+        self._look_for_repeats = result.duplicates * 2 > result.records
+        return result
+
+    async def _settle(self, part: list[Decoded], now: datetime) -> BatchResult:
+        try:
+            return await self._transact(part, now)
+        except Exception as error:
+            if is_transient(error) or not part:
+                raise
+            log.warning("batch_rejected_isolating", records=len(part), error=first_line(error))
+            return await self._bisect(part, error, now)
+
+    async def _bisect(self, part: list[Decoded], error: Exception, now: datetime) -> BatchResult:
+        if len(part) == 1:
+            return await self._dead_letter_poison(part[0], error, now)
+        middle = len(part) // 2
+        results = []
+        for half in (part[:middle], part[middle:]):  # in order: a booking's events stay in order
+            try:
+                results.append(await self._transact(half, now))
             except Exception as half_error:
                 if is_transient(half_error):
                     raise  # the halves already committed are duplicates on the retry: harmless
-                results.append(await self._bisect(half, half_error))
+                results.append(await self._bisect(half, half_error, now))
         return merge(results)
 
-    async def _dead_letter_poison(self, record: Record, error: Exception) -> BatchResult:
-        decoded = decode(record, self._max_message_bytes)
-        poison = Decoded(
-            record,
-            decoded.payload_sha256,
-            decoded.message_id,
-            _printable(decoded.event_type),
-            decoded.booking_id,
-            "dead_lettered",
-            reason="processing_error",
-            error=f"PostgreSQL rejected it: {_first_line(error)}",
-        )
-        now = self._clock()
-        started = time.perf_counter()
+    async def _dead_letter_poison(self, decoded: Decoded, error: Exception, now: datetime) -> BatchResult:
+        poison = as_poison(decoded, f"PostgreSQL rejected it: {first_line(error)}")
         async with self._engine.connect() as conn, conn.begin() as transaction:
             new_ids = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
             if self._dry_run:
@@ -126,54 +196,44 @@ class BatchProcessor:
             elif poison.message_id is None or poison.message_id in new_ids:
                 await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
         if not self._dry_run:
-            _log_dead_letters([poison])
-        result = _result([record], [poison], Repeats([], []), Repeats([], []), [poison], [])
-        return replace(result, database_s=time.perf_counter() - started)
+            log_dead_letters([poison])
+        return _result([poison], Repeats([], []), [poison], [])
 
-    async def _apply(self, records: Sequence[Record]) -> BatchResult:
-        started = time.perf_counter()
-        digests = [payload_digest(r.value) for r in records]
-        now = self._clock()
+    async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
+        """One part in one transaction; its dead letters are sent before the commit."""
+        if not part:
+            return _result([], Repeats([], []), [], [])
         async with self._engine.connect() as conn, conn.begin() as transaction:
-            seen = await self._seen_before(conn, records, digests) if self._look_for_repeats else set()
-            decode_started = time.perf_counter()
-            decoded = [decode(r, self._max_message_bytes, digests[i]) for i, r in enumerate(records) if i not in seen]
-            decode_s = time.perf_counter() - decode_started
-            firsts, in_batch = split_repeats(decoded)
-            keyed = [d for d in firsts if d.message_id is not None]
+            keyed = [d for d in part if d.message_id is not None]
             new_ids = await store.insert_inbox(conn, keyed)
             earlier = [d for d in keyed if d.message_id not in new_ids]
             known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
             across = classify_repeats(earlier, known)
-            fresh = [d for d in firsts if d.message_id is None or d.message_id in new_ids]
-            by_booking = group_events(d for d in fresh if d.event is not None)
+            fresh = [d for d in part if d.message_id is None or d.message_id in new_ids]
+            by_booking = group_events(fresh)
             current = await store.lock_sessions(conn, by_booking)
             decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
             await store.write_decisions(conn, decisions, self._output_topic)
-            dead = [d for d in fresh if d.outcome == "dead_lettered"]
-            conflicts = [_as_conflict(d) for d in in_batch.conflicts + across.conflicts]
+            dead = [d for d in fresh if d.outcome == "dead_lettered"] + [as_conflict(d) for d in across.conflicts]
             if self._dry_run:
                 # Everything was computed against the real rows, under their locks; nothing is kept or sent.
                 await transaction.rollback()
             else:
                 # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
-                await self._publisher.send_all(dead_letters(dead + conflicts, self._dlq_topic, now))
+                await self._publisher.send_all(dead_letters(dead, self._dlq_topic, now))
         if not self._dry_run:
-            _log_dead_letters(dead + conflicts)
-        result = _result(records, fresh, in_batch, across, dead + conflicts, decisions, seen_before=len(seen))
-        # Replays and redeliveries come in runs: look for byte-identical repeats first only while they dominate,
-        # so a stream of new events pays nothing for it.
-        self._look_for_repeats = result.duplicates * 2 > result.records
-        return replace(result, decode_s=decode_s, database_s=time.perf_counter() - started - decode_s)
+            log_dead_letters(dead)
+        return _result(fresh, across, dead, decisions)
 
-    async def _seen_before(self, conn: AsyncConnection, records: Sequence[Record], digests: list[str]) -> set[int]:
+    async def _seen_before(self, records: Sequence[Record], digests: list[str]) -> set[int]:
         """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them."""
         hints = {
             i: hint
             for i, r in enumerate(records)
             if len(r.value or b"") <= self._max_message_bytes and (hint := message_id_hint(r.value)) is not None
         }
-        known = await store.known_payloads(conn, [(hint, digests[i]) for i, hint in hints.items()])
+        async with self._engine.connect() as conn:
+            known = await store.known_payloads(conn, [(hint, digests[i]) for i, hint in hints.items()])
         return {i for i, hint in hints.items() if (hint, digests[i]) in known}
 
 
@@ -198,104 +258,31 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
     )
 
 
-def _log_dead_letters(dead: Iterable[Decoded]) -> None:
-    """One line per dead letter (rare by nature), after its transaction committed: every field to find it."""
-    for d in dead:
-        log.warning(
-            "record_dead_lettered",
-            reason=d.reason,
-            topic=d.record.topic,
-            partition=d.record.partition,
-            offset=d.record.offset,
-            message_id=None if d.message_id is None else str(d.message_id),
-            booking_id=d.booking_id,
-            error=d.error,
-        )
-
-
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error) or type(error).__name__
     return text.strip().splitlines()[0][:500] if text.strip() else type(error).__name__
 
 
-def _printable(text: str) -> str:
-    """PostgreSQL text cannot hold NUL; the inbox row of a poison record must not fail the same way."""
-    return text.replace("\x00", "")
-
-
-def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
-    """Keep the first record of each message id in the batch; later copies are duplicates or conflicts."""
-    first_hash: dict[UUID, str] = {}
-    firsts: list[Decoded] = []
-    repeats = Repeats([], [])
-    for d in decoded:
-        if d.message_id is None:
-            firsts.append(d)
-        elif d.message_id not in first_hash:
-            first_hash[d.message_id] = d.payload_sha256
-            firsts.append(d)
-        elif first_hash[d.message_id] == d.payload_sha256:
-            repeats.duplicates.append(d)
-        else:
-            repeats.conflicts.append(d)
-    return firsts, repeats
-
-
-def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) -> Repeats:
-    repeats = Repeats([], [])
-    for d in earlier:
-        if d.message_id is not None and known_hashes.get(d.message_id) == d.payload_sha256:
-            repeats.duplicates.append(d)
-        else:
-            repeats.conflicts.append(d)
-    return repeats
-
-
-def group_events(decoded: Iterable[Decoded]) -> dict[str, list[BookingEvent]]:
-    """Each booking's events in partition order (the order of the batch)."""
-    groups: dict[str, list[BookingEvent]] = {}
-    for d in decoded:
-        if d.event is not None:
-            groups.setdefault(d.event.booking_id, []).append(d.event)
-    return groups
-
-
-def _as_conflict(d: Decoded) -> Decoded:
-    error = f"message_id {d.message_id} was already processed with another payload (sha256 differs)"
-    return Decoded(
-        d.record,
-        d.payload_sha256,
-        d.message_id,
-        d.event_type,
-        d.booking_id,
-        "dead_lettered",
-        None,
-        "message_id_conflict",
-        error,
-    )
-
-
-def _result(
-    records: Sequence[Record],
-    fresh: Sequence[Decoded],
-    in_batch: Repeats,
-    across: Repeats,
-    dead: Sequence[Decoded],
-    decisions: Sequence[Decision],
-    seen_before: int = 0,
-) -> BatchResult:
+def offsets_after(records: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """The offsets to commit once ``records`` are applied: past the last one of each partition."""
     next_offsets: dict[tuple[str, int], int] = {}
     for r in records:
         tp = (r.topic, r.partition)
         next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
+    return next_offsets
+
+
+def _result(
+    fresh: Sequence[Decoded], across: Repeats, dead: Sequence[Decoded], decisions: Sequence[Decision]
+) -> BatchResult:
+    """What one transaction did with its part: ``fresh`` records new to the inbox, ``across`` the repeats."""
     kinds = Counter(o.event.type for d in decisions for o in d.outbox)
     return BatchResult(
-        records=len(records),
+        records=len(fresh) + len(across.duplicates) + len(across.conflicts),
         applied=sum(1 for d in fresh if d.outcome == "applied"),
-        duplicates=seen_before + len(in_batch.duplicates) + len(across.duplicates),
+        duplicates=len(across.duplicates),
         ignored=sum(1 for d in fresh if d.outcome == "ignored"),
         dead_lettered=Counter(d.reason for d in dead if d.reason is not None),
         sessions_created=kinds["SessionCreated"],
         sessions_updated=kinds["SessionUpdated"],
-        next_offsets=next_offsets,
     )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 
 from models.errors import DlqReason
@@ -13,8 +12,11 @@ Outcome = Literal["applied", "ignored", "dead_lettered"]
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+# NamedTuples, not frozen dataclasses: two of these are built per record, and a frozen dataclass's __init__
+# (one object.__setattr__ per field) costs about 1 µs, five times a NamedTuple's; just as immutable.
+
+
+class Record(NamedTuple):
     """One input record, detached from aiokafka so the core can be tested without a broker."""
 
     topic: str
@@ -25,8 +27,7 @@ class Record:
     headers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
     """A record after decoding: its idempotency key and what it should become."""
 
     record: Record

@@ -8,7 +8,7 @@ message ids already in the inbox, group per booking, decide on the new events, t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from consumer.decide import Decision, OutboxRow, SessionDetails, SessionRow, decide, details_of, version_of
 from consumer.decode import decode
+from consumer.grouping import classify_repeats, group_events, split_repeats
 from consumer.ids import meeting_link, session_created_id, session_id, session_updated_id
-from consumer.process import classify_repeats, group_events, split_repeats
 from consumer.records import Record
 from models.events import BookingEvent
 from producer.bookings import encode
@@ -68,7 +68,7 @@ class Db:
                 self.sessions[row.booking_id] = row
             elif current.version < row.version:  # the WHERE of ON CONFLICT (booking_request_id) DO UPDATE
                 # DO UPDATE sets the details and the version, never the id or the meeting link.
-                self.sessions[row.booking_id] = replace(current, details=row.details, version=row.version)
+                self.sessions[row.booking_id] = current._replace(details=row.details, version=row.version)
         if decision.learners:
             # session_participants / session_reservations point at the session row.
             assert decision.session_id in {s.id for s in self.sessions.values()}
@@ -302,7 +302,7 @@ def test_a_newer_snapshot_with_changed_details_emits_one_session_updated() -> No
 
     decision = decide(current, [newer], link_for, NOW)
 
-    assert decision.session == replace(current, details=details_of(newer), version=(newer.occurred_at, ID_B))
+    assert decision.session == current._replace(details=details_of(newer), version=(newer.occurred_at, ID_B))
     [out] = decision.outbox
     assert out.message_id == session_updated_id(SID, ID_B)
     assert out.message_id == UUID(str(session_updated_id(SID, ID_B)))
@@ -312,7 +312,7 @@ def test_a_newer_snapshot_with_changed_details_emits_one_session_updated() -> No
 
 
 def test_the_meeting_link_of_the_existing_row_is_kept() -> None:
-    current = replace(created_row(event(ID_A, T0)), meeting_link="https://meet.jit.si/existing-room")
+    current = created_row(event(ID_A, T0))._replace(meeting_link="https://meet.jit.si/existing-room")
     decision = decide(current, [event(ID_B, T0 + timedelta(minutes=1), title="Other")], link_for, NOW)
 
     assert decision.session is not None
@@ -327,7 +327,7 @@ def test_a_newer_snapshot_with_the_same_instant_in_another_offset_moves_the_vers
 
     decision = decide(current, [newer], link_for, NOW)
 
-    assert decision.session == replace(current, version=(newer.occurred_at, ID_B))
+    assert decision.session == current._replace(version=(newer.occurred_at, ID_B))
     assert decision.outbox == ()
 
 

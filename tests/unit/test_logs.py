@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from booking_sessions import logs
 from booking_sessions.cli import app
+from consumer.deadletter import log_dead_letters
 from consumer.decode import decode
-from consumer.process import _log_dead_letters
 from consumer.records import Record
 
 DB_PASSWORD = "db-password-sentinel"
@@ -72,7 +72,7 @@ def test_a_dead_letter_line_carries_every_field_that_finds_the_message(capsys: p
                         "booking_id": "bk_123", "occurred_at": "not a time"}).encode()  # fmt: skip
     decoded = decode(Record("booking.events", 7, 42, b"bk_123", value), 65536)
     assert decoded.reason == "invalid"
-    _log_dead_letters([decoded])
+    log_dead_letters([decoded])
     [line] = lines(capsys.readouterr().err)
     assert line["event"] == "record_dead_lettered" and line["level"] == "warning"
     assert {k: line[k] for k in ("reason", "topic", "partition", "offset", "message_id", "booking_id")} == {

@@ -1,0 +1,73 @@
+"""Pure: how one batch's decoded records are grouped: first copies and repeats, each booking's events, and the
+parts that may be applied in concurrent transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+from consumer.records import Decoded
+from models.events import BookingEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Repeats:
+    """Records whose message id appeared earlier: harmless duplicates or contract-breaking conflicts."""
+
+    duplicates: list[Decoded]
+    conflicts: list[Decoded]
+
+
+def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
+    """Keep the first record of each message id in the batch; later copies are duplicates or conflicts."""
+    first_hash: dict[UUID, str] = {}
+    firsts: list[Decoded] = []
+    repeats = Repeats([], [])
+    for d in decoded:
+        if d.message_id is None:
+            firsts.append(d)
+        elif d.message_id not in first_hash:
+            first_hash[d.message_id] = d.payload_sha256
+            firsts.append(d)
+        elif first_hash[d.message_id] == d.payload_sha256:
+            repeats.duplicates.append(d)
+        else:
+            repeats.conflicts.append(d)
+    return firsts, repeats
+
+
+def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) -> Repeats:
+    repeats = Repeats([], [])
+    for d in earlier:
+        if d.message_id is not None and known_hashes.get(d.message_id) == d.payload_sha256:
+            repeats.duplicates.append(d)
+        else:
+            repeats.conflicts.append(d)
+    return repeats
+
+
+def group_events(decoded: Iterable[Decoded]) -> dict[str, list[BookingEvent]]:
+    """Each booking's events in partition order (the order of the batch)."""
+    groups: dict[str, list[BookingEvent]] = {}
+    for d in decoded:
+        if d.event is not None:
+            groups.setdefault(d.event.booking_id, []).append(d.event)
+    return groups
+
+
+def share_out(firsts: Sequence[Decoded], parts: int) -> list[list[Decoded]]:
+    """``firsts`` (one record per message id) in ``parts`` lists, every booking's records in one of them.
+
+    Each list keeps the batch order, so a booking's events stay in order. Bookings are disjoint between the
+    lists, and so are message ids, sessions and outbox ids (all derived from the booking or the message): the
+    transactions applying them touch disjoint rows and never wait for one another. A record without a booking
+    id (undecodable, or of a type not known yet) only writes its inbox row, so any list will do.
+    """
+    if parts <= 1:
+        return [list(firsts)]
+    shared: list[list[Decoded]] = [[] for _ in range(parts)]
+    for d in firsts:
+        owner = d.booking_id if d.booking_id is not None else d.message_id
+        shared[hash(owner) % parts if owner is not None else 0].append(d)
+    return shared

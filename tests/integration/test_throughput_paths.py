@@ -1,0 +1,165 @@
+"""The paths that make a batch fast must not change what it does: a large batch applied in parallel transactions
+on disjoint bookings, and the loop fetching and decoding the next batch while the current one is applied."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from booking_sessions.service import run_until
+from booking_sessions.settings import Settings
+from booking_sessions.topics import read_topic
+from consumer.ids import session_created_id, session_id, session_updated_id
+from consumer.process import MIN_PART_RECORDS, BatchResult
+from consumer.records import Decoded
+from models.events import BookingEvent
+from producer.bookings import as_record
+from tests.integration.harness import Produced, committed_offsets, publish, query, read_json, service
+from tests.integration.test_scenarios import START, event
+from tests.waiting import eventually
+
+
+def histories(bookings: int) -> list[BookingEvent]:
+    """Approve, confirm, and for every third booking a reschedule: in the order the booking service sends."""
+    events = []
+    for i in range(bookings):
+        b = f"bk_{i:04d}"
+        events += [event("BookingApproved", b, 0), event("BookingConfirmed", b, 1)]
+        if i % 3 == 0:
+            events.append(event("BookingConfirmed", b, 2, scheduled_start=START + timedelta(hours=1), title="Moved"))
+    return events
+
+
+@pytest.mark.partitions(1)
+async def test_a_large_batch_in_parallel_transactions_applies_as_one_would(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = histories(200)  # 467 events in one partition: one batch, shared out in two transactions
+    poison = event("BookingConfirmed", "bk_poison", 1, title="Algebra\x00II")  # only PostgreSQL refuses it
+    original = events[10]
+    forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Forged"})})
+    stream = [*events[:300], poison, original, forged, *events[300:]]  # a repeat and a conflict in the batch
+    assert len(stream) >= 2 * MIN_PART_RECORDS  # enough for two parts
+    produced = Produced()
+    await publish(settings, [as_record(e, settings.input_topic) for e in stream], produced)
+
+    one = settings.model_copy(update={"max_batch_records": 5000, "parallel_transactions": 2})
+    results: list[BatchResult] = []
+    in_flight, most_in_flight = 0, 0
+    parts: list[set[str | None]] = []
+    async with service(one) as svc:
+        processor = svc.loop.processor
+        transact = processor._transact
+
+        async def watched(part: Sequence[Decoded], *args: Any) -> BatchResult:
+            nonlocal in_flight, most_in_flight
+            in_flight += 1
+            most_in_flight = max(most_in_flight, in_flight)
+            parts.append({d.booking_id for d in part})
+            try:
+                return await transact(part, *args)
+            finally:
+                in_flight -= 1
+
+        monkeypatch.setattr(processor, "_transact", watched)
+        while sum(r.records for r in results) < len(stream):
+            if (result := await svc.loop.run_once()) is not None:
+                results.append(result)
+        await svc.relay.drain()
+
+    assert most_in_flight == 2, "the batch should have been applied in two transactions at once"
+    first, second = parts[0] - {None}, parts[1] - {None}
+    assert first and second and not first & second, "the two transactions must hold disjoint bookings"
+    assert sum(r.applied for r in results) == len(events)
+    assert sum(r.duplicates for r in results) == 1
+    assert sum((r.dead_lettered for r in results), Counter()) == {"processing_error": 1, "message_id_conflict": 1}
+
+    sessions = await query(database_url, "SELECT booking_request_id, title FROM live_sessions ORDER BY 1")
+    assert [s["booking_request_id"] for s in sessions] == [f"bk_{i:04d}" for i in range(200)]
+    assert [s["title"] for s in sessions] == ["Moved" if i % 3 == 0 else "Algebra II" for i in range(200)]
+    learners = await query(database_url, "SELECT count(*) AS n FROM session_reservations WHERE status = 'CONFIRMED'")
+    assert learners == [{"n": 200}]
+    inbox = await query(database_url, "SELECT outcome, count(*) AS n FROM inbox_messages GROUP BY 1 ORDER BY 1")
+    assert inbox == [{"outcome": "applied", "n": len(events)}, {"outcome": "dead_lettered", "n": 1}]
+    assert settings.kafka_bootstrap is not None
+    dead = await read_topic(settings.kafka_bootstrap, settings.dlq_topic, expected=2, timeout_s=20)
+    reasons = sorted(dict(d.headers or ())["dlq-reason"] for d in dead)
+    assert reasons == [b"message_id_conflict", b"processing_error"]
+
+    # One SessionCreated per booking. A reschedule in the same transaction as its booking's creation is already
+    # in it; one the bisection around the poison put in a later transaction is a SessionUpdated.
+    outbox = await query(database_url, "SELECT count(*) AS n FROM outbox_messages")
+    messages = [m["body"] for m in await read_json(settings, settings.output_topic, outbox[0]["n"])]
+    assert len(messages) == outbox[0]["n"]
+    created = {m["message_id"] for m in messages if m["type"] == "SessionCreated"}
+    assert created == {str(session_created_id(session_id(f"bk_{i:04d}"))) for i in range(200)}
+    updated = {m["message_id"] for m in messages if m["type"] == "SessionUpdated"}
+    moved = {session_updated_id(session_id(e.booking_id), e.message_id) for e in events if e.booking.title == "Moved"}
+    assert updated <= {str(u) for u in moved}
+
+
+@pytest.mark.partitions(3)
+async def test_run_fetching_ahead_applies_every_partition_in_order_and_commits_the_end(
+    settings: Settings, database_url: str
+) -> None:
+    events = histories(90)
+    produced = Produced()
+    await publish(settings, [as_record(e, settings.input_topic) for e in events], produced)
+
+    small = settings.model_copy(update={"max_batch_records": 7})  # many batches: one is always fetched ahead
+    committed: list[BatchResult] = []
+    stop = asyncio.Event()
+    async with service(small) as svc:
+        hook = svc.loop._after_commit
+
+        async def after_commit(result: BatchResult) -> None:
+            committed.append(result)
+            if hook is not None:
+                await hook(result)
+
+        svc.loop._after_commit = after_commit
+        running = asyncio.create_task(run_until(svc, stop))
+
+        async def everything_committed() -> bool:
+            seen: dict[tuple[str, int], int] = {}
+            for r in committed:
+                for tp, offset in r.next_offsets.items():
+                    seen[tp] = max(seen.get(tp, 0), offset)
+            return all(seen.get(tp, 0) >= end for tp, end in produced.ends.items())
+
+        await eventually(everything_committed, what="offsets committed past every record", timeout_s=60)
+        stop.set()
+        await running
+
+    assert len(committed) >= len(events) // 7
+    # Per partition, each batch starts where the one before ended: nothing skipped, nothing applied twice.
+    ends: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for r in committed:
+        for tp, offset in r.next_offsets.items():
+            ends[tp].append(offset)
+    assert all(offsets == sorted(set(offsets)) for offsets in ends.values())
+    assert sum(r.applied for r in committed) == len(events)
+    assert await committed_offsets(settings, list(produced.ends)) == produced.ends
+
+    # Each booking's output in its event order: SessionCreated first; a reschedule that came in a later batch
+    # than the creation is a SessionUpdated after it (in the same batch, the creation already shows it).
+    outbox = await query(database_url, "SELECT count(*) AS n FROM outbox_messages")
+    messages = await read_json(settings, settings.output_topic, outbox[0]["n"])
+    by_booking: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in messages:
+        by_booking[m["body"]["booking_id"]].append(m["body"])
+    assert sorted(by_booking) == [f"bk_{i:04d}" for i in range(90)]
+    for booking, bodies in by_booking.items():
+        types = [b["type"] for b in bodies]
+        rescheduled = int(booking[3:]) % 3 == 0
+        assert (
+            types in (["SessionCreated", "SessionUpdated"], ["SessionCreated"]) if rescheduled else ["SessionCreated"]
+        )
+        assert bodies[-1]["session"]["title"] == ("Moved" if rescheduled else "Algebra II")
+    rows = await query(database_url, "SELECT count(*) AS n FROM live_sessions")
+    assert rows == [{"n": 90}]
