@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from booking_sessions.logs import configure_logging
+from booking_sessions.runtime import tune_gc
 from booking_sessions.service import open_service, run_until
 from booking_sessions.settings import Settings
 from consumer.process import BatchResult
@@ -108,6 +109,7 @@ async def _serve(index: int, settings: Settings, conn: Connection) -> None:
         conn.send(("batch", report))
 
     async with open_service(settings, on_committed=committed) as service:
+        tune_gc()  # as `run` does once started
         watcher = asyncio.create_task(_report_assignment(index, service.consumer, conn))
         await go.wait()
         if not stop.is_set():

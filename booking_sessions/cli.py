@@ -87,6 +87,7 @@ async def _serve(settings: Settings) -> None:
 
 async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
     from booking_sessions.http import serving
+    from booking_sessions.runtime import tune_gc
     from booking_sessions.servers import servers_for
     from booking_sessions.service import open_service, run_until
 
@@ -102,6 +103,7 @@ async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
             dlq_topic=servers.settings.dlq_topic,
             kafka_security_protocol=servers.settings.kafka_security_protocol,
         )
+        tune_gc()
         if settings.metrics_port == 0:
             await run_until(service, stop)
             return

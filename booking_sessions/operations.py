@@ -67,6 +67,7 @@ def replay(
     from booking_sessions.arguments import parse_offsets, parse_range
     from booking_sessions.replay import ReplayRequest, replay_topic
     from booking_sessions.reports import replay_report
+    from booking_sessions.runtime import tune_gc
 
     moment = term.now()
     start, end = term.argument(lambda: parse_range(since, until, moment))
@@ -76,6 +77,7 @@ def replay(
     settings = term.load_settings(kafka=True, database=True)
     group_id = group or f"{settings.group_id}.replay.{moment:%Y%m%dT%H%M%SZ}"
     request = ReplayRequest(group_id, start, explicit, end, dry_run, relay)
+    tune_gc()
     resume = "" if dry_run else f"; to resume, run the same command with --group {group_id}"
     summary = term.run(
         term.with_progress(lambda progress: replay_topic(settings, request, progress)), on_interrupt=resume
