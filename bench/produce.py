@@ -22,6 +22,7 @@ Progress = Callable[[int], None]  # records just done
 
 _BATCH_BYTES = 128 * 1024
 _IN_FLIGHT_BATCHES = 64
+_TICK_MS = 5  # the paced producer's linger
 
 
 def _producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
@@ -91,31 +92,45 @@ class Paced:
 async def produce_paced(
     bootstrap: str, topic: str, records: Sequence[BenchRecord], rate_per_s: float, progress: Progress
 ) -> Paced:
-    """Records at a steady rate, one send each, as an upstream service would; send times on the monotonic
-    clock, which every process on this machine shares."""
-    producer = _producer(bootstrap, linger_ms=5)
+    """Records at a steady rate, as an upstream producer with ``linger_ms=5`` sends them: every 5 ms, the records
+    due by then, one batch per partition. Built as batches here rather than with one ``send()`` each, which
+    would cost the bench about 20 µs of CPU per record on the very cores the service is measured on. A record's
+    send time is when it was due, on the monotonic clock every process here shares: the time it waited in
+    this producer counts against the service, as a producer's linger would."""
+    producer = _producer(bootstrap, linger_ms=_TICK_MS)
     await producer.start()
     paced = Paced()
-    sends: list[tuple[float, asyncio.Future[Any]]] = []
+    sends: list[tuple[int, list[int], asyncio.Future[Any]]] = []  # partition, its records' indexes, the ack
     try:
+        every = sorted(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        owners = [partitioner(r.key, every, every) for r in records]  # before the clock starts
         started = time.monotonic()
-        i = 0
-        while i < len(records):
-            due = started + i / rate_per_s
-            now = time.monotonic()
-            if due > now:
-                await asyncio.sleep(due - now)
-            sent_before = i
-            while i < len(records) and started + i / rate_per_s <= time.monotonic():
-                r = records[i]
-                sends.append((time.monotonic(), await producer.send(topic, r.value, key=r.key)))
-                i += 1
-            progress(i - sent_before)
+        sent = 0
+        while sent < len(records):
+            due = min(len(records), int((time.monotonic() - started) * rate_per_s) + 1)
+            batches: dict[int, tuple[list[int], Any]] = {}
+            for i in range(sent, due):
+                r, partition = records[i], owners[i]
+                indexes, batch = batches.get(partition) or ([], producer.create_batch())
+                if batch.append(key=r.key, value=r.value, timestamp=None) is None:  # full: send it, start another
+                    sends.append((partition, indexes, await producer.send_batch(batch, topic, partition=partition)))
+                    indexes, batch = [], producer.create_batch()
+                    batch.append(key=r.key, value=r.value, timestamp=None)
+                indexes.append(i)
+                batches[partition] = (indexes, batch)
+            for partition, (indexes, batch) in batches.items():
+                sends.append((partition, indexes, await producer.send_batch(batch, topic, partition=partition)))
+            progress(due - sent)
+            sent = due
+            await asyncio.sleep(_TICK_MS / 1000)
         paced.seconds = time.monotonic() - started
-        for sent, future in sends:
-            metadata = await future
-            paced.sent_at.setdefault(metadata.partition, {})[metadata.offset] = sent
-            add_end(paced.ends, metadata.partition, metadata.offset + 1)
+        for partition, indexes, future in sends:
+            metadata = await future  # a batch's metadata carries its base offset
+            offsets = paced.sent_at.setdefault(partition, {})
+            for n, i in enumerate(indexes):
+                offsets[metadata.offset + n] = started + i / rate_per_s
+            add_end(paced.ends, partition, metadata.offset + len(indexes))
     finally:
         await producer.stop()
     return paced
