@@ -190,10 +190,10 @@ class BatchProcessor:
     async def _dead_letter_poison(self, decoded: Decoded, error: Exception, now: datetime) -> BatchResult:
         poison = as_poison(decoded, f"PostgreSQL rejected it: {first_line(error)}")
         async with self._engine.connect() as conn, conn.begin() as transaction:
-            new_ids = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
+            repeats = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
             if self._dry_run:
                 await transaction.rollback()
-            elif poison.message_id is None or poison.message_id in new_ids:
+            elif poison.message_id not in repeats:
                 await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters([poison])
@@ -205,11 +205,11 @@ class BatchProcessor:
             return _result([], Repeats([], []), [], [])
         async with self._engine.connect() as conn, conn.begin() as transaction:
             keyed = [d for d in part if d.message_id is not None]
-            new_ids = await store.insert_inbox(conn, keyed)
-            earlier = [d for d in keyed if d.message_id not in new_ids]
+            repeats = await store.insert_inbox(conn, keyed)
+            earlier = [d for d in keyed if d.message_id in repeats]
             known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
             across = classify_repeats(earlier, known)
-            fresh = [d for d in part if d.message_id is None or d.message_id in new_ids]
+            fresh = [d for d in part if d.message_id not in repeats]
             by_booking = group_events(fresh)
             current = await store.lock_sessions(conn, by_booking)
             decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
@@ -264,12 +264,9 @@ def first_line(error: BaseException) -> str:
 
 
 def offsets_after(records: Iterable[Record]) -> dict[tuple[str, int], int]:
-    """The offsets to commit once ``records`` are applied: past the last one of each partition."""
-    next_offsets: dict[tuple[str, int], int] = {}
-    for r in records:
-        tp = (r.topic, r.partition)
-        next_offsets[tp] = max(next_offsets.get(tp, 0), r.offset + 1)
-    return next_offsets
+    """The offsets to commit once ``records`` are applied: past the last one of each partition. A batch holds
+    each partition's records in offset order, as fetched, so the last one seen is the highest."""
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 def _result(

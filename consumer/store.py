@@ -16,16 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumer.decide import Decision, SessionDetails, SessionRow
 from consumer.records import Decoded
 
+# Returns the ids that were already there (the repeats, usually few), not the thousands that were new.
 _INSERT_INBOX = text(
     """
-    INSERT INTO inbox_messages
-        (message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
-    SELECT * FROM unnest(
-        CAST(:message_id AS uuid[]), CAST(:event_type AS text[]), CAST(:booking_id AS text[]),
-        CAST(:payload_sha256 AS text[]), CAST(:outcome AS text[]), CAST(:dlq_reason AS text[]),
-        CAST(:topic AS text[]), CAST(:partition AS integer[]), CAST(:offset AS bigint[]))
-    ON CONFLICT (message_id) DO NOTHING
-    RETURNING message_id
+    WITH incoming AS (
+        SELECT * FROM unnest(
+            CAST(:message_id AS uuid[]), CAST(:event_type AS text[]), CAST(:booking_id AS text[]),
+            CAST(:payload_sha256 AS text[]), CAST(:outcome AS text[]), CAST(:dlq_reason AS text[]),
+            CAST(:topic AS text[]), CAST(:partition AS integer[]), CAST(:offset AS bigint[]))
+            AS u(message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
+    ), inserted AS (
+        INSERT INTO inbox_messages
+            (message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
+        SELECT * FROM incoming
+        ON CONFLICT (message_id) DO NOTHING
+        RETURNING message_id
+    )
+    SELECT message_id FROM incoming WHERE message_id NOT IN (SELECT message_id FROM inserted)
     """
 )
 
@@ -101,7 +108,7 @@ _INSERT_OUTBOX = text(
 
 
 async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UUID]:
-    """Record the message ids; return those that were new. The others are repeats of earlier messages."""
+    """Record the message ids; return those that were there already: repeats of earlier messages."""
     if not rows:
         return set()
     result = await conn.execute(
