@@ -81,7 +81,7 @@ def decide(
     """
     if not events:
         raise ValueError("decide() needs at least one event")
-    learners = frozenset(e.booking.student_id for e in events if e.type == "BookingConfirmed")
+    learners = frozenset([e.booking.student_id for e in events if e.type == "BookingConfirmed"])
     newest = max(events, key=version_of)
     sid = session_id(newest.booking_id) if current is None else current.id
     if current is not None and current.version >= version_of(newest):

@@ -38,10 +38,19 @@ class Prepared:
 
     records: Sequence[Record]
     seen: int  # byte-identical repeats the inbox already holds, not decoded
-    firsts: list[Decoded]  # the first record of each message id (and every record without one), in order
-    in_batch: Repeats  # later copies of a message id within the batch
+    decoded: list[Decoded]  # every other record, in batch order
     decode_s: float
     lookup_s: float  # looking for known repeats in the inbox
+
+    def followed_by(self, later: Prepared) -> Prepared:
+        """One batch of both; ``later`` was fetched after this one (each partition's records stay in order)."""
+        return Prepared(
+            [*self.records, *later.records],
+            self.seen + later.seen,
+            self.decoded + later.decoded,
+            self.decode_s + later.decode_s,
+            self.lookup_s + later.lookup_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +127,7 @@ class BatchProcessor:
             ]
             decode_s += time.perf_counter() - slice_started
             await asyncio.sleep(0)
-        firsts, in_batch = split_repeats(decoded)
-        return Prepared(records, len(seen), firsts, in_batch, decode_s, lookup_s)
+        return Prepared(records, len(seen), decoded, decode_s, lookup_s)
 
     async def apply(self, batch: Prepared) -> BatchResult:
         """Apply a prepared batch: each booking's events in one transaction, in batch order.
@@ -136,7 +144,8 @@ class BatchProcessor:
         """
         started = time.perf_counter()
         now = self._clock()
-        parts = share_out(batch.firsts, min(self._parallel_transactions, len(batch.firsts) // MIN_PART_RECORDS))
+        firsts, in_batch = split_repeats(batch.decoded)
+        parts = share_out(firsts, min(self._parallel_transactions, len(firsts) // MIN_PART_RECORDS))
         outcomes = await asyncio.gather(*(self._settle(part, now) for part in parts), return_exceptions=True)
         results: list[BatchResult] = []
         for outcome in outcomes:
@@ -145,7 +154,7 @@ class BatchProcessor:
             results.append(outcome)
         # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
         # commits, it is found and sent again if a crash comes before the offset commit.
-        conflicts = [as_conflict(d) for d in batch.in_batch.conflicts]
+        conflicts = [as_conflict(d) for d in in_batch.conflicts]
         if conflicts and not self._dry_run:
             await self._publisher.send_all(dead_letters(conflicts, self._dlq_topic, now))
             log_dead_letters(conflicts)
@@ -153,7 +162,7 @@ class BatchProcessor:
         result = replace(
             merged,
             records=len(batch.records),
-            duplicates=merged.duplicates + batch.seen + len(batch.in_batch.duplicates),
+            duplicates=merged.duplicates + batch.seen + len(in_batch.duplicates),
             dead_lettered=merged.dead_lettered + Counter(d.reason for d in conflicts if d.reason is not None),
             next_offsets=offsets_after(batch.records),
             decode_s=batch.decode_s,
@@ -206,10 +215,10 @@ class BatchProcessor:
         async with self._engine.connect() as conn, conn.begin() as transaction:
             keyed = [d for d in part if d.message_id is not None]
             repeats = await store.insert_inbox(conn, keyed)
-            earlier = [d for d in keyed if d.message_id in repeats]
+            earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
             known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
             across = classify_repeats(earlier, known)
-            fresh = [d for d in part if d.message_id not in repeats]
+            fresh = [d for d in part if d.message_id not in repeats] if repeats else part
             by_booking = group_events(fresh)
             current = await store.lock_sessions(conn, by_booking)
             decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
