@@ -282,7 +282,7 @@ def _result(
     fresh: Sequence[Decoded], across: Repeats, dead: Sequence[Decoded], decisions: Sequence[Decision]
 ) -> BatchResult:
     """What one transaction did with its part: ``fresh`` records new to the inbox, ``across`` the repeats."""
-    kinds = Counter(o.event.type for d in decisions for o in d.outbox)
+    kinds = Counter(o.kind for d in decisions for o in d.outbox)
     return BatchResult(
         records=len(fresh) + len(across.duplicates) + len(across.conflicts),
         applied=sum(1 for d in fresh if d.outcome == "applied"),

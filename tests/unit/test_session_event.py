@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from consumer.decide import decide
+from consumer.decide import OutboxRow, SessionDetails, SessionRow, decide
 from consumer.decode import decode
 from consumer.ids import meeting_link, session_created_id, session_id
 from models.events import SessionEvent, SessionView
@@ -143,3 +145,26 @@ def test_the_outbox_payload_of_a_decision_is_the_contract_example() -> None:
     assert out.payload() == out.event.model_dump_json()
     assert json.loads(out.payload()) == json.loads(session_event(now).model_dump_json())
     assert UUID(json.loads(out.payload())["message_id"]) == out.message_id
+
+
+TEXT = st.text(max_size=80)  # any unicode, quotes, backslashes and control characters included
+
+
+@given(
+    instructor=TEXT,
+    student=TEXT,
+    title=st.none() | TEXT,
+    link=TEXT,
+    start=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))])),
+    now=st.datetimes(timezones=st.just(UTC)),
+    kind=st.sampled_from(["SessionCreated", "SessionUpdated"]),
+)
+def test_the_fast_payload_is_the_models_json_for_any_values(
+    instructor: str, student: str, title: str | None, link: str, start: datetime, now: datetime, kind: str
+) -> None:
+    details = SessionDetails(instructor, student, title, start, 45)
+    row = SessionRow(SID, "bk_123", details, link, (now, session_created_id(SID)))
+    out = OutboxRow(session_created_id(SID), kind, row, now)  # type: ignore[arg-type]
+
+    assert out.payload() == out.event.model_dump_json()
+    assert SessionEvent.model_validate_json(out.payload()) == out.event
