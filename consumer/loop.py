@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -102,10 +101,13 @@ class ConsumerLoop:
             log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
         finally:
             if self._ahead is not None:
-                self._ahead.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._ahead
-                self._ahead = None
+                ahead, self._ahead = self._ahead, None
+                ahead.cancel()
+                # Not ``await ahead``: that would raise its error over the one leaving here, or swallow a
+                # cancellation of run() itself.
+                await asyncio.wait([ahead])
+                if not ahead.cancelled() and ahead.exception() is not None:
+                    log.warning("fetch_ahead_failed", error=repr(ahead.exception()))
 
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
         batch = await self._consumer.getmany(

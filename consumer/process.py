@@ -34,13 +34,16 @@ DECODE_SLICE = 100
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A batch decoded and sorted, ready for its transactions. Pure data: a retry applies the same one."""
+    """A batch decoded, ready for its transactions; a retry applies the same one."""
 
     records: Sequence[Record]
     seen: int  # byte-identical repeats the inbox already holds, not decoded
     decoded: list[Decoded]  # every other record, in batch order
     decode_s: float
     lookup_s: float  # looking for known repeats in the inbox
+    # Parts (by index) whose transaction committed, with what it did: a retry after a transient fault in
+    # another part applies only the rest, and the batch's counts stay those of the first time.
+    committed: dict[int, BatchResult] = field(default_factory=dict)
 
     def followed_by(self, later: Prepared) -> Prepared:
         """One batch of both; ``later`` was fetched after this one (each partition's records stay in order)."""
@@ -137,21 +140,26 @@ class BatchProcessor:
         (statements, commit), this process prepares another, so the wait for the database no longer adds to
         the time of a batch. The parts touch disjoint rows (see ``share_out``).
 
-        Transient errors propagate: the loop retries the same ``Prepared``, and the parts that did commit are
-        duplicates then, which the inbox drops. Any other error means some record is poison for the database:
-        its part is bisected, the halves that apply are committed, and the single records that still fail are
-        dead-lettered as ``processing_error``.
+        Transient errors propagate, after every part finished: the loop retries the same ``Prepared``, which
+        applies only the parts that did not commit (the same parts again: ``share_out`` is deterministic). Any
+        other error means some record is poison for the database: its part is bisected, the halves that apply
+        are committed, and the single records that still fail are dead-lettered as ``processing_error``.
         """
         started = time.perf_counter()
         now = self._clock()
         firsts, in_batch = split_repeats(batch.decoded)
         parts = share_out(firsts, min(self._parallel_transactions, len(firsts) // MIN_PART_RECORDS))
-        outcomes = await asyncio.gather(*(self._settle(part, now) for part in parts), return_exceptions=True)
-        results: list[BatchResult] = []
-        for outcome in outcomes:
+        todo = [i for i in range(len(parts)) if i not in batch.committed]
+        outcomes = await asyncio.gather(*(self._settle(parts[i], now) for i in todo), return_exceptions=True)
+        failures: list[BaseException] = []
+        for i, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                raise outcome  # transient (each part isolates its poison itself): the loop retries the batch
-            results.append(outcome)
+                failures.append(outcome)
+            else:
+                batch.committed[i] = outcome
+        if failures:
+            raise _worst(failures)
+        results = [batch.committed[i] for i in range(len(parts))]
         # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
         # commits, it is found and sent again if a crash comes before the offset commit.
         conflicts = [as_conflict(d) for d in in_batch.conflicts]
@@ -273,9 +281,20 @@ def first_line(error: BaseException) -> str:
 
 
 def offsets_after(records: Iterable[Record]) -> dict[tuple[str, int], int]:
-    """The offsets to commit once ``records`` are applied: past the last one of each partition. A batch holds
-    each partition's records in offset order, as fetched, so the last one seen is the highest."""
+    """The offsets to commit once ``records`` are applied: past the last one of each partition, in batch order.
+    That is the highest, except in a batch topped up after a rebalance reset the partition's position to its
+    committed offset: then it is lower, and the records after it come again as duplicates. Never higher than a
+    record that was not applied."""
     return {(r.topic, r.partition): r.offset + 1 for r in records}
+
+
+def _worst(failures: Sequence[BaseException]) -> BaseException:
+    """The error to raise for a batch whose parts failed: one that is not transient (a bug, say) wins, so that
+    it is not retried for ever; the others are logged, not lost."""
+    failures = sorted(failures, key=is_transient)
+    for other in failures[1:]:
+        log.warning("batch_part_failed", cause=type(other).__name__, error=first_line(other))
+    return failures[0]
 
 
 def _result(

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
@@ -101,6 +102,42 @@ async def test_a_large_batch_in_parallel_transactions_applies_as_one_would(
     updated = {m["message_id"] for m in messages if m["type"] == "SessionUpdated"}
     moved = {session_updated_id(session_id(e.booking_id), e.message_id) for e in events if e.booking.title == "Moved"}
     assert updated <= {str(u) for u in moved}
+
+
+@pytest.mark.partitions(1)
+async def test_a_transient_fault_in_one_part_retries_that_part_alone_and_counts_the_batch_once(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = histories(200)
+    produced = Produced()
+    await publish(settings, [as_record(e, settings.input_topic) for e in events], produced)
+
+    calls: list[frozenset[str | None]] = []
+    async with service(settings.model_copy(update={"max_batch_records": 5000})) as svc:
+        processor = svc.loop.processor
+        transact = processor._transact
+
+        async def connection_lost_once(part: Sequence[Decoded], *args: Any) -> BatchResult:
+            calls.append(frozenset(d.booking_id for d in part))
+            if len(calls) == 1:
+                raise OperationalError("INSERT INTO inbox_messages", {}, ConnectionResetError("connection lost"))
+            return await transact(part, *args)
+
+        monkeypatch.setattr(processor, "_transact", connection_lost_once)
+        results: list[BatchResult] = []
+        while sum(r.records for r in results) < len(events):
+            if (result := await svc.loop.run_once()) is not None:
+                results.append(result)
+        await svc.relay.drain()
+
+    assert len(calls) == 3, "two parts, then the failed one again"
+    assert calls[2] == calls[0] and not calls[0] & calls[1]
+    assert [(r.records, r.applied, r.duplicates, r.sessions_created) for r in results] == [
+        (len(events), len(events), 0, 200)
+    ]
+    sessions = await query(database_url, "SELECT count(*) AS n FROM live_sessions")
+    outbox = await query(database_url, "SELECT count(*) AS n FROM outbox_messages WHERE published_at IS NOT NULL")
+    assert sessions == [{"n": 200}] and outbox == [{"n": 200}]
 
 
 @pytest.mark.partitions(3)
