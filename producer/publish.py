@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
 from consumer.records import Headers
@@ -30,6 +31,7 @@ class Publisher:
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
+        self._partitioner = DefaultPartitioner()
 
     @classmethod
     async def start(cls, bootstrap: str, client_id: str, **client_options: Any) -> Publisher:
@@ -64,6 +66,29 @@ class Publisher:
             await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records
         ]
         return list(await asyncio.gather(*futures))
+
+    async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
+        """``send_all`` for many small records, appended to one batch per partition (more when one fills up)
+        and handed over whole: the producer's accumulator does the same, but with about 10 µs of Python per
+        record, which the relay paid for every message. Keys are partitioned as by any Kafka client (murmur2 of
+        the key, as ``send`` does); each partition's records keep their order."""
+        placement: dict[str, list[int]] = {}
+        batches: dict[tuple[str, int], Any] = {}
+        futures: list[asyncio.Future[RecordMetadata]] = []
+        for r in records:
+            if (every := placement.get(r.topic)) is None:
+                every = placement[r.topic] = sorted(await self._producer.partitions_for(r.topic))
+            partition = self._partitioner(r.key, every, every)
+            batch = batches.get((r.topic, partition))
+            headers = list(r.headers)
+            if batch is None or batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
+                if batch is not None:  # full: hand it over, start another
+                    futures.append(await self._producer.send_batch(batch, r.topic, partition=partition))
+                batch = batches[(r.topic, partition)] = self._producer.create_batch()
+                batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)  # one always fits
+        for (topic, partition), batch in batches.items():
+            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
 
     async def stop(self) -> None:
         await self._producer.stop()

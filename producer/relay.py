@@ -83,7 +83,7 @@ class OutboxRelay:
             rows = (await conn.execute(_NEXT_ROWS, {"limit": self._batch_rows})).all()
             if not rows:
                 return 0
-            await self._publisher.send_all(
+            await self._publisher.send_batched(
                 [
                     OutgoingRecord(
                         row.topic,
