@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench.workload import BenchRecord
+from producer.publish import PartitionBatches, SentBatch
 
 Ends = dict[int, int]  # partition -> next offset after the last produced record
 Progress = Callable[[int], None]  # records just done
@@ -43,33 +44,23 @@ async def produce_bulk(
     partitioner = DefaultPartitioner()
     every = list(range(partitions))
     ends: Ends = {}
-    pending: list[tuple[int, int, asyncio.Future[Any]]] = []
+    pending: list[SentBatch] = []
 
     async def settle(keep: int) -> None:
         while len(pending) > keep:
-            partition, count, future = pending.pop(0)
-            metadata = await future
-            add_end(ends, partition, metadata.offset + count)  # a batch's metadata carries its base offset
-            progress(count)
+            sent = pending.pop(0)
+            metadata = await sent.ack
+            add_end(ends, sent.partition, metadata.offset + sent.records)
+            progress(sent.records)
 
     try:
-        open_batches: dict[int, Any] = {}
+        batches = PartitionBatches(producer)
         for r in records:
-            partition = partitioner(r.key, every, every)
-            batch = open_batches.get(partition)
-            if batch is None:
-                batch = open_batches[partition] = producer.create_batch()
-            if batch.append(key=r.key, value=r.value, timestamp=None) is None:  # full: send it, start another
-                future = await producer.send_batch(batch, topic, partition=partition)
-                pending.append((partition, batch.record_count(), future))
+            full = await batches.add(topic, partitioner(r.key, every, every), r.key, r.value)
+            if full is not None:
+                pending.append(full)
                 await settle(_IN_FLIGHT_BATCHES)
-                batch = open_batches[partition] = producer.create_batch()
-                batch.append(key=r.key, value=r.value, timestamp=None)
-        for partition, batch in open_batches.items():
-            if batch.record_count():
-                pending.append(
-                    (partition, batch.record_count(), await producer.send_batch(batch, topic, partition=partition))
-                )
+        pending += await batches.flush()
         await settle(0)
     finally:
         await producer.stop()
@@ -100,37 +91,38 @@ async def produce_paced(
     producer = _producer(bootstrap, linger_ms=_TICK_MS)
     await producer.start()
     paced = Paced()
-    sends: list[tuple[int, list[int], asyncio.Future[Any]]] = []  # partition, its records' indexes, the ack
+    sends: list[tuple[SentBatch, list[int]]] = []  # each batch with the indexes of its records
     try:
         every = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
         owners = [partitioner(r.key, every, every) for r in records]  # before the clock starts
         started = time.monotonic()
+        batches = PartitionBatches(producer)
+        queued: dict[int, list[int]] = {}  # per partition, the indexes of its records not yet in a sent batch
         sent = 0
         while sent < len(records):
             due = min(len(records), int((time.monotonic() - started) * rate_per_s) + 1)
-            batches: dict[int, tuple[list[int], Any]] = {}
+            handed: list[SentBatch] = []
             for i in range(sent, due):
-                r, partition = records[i], owners[i]
-                indexes, batch = batches.get(partition) or ([], producer.create_batch())
-                if batch.append(key=r.key, value=r.value, timestamp=None) is None:  # full: send it, start another
-                    sends.append((partition, indexes, await producer.send_batch(batch, topic, partition=partition)))
-                    indexes, batch = [], producer.create_batch()
-                    batch.append(key=r.key, value=r.value, timestamp=None)
-                indexes.append(i)
-                batches[partition] = (indexes, batch)
-            for partition, (indexes, batch) in batches.items():
-                sends.append((partition, indexes, await producer.send_batch(batch, topic, partition=partition)))
+                if (full := await batches.add(topic, owners[i], records[i].key, records[i].value)) is not None:
+                    handed.append(full)
+                queued.setdefault(owners[i], []).append(i)
+            for batch in handed + await batches.flush():
+                indexes, queued[batch.partition] = (
+                    queued[batch.partition][: batch.records],
+                    queued[batch.partition][batch.records :],
+                )
+                sends.append((batch, indexes))
             progress(due - sent)
             sent = due
             await asyncio.sleep(_TICK_MS / 1000)
         paced.seconds = time.monotonic() - started
-        for partition, indexes, future in sends:
-            metadata = await future  # a batch's metadata carries its base offset
-            offsets = paced.sent_at.setdefault(partition, {})
+        for batch, indexes in sends:
+            metadata = await batch.ack
+            offsets = paced.sent_at.setdefault(batch.partition, {})
             for n, i in enumerate(indexes):
                 offsets[metadata.offset + n] = started + i / rate_per_s
-            add_end(paced.ends, partition, metadata.offset + len(indexes))
+            add_end(paced.ends, batch.partition, metadata.offset + len(indexes))
     finally:
         await producer.stop()
     return paced

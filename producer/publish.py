@@ -68,27 +68,59 @@ class Publisher:
         return list(await asyncio.gather(*futures))
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
-        """``send_all`` for many small records, appended to one batch per partition (more when one fills up)
-        and handed over whole: the producer's accumulator does the same, but with about 10 µs of Python per
-        record, which the relay paid for every message. Keys are partitioned as by any Kafka client (murmur2 of
-        the key, as ``send`` does); each partition's records keep their order."""
+        """``send_all`` for many small records, in ``PartitionBatches`` (about 10 µs of Python less per record
+        than ``send``, which the relay paid for every message). Keys are partitioned as by any Kafka client
+        (murmur2 of the key, as ``send`` does); each partition's records keep their order."""
         placement: dict[str, list[int]] = {}
-        batches: dict[tuple[str, int], Any] = {}
-        futures: list[asyncio.Future[RecordMetadata]] = []
+        batches = PartitionBatches(self._producer)
+        acks: list[asyncio.Future[RecordMetadata]] = []
         for r in records:
             if (every := placement.get(r.topic)) is None:
                 every = placement[r.topic] = sorted(await self._producer.partitions_for(r.topic))
-            partition = self._partitioner(r.key, every, every)
-            batch = batches.get((r.topic, partition))
-            headers = list(r.headers)
-            if batch is None or batch.append(key=r.key, value=r.value, timestamp=None, headers=headers) is None:
-                if batch is not None:  # full: hand it over, start another
-                    futures.append(await self._producer.send_batch(batch, r.topic, partition=partition))
-                batch = batches[(r.topic, partition)] = self._producer.create_batch()
-                batch.append(key=r.key, value=r.value, timestamp=None, headers=headers)  # one always fits
-        for (topic, partition), batch in batches.items():
-            futures.append(await self._producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+            full = await batches.add(r.topic, self._partitioner(r.key, every, every), r.key, r.value, r.headers)
+            if full is not None:
+                acks.append(full.ack)
+        acks += [sent.ack for sent in await batches.flush()]
+        await asyncio.gather(*acks)
 
     async def stop(self) -> None:
         await self._producer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class SentBatch:
+    topic: str
+    partition: int
+    records: int
+    ack: asyncio.Future[RecordMetadata]  # its metadata carries the batch's base offset
+
+
+class PartitionBatches:
+    """Records appended to one open batch per (topic, partition), each handed to the producer whole when it
+    fills up or at ``flush``: what the producer's accumulator does, without its per-record Python. A
+    partition's batches are handed over in order, and so are its records."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._open: dict[tuple[str, int], Any] = {}
+
+    async def add(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers = ()
+    ) -> SentBatch | None:
+        """Append one record; if the partition's batch was full, it is sent first and returned."""
+        batch = self._open.get((topic, partition))
+        if batch is not None and batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
+            return None
+        sent = None if batch is None else await self._send(topic, partition, batch)
+        batch = self._open[(topic, partition)] = self._producer.create_batch()
+        batch.append(key=key, value=value, timestamp=None, headers=list(headers))  # one always fits
+        return sent
+
+    async def flush(self) -> list[SentBatch]:
+        """Send every open batch."""
+        open_batches, self._open = self._open, {}
+        return [await self._send(topic, partition, batch) for (topic, partition), batch in open_batches.items()]
+
+    async def _send(self, topic: str, partition: int, batch: Any) -> SentBatch:
+        ack = await self._producer.send_batch(batch, topic, partition=partition)
+        return SentBatch(topic, partition, batch.record_count(), ack)
