@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.topics import partitions_of
-from consumer.faults import sqlstate
+from consumer.faults import first_line, sqlstate
 from models.errors import BookingSessionsError
 
 # How long a command waits for a server that does not answer before it says so.
@@ -42,17 +42,12 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, DBAPIError):
         code = sqlstate(error)
         hint = _SQLSTATE_HINTS.get(code or "")
-        return hint or f"database error: {_first_line(error)}"
+        return hint or f"database error: {first_line(error, limit=300)}"
     if isinstance(error, SQLAlchemyError):
-        return f"database error: {_first_line(error)}"
+        return f"database error: {first_line(error, limit=300)}"
     if isinstance(error, (OSError, ConnectionError, TimeoutError)):
         return f"connection failed: {type(error).__name__}: {error}"
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text_ = str(getattr(error, "orig", None) or error).strip()
-    return text_.splitlines()[0][:300] if text_ else type(error).__name__
 
 
 def shown_url(url: str) -> str:

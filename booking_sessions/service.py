@@ -89,7 +89,8 @@ def batch_processor(
 def create_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url_value(),
-        # One connection per transaction in flight, one for the relay, one for the metrics sampler.
+        # One connection per transaction in flight, one for the relay, one for the metrics sampler; the overflow
+        # covers /readyz and the repeat lookup of the batch fetched ahead.
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch

@@ -29,6 +29,13 @@ def jittered(delay_s: float) -> float:
     return delay_s * random.uniform(0.5, 1.0)
 
 
+def first_line(error: BaseException, limit: int = 500) -> str:
+    """The first line of the database's (or any) error message, at most ``limit`` characters: for logs and
+    dead letters, without SQLAlchemy's statement and parameters."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def sqlstate(error: BaseException) -> str | None:
     original = getattr(error, "orig", None)
     for candidate in (error, original, getattr(original, "__cause__", None)):

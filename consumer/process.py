@@ -18,7 +18,7 @@ from consumer import store
 from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters
 from consumer.decide import Decision, decide
 from consumer.decode import decode, message_id_hint, payload_digest
-from consumer.faults import is_transient
+from consumer.faults import first_line, is_transient
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
@@ -273,11 +273,6 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
         decode_s=sum(r.decode_s for r in results),
         database_s=sum(r.database_s for r in results),
     )
-
-
-def first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error) or type(error).__name__
-    return text.strip().splitlines()[0][:500] if text.strip() else type(error).__name__
 
 
 def offsets_after(records: Iterable[Record]) -> dict[tuple[str, int], int]:
