@@ -42,7 +42,8 @@ class DeadLetter:
 
     def header(self, name: str) -> str | None:
         found = [v for k, v in self.headers if k == name]
-        return found[-1].decode("utf-8", errors="replace") if found else None
+        value = found[-1] if found else None
+        return None if value is None else value.decode("utf-8", errors="replace")
 
     @property
     def position(self) -> str:
@@ -144,7 +145,7 @@ def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
         datetime.fromtimestamp(record.timestamp / 1000, UTC),
         record.key,
         record.value,
-        tuple((k, v or b"") for k, v in (record.headers or ())),
+        tuple(record.headers or ()),  # exactly as stored: a null value stays None, and is replayed as null
     )
 
 

@@ -19,6 +19,7 @@ from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
 from booking_sessions.metrics import Metrics, Sampler
 from booking_sessions.settings import Settings
+from consumer.decode import Limits
 from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
 from consumer.process import BatchProcessor, BatchResult
@@ -70,6 +71,17 @@ def meeting_links(settings: Settings) -> Callable[[UUID], str]:
     return partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
 
 
+def input_limits(settings: Settings) -> Limits:
+    """The bounds every input record is held to (CONTRACT "Input"; issue 16: keys and headers)."""
+    return Limits(
+        value_bytes=settings.max_message_bytes,
+        key_bytes=settings.max_key_bytes,
+        header_count=settings.max_header_count,
+        header_bytes=settings.max_header_bytes,
+        clock_skew_s=settings.max_clock_skew_s,
+    )
+
+
 def batch_processor(
     settings: Settings, engine: AsyncEngine, publisher: Publisher, *, dry_run: bool = False
 ) -> BatchProcessor:
@@ -80,7 +92,7 @@ def batch_processor(
         link_for=meeting_links(settings),
         output_topic=settings.output_topic,
         dlq_topic=settings.dlq_topic,
-        max_message_bytes=settings.max_message_bytes,
+        limits=input_limits(settings),
         parallel_transactions=settings.parallel_transactions,
         dry_run=dry_run,
     )

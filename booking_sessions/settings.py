@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="/readyz fails when the relay made no progress for this long"
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="larger records are dead-lettered")
+    max_key_bytes: int = Field(default=1024, ge=64, description="records with a larger key are dead-lettered")
+    max_header_count: int = Field(default=64, ge=0, description="records with more headers are dead-lettered")
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=0, description="records whose header names and values take more are dead-lettered"
+    )
+    max_clock_skew_s: float = Field(
+        default=3600.0, ge=0, description="how much later than its Kafka record's timestamp occurred_at may be"
+    )
     max_batch_records: int = Field(default=2000, ge=1, description="records taken per getmany")
     parallel_transactions: int = Field(
         default=2, ge=1, le=16, description="transactions in flight per large batch, on disjoint bookings; 1: one"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TypeGuard
+from typing import NamedTuple, TypeGuard
 from uuid import UUID
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
@@ -15,6 +16,20 @@ from models.events import SCHEMA_VERSION, BookingEvent, Envelope
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 
+
+class Limits(NamedTuple):
+    """Bounds on one input record (settings ``BOOKING_MAX_*``); a record over a size bound is ``too_large`` and
+    is never parsed, so it costs no more than its bytes."""
+
+    value_bytes: int = 64 * 1024  # CONTRACT "Input": at most 64 KiB, configurable
+    key_bytes: int = 1024  # a booking id is at most 64 characters; room for a mismatching key to be reported
+    header_count: int = 64
+    header_bytes: int = 16 * 1024  # names (UTF-8) and values together
+    clock_skew_s: float = 3600.0  # occurred_at may be this much later than the record's own timestamp
+
+
+# Only a hint that the value may not be strict JSON (the tokens may sit inside a string); confirmed by a parse.
+_NON_STRICT_HINT = re.compile(rb"NaN|Infinity")
 
 _MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 
@@ -39,15 +54,27 @@ def message_id_hint(value: bytes | None) -> UUID | None:
         return None
 
 
-def decode(record: Record, max_bytes: int, digest: str | None = None) -> Decoded:
-    """``digest``: the value's payload_digest, when the caller computed it already."""
+def decode(record: Record, limits: Limits | int, digest: str | None = None) -> Decoded:
+    """One record -> what it should become (CONTRACT "Input" and "Dead letters"); never raises for any input.
+
+    ``limits``: the bounds, or just the value's byte limit (the others at their defaults). ``digest``: the value's
+    payload_digest, when the caller computed it already. Whatever is ``applied`` or ``ignored`` can be stored by
+    PostgreSQL: every string that reaches a row is checked here, so the database never has to refuse one.
+    """
+    if isinstance(limits, int):
+        limits = Limits(value_bytes=limits)
     value = record.value if record.value is not None else b""
     digest = digest or payload_digest(value)
-    if len(value) > max_bytes:
+    if record.unreadable is not None:
+        return _dead(record, digest, "undecodable", record.unreadable)
+    oversize = _oversize(record, limits)
+    if oversize is not None:
         # Not parsed at all: a huge record must not cost memory or CPU beyond its bytes.
-        return _dead(record, digest, "too_large", f"value is {len(value)} bytes, limit is {max_bytes}")
+        return _dead(record, digest, "too_large", oversize)
     if record.value is None:
         return _dead(record, digest, "invalid", "value is empty (tombstone)")
+    if _NON_STRICT_HINT.search(value) is not None and not _strict_json(value):
+        return _dead(record, digest, "invalid", "value: not strict JSON (NaN, Infinity or -Infinity)")
     try:
         event = BookingEvent.model_validate_json(value)
     except ValidationError as full_error:
@@ -62,18 +89,65 @@ def decode(record: Record, max_bytes: int, digest: str | None = None) -> Decoded
             event.type,
             event.booking_id,
         )
+    too_late = _after_record_time(event.occurred_at.timestamp(), record.timestamp_ms, limits.clock_skew_s)
+    if too_late is not None:
+        return _dead(record, digest, "invalid", too_late, event.message_id, event.type, event.booking_id)
     key_error = _key_mismatch(record.key, event.booking_id)
     if key_error is not None:
         return _dead(record, digest, "key_mismatch", key_error, event.message_id, event.type, event.booking_id)
     return Decoded(record, digest, event.message_id, event.type, event.booking_id, "applied", event=event)
 
 
+def _oversize(record: Record, limits: Limits) -> str | None:
+    """Which size bound the record breaks, if any (CONTRACT "Input"; issue 16: keys and headers too)."""
+    value_bytes = len(record.value or b"")
+    if value_bytes > limits.value_bytes:
+        return f"value is {value_bytes} bytes, limit is {limits.value_bytes}"
+    key_bytes = len(record.key or b"")
+    if key_bytes > limits.key_bytes:
+        return f"key is {key_bytes} bytes, limit is {limits.key_bytes}"
+    headers = record.headers
+    if not headers:
+        return None  # most records: no header at all
+    if len(headers) > limits.header_count:
+        return f"{len(headers)} headers, limit is {limits.header_count}"
+    header_bytes = sum(len(name.encode("utf-8", "surrogateescape")) + len(v or b"") for name, v in headers)
+    if header_bytes > limits.header_bytes:
+        return f"headers are {header_bytes} bytes, limit is {limits.header_bytes}"
+    return None
+
+
+def _strict_json(value: bytes) -> bool:
+    """False when the value parses only as the JSON superset that allows NaN and Infinity (CONTRACT: strict)."""
+    try:
+        from_json(value, allow_inf_nan=False)
+    except ValueError:
+        try:
+            from_json(value, allow_inf_nan=True)
+        except ValueError:
+            return True  # not JSON at all: validation says so, with its own message
+        return False
+    return True
+
+
+def _after_record_time(occurred_at_s: float, timestamp_ms: int | None, skew_s: float) -> str | None:
+    """CONTRACT: occurred_at is not later than the record's own timestamp plus the skew, so that one event
+    from a broken clock cannot pin a session's details for good."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return None
+    if occurred_at_s * 1000 <= timestamp_ms + skew_s * 1000:
+        return None
+    late_s = occurred_at_s - timestamp_ms / 1000
+    return f"occurred_at: is {late_s:.0f} s after the record's timestamp; at most {skew_s:g} s allowed"
+
+
 def _classify_invalid(record: Record, digest: str, full_error: ValidationError) -> Decoded:
-    """Full validation failed: a newer schema or an unknown type is not an error of the message."""
+    """Full validation failed: a newer schema or an unknown type is not an error of the message. An unknown
+    type stays ``ignored`` only when its inbox row can be stored (its type text passes as stored text)."""
     try:
         envelope = Envelope.model_validate_json(record.value or b"")
-    except ValidationError:
-        return _dead(record, digest, "invalid", _describe(full_error))
+    except ValidationError as envelope_error:
+        return _dead(record, digest, "invalid", _describe(envelope_error, full_error))
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
     booking_id = envelope.booking_id if _is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
@@ -105,13 +179,28 @@ def _key_mismatch(key: bytes | None, booking_id: str) -> str | None:
     return None
 
 
-def _describe(error: ValidationError) -> str:
-    """One readable line per problem, without echoing the (possibly huge or private) input."""
-    parts = []
-    for item in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in item["loc"]) or "value"
-        parts.append(f"{where}: {item['msg']}")
+def _describe(*errors: ValidationError) -> str:
+    """One readable line per problem (the first error's word wins for a field named twice), without echoing the
+    (possibly huge or private) input."""
+    parts: list[str] = []
+    named: set[str] = set()
+    for error in errors:
+        here = set()
+        for item in error.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in item["loc"]) or "value"
+            if where not in named:
+                parts.append(f"{where}: {item['msg']}")
+                here.add(where)
+        named |= here
     return truncate("; ".join(parts))
+
+
+def printable(text: str) -> str:
+    """Control characters (and lone surrogates) as escapes: a validator's message may quote a character of the
+    input, and dlq-error reaches logs and operators' terminals as text."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def truncate(text: str, limit: int = _ERROR_LIMIT) -> str:
@@ -138,5 +227,5 @@ def _dead(
         booking_id,
         "dead_lettered",
         reason=reason,
-        error=truncate(error),
+        error=truncate(printable(error)),
     )

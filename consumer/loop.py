@@ -34,9 +34,12 @@ class Stopped(Exception):
 
 
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
+    """The record as plain data: headers exactly as they arrived (a null value stays None), and its timestamp."""
     raw = message.headers
-    headers = tuple((name, value or b"") for name, value in raw) if raw else ()  # most records have none
-    return Record(message.topic, message.partition, message.offset, message.key, message.value, headers)
+    headers = tuple(raw) if raw else ()  # most records have none
+    return Record(
+        message.topic, message.partition, message.offset, message.key, message.value, headers, message.timestamp
+    )
 
 
 class ConsumerLoop:

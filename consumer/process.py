@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer import store
 from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters
 from consumer.decide import Decision, decide
-from consumer.decode import decode, message_id_hint, payload_digest
+from consumer.decode import Limits, decode, message_id_hint, payload_digest
 from consumer.faults import first_line, is_transient
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.records import Decoded, Record
@@ -85,7 +85,7 @@ class BatchProcessor:
         link_for: Callable[[UUID], str],
         output_topic: str,
         dlq_topic: str,
-        max_message_bytes: int,
+        limits: Limits,
         parallel_transactions: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
@@ -95,7 +95,7 @@ class BatchProcessor:
         self._link_for = link_for
         self._output_topic = output_topic
         self._dlq_topic = dlq_topic
-        self._max_message_bytes = max_message_bytes
+        self._limits = limits
         self._parallel_transactions = parallel_transactions
         self._clock = clock
         self._look_for_repeats = False  # set while batches are mostly repeats (a replay, a redelivery)
@@ -124,7 +124,7 @@ class BatchProcessor:
         for start in range(0, len(records), DECODE_SLICE):
             slice_started = time.perf_counter()
             decoded += [
-                decode(records[i], self._max_message_bytes, digests[i])
+                decode(records[i], self._limits, digests[i])
                 for i in range(start, min(start + DECODE_SLICE, len(records)))
                 if i not in seen
             ]
@@ -247,7 +247,7 @@ class BatchProcessor:
         hints = {
             i: hint
             for i, r in enumerate(records)
-            if len(r.value or b"") <= self._max_message_bytes and (hint := message_id_hint(r.value)) is not None
+            if len(r.value or b"") <= self._limits.value_bytes and (hint := message_id_hint(r.value)) is not None
         }
         async with self._engine.connect() as conn:
             known = await store.known_payloads(conn, [(hint, digests[i]) for i, hint in hints.items()])

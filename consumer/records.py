@@ -9,7 +9,8 @@ from models.errors import DlqReason
 from models.events import BookingEvent
 
 Outcome = Literal["applied", "ignored", "dead_lettered"]
-Headers = tuple[tuple[str, bytes], ...]
+# A header value may be null on the wire (Kafka's NULLABLE_BYTES), and a dead letter keeps it null (CONTRACT).
+Headers = tuple[tuple[str, bytes | None], ...]
 
 
 # NamedTuples, not frozen dataclasses: two of these are built per record, and a frozen dataclass's __init__
@@ -25,6 +26,12 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
+    # The record's own Kafka timestamp (ms since the epoch; producer or broker time, as the topic is configured).
+    # None or negative: unknown (old message formats), and ``occurred_at`` is not bounded by it.
+    timestamp_ms: int | None = None
+    # Set when the Kafka client could not read the whole record (consumer.wire): what failed, for dlq-error. The
+    # fields above then hold what could be read.
+    unreadable: str | None = None
 
 
 class Decoded(NamedTuple):

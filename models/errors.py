@@ -10,6 +10,7 @@ DlqReason = Literal[
     "key_mismatch",
     "message_id_conflict",
     "too_large",
+    "undecodable",
     "processing_error",
 ]
 

@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
 
 # The newest input schema this build understands; a higher one goes to the DLQ as unsupported_version.
 SCHEMA_VERSION = 1
@@ -15,8 +24,29 @@ SCHEMA_VERSION = 1
 BookingType = Literal["BookingApproved", "BookingConfirmed"]
 SessionEventType = Literal["SessionCreated", "SessionUpdated"]
 
-BookingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# C0 control characters other than tab, and DEL. U+0000 among them: PostgreSQL text cannot hold it at all, so a
+# record carrying one would fail in the database and be blamed on it; the others would reach rows, SessionCreated
+# and operators' terminals (CONTRACT "Input": no stored string may contain U+0000; issue 16: nor other controls).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _storable(text: str) -> str:
+    """Every string the service stores passes here; the message names the character, never echoes the input."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        raise ValueError(
+            f"must not contain control characters (U+{ord(found.group()):04X} at character {found.start()})"
+        )
+    return text
+
+
+# The one string type for every field that reaches a row or an output event: use it for any new one
+# (``cancellation_reason: ShortText | None``), so validation keeps refusing what PostgreSQL would refuse.
+StoredText = Annotated[str, AfterValidator(_storable)]
+ShortText = Annotated[StoredText, StringConstraints(max_length=200)]  # titles, reasons
+BookingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]  # no control character fits
+UserId = Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
+EventTypeName = Annotated[StoredText, StringConstraints(min_length=1, max_length=200)]
 
 
 def rfc3339_utc(moment: datetime) -> str:
@@ -38,8 +68,31 @@ def _rfc3339_text(value: object) -> object:
     return value
 
 
+def _utc_representable(moment: datetime) -> datetime:
+    """``9999-12-31T23:59:59-12:00`` parses, but is year 10000 in UTC: no row or output event can hold it."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
+    return moment
+
+
 # Not strict after the check: the text is known to be RFC 3339, and strict mode refuses text from Python.
-Rfc3339 = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text)]
+Rfc3339 = Annotated[
+    AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text), AfterValidator(_utc_representable)
+]
+
+EARLIEST_START = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_START = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def _session_start(moment: datetime) -> datetime:
+    if not EARLIEST_START <= moment.astimezone(UTC) <= LATEST_START:
+        raise ValueError("must be between 1970-01-01 and 9999-01-01 in UTC")
+    return moment
+
+
+SessionStart = Annotated[Rfc3339, AfterValidator(_session_start)]
 
 UtcTimestamp = Annotated[datetime, PlainSerializer(rfc3339_utc, return_type=str)]
 
@@ -52,9 +105,9 @@ class BookingSnapshot(BaseModel):
 
     student_id: UserId
     instructor_id: UserId
-    scheduled_start: Rfc3339
+    scheduled_start: SessionStart
     duration_minutes: Annotated[int, Field(ge=1, le=720)]
-    title: Annotated[str, StringConstraints(max_length=200)] | None = None
+    title: ShortText | None = None
 
 
 class BookingEvent(BaseModel):
@@ -77,7 +130,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     message_id: UUID
-    type: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    type: EventTypeName  # stored in the inbox even when unknown: it must be storable
     schema_version: Annotated[int, Field(strict=True)]
     booking_id: object = None  # any shape: only a valid booking id is kept, never a reason to reject
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from consumer.records import Record
+from consumer.records import Headers, Record
 from models.events import BookingEvent
 from producer.bookings import booking_event
 
@@ -60,10 +60,11 @@ def record(
     key: bytes | None = BOOKING_ID.encode(),
     *,
     offset: int = 7,
-    headers: tuple[tuple[str, bytes], ...] = (),
+    headers: Headers = (),
+    timestamp_ms: int | None = None,
 ) -> Record:
     raw = json.dumps(value).encode() if isinstance(value, dict) else value
-    return Record(TOPIC, 3, offset, key, raw, headers)
+    return Record(TOPIC, 3, offset, key, raw, headers, timestamp_ms)
 
 
 def event(

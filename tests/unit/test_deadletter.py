@@ -15,7 +15,15 @@ from tests.unit.builders import MAX_BYTES, body, record
 
 DLQ = "booking.events.dlq"
 FAILED_AT = datetime(2026, 11, 24, 11, 15, 0, 123000, tzinfo=timezone(timedelta(hours=1)))
-HEADERS = (("traceparent", b"00-abc-01"), ("x-dup", b"1"), ("x-dup", b"2"), ("binary", b"\x00\xff"))
+# A null value and an empty one are different on the wire, and stay so on the DLQ (CONTRACT "Dead letters").
+HEADERS = (
+    ("traceparent", b"00-abc-01"),
+    ("x-dup", b"1"),
+    ("x-dup", b"2"),
+    ("binary", b"\x00\xff"),
+    ("null", None),
+    ("empty", b""),
+)
 
 
 def dead(
@@ -104,6 +112,7 @@ def test_dlq_error_is_cut_to_1_kib_without_breaking_a_character(text: str, shift
     out = dead_letter(dead(b"x", error=error), DLQ, FAILED_AT)
 
     header = dict(out.headers)["dlq-error"]
+    assert header is not None
     assert 1020 <= len(header) <= 1024
     decoded = header.decode("utf-8")  # strict: a cut character would raise
     assert decoded.endswith("...")
@@ -220,3 +229,19 @@ def test_group_events_per_booking_in_batch_order_skipping_what_is_not_applied() 
     assert list(groups) == ["bk_a", "bk_b"]
     assert groups["bk_a"] == [a1.event, a2.event]
     assert groups["bk_b"] == [b1.event]
+
+
+def test_to_record_keeps_null_header_values_and_the_record_timestamp() -> None:
+    from aiokafka import ConsumerRecord
+
+    from consumer.loop import to_record
+
+    message = ConsumerRecord(
+        "booking.events", 2, 40, 1764000000123, 0, b"bk_1", b"{}", None, 4, 2, (("null", None), ("empty", b""))
+    )
+
+    r = to_record(message)
+
+    assert r == Record("booking.events", 2, 40, b"bk_1", b"{}", (("null", None), ("empty", b"")), 1764000000123)
+    out = dead_letter(decode(r, MAX_BYTES), DLQ, FAILED_AT)
+    assert out.headers[:2] == (("null", None), ("empty", b""))

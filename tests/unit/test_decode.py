@@ -315,7 +315,7 @@ def test_an_absent_or_equal_key_is_fine(key: bytes | None) -> None:
         pytest.param(b"", "booking_id", id="empty"),
         pytest.param(b"\xff\xfebk_123", "UTF-8", id="not-utf8"),
         pytest.param(b"bk_\xc3", "UTF-8", id="truncated-utf8"),
-        pytest.param(b"\n" * 3000, "booking_id", id="long-control-characters"),
+        pytest.param(b"\n" * 1000, "booking_id", id="long-control-characters"),
     ],
 )
 def test_a_key_that_differs_from_booking_id_is_key_mismatch(key: bytes, mentions: str) -> None:
