@@ -22,6 +22,7 @@ from rich.progress import Progress
 from booking_sessions.failures import OperatorError, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.settings import Settings
+from consumer import wire
 from consumer.records import Headers
 from models.errors import DlqReason
 
@@ -145,7 +146,9 @@ def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
         datetime.fromtimestamp(record.timestamp / 1000, UTC),
         record.key,
         record.value,
-        tuple(record.headers or ()),  # exactly as stored: a null value stays None, and is replayed as null
+        # Exactly as stored: a null value stays None, and is replayed as null. A header name the client could not
+        # read is left out (consumer.wire), as the consumer leaves it out of a dead letter.
+        wire.split_unreadable(tuple(record.headers or ()))[0],
     )
 
 
@@ -162,6 +165,7 @@ async def scan(
     options = dict(client_options or {})
     partitions = await topic_partitions(bootstrap, topic, "BOOKING_DLQ_TOPIC", **options)
     tps = [TopicPartition(topic, p) for p in partitions]
+    wire.install()  # a DLQ record the client cannot read is listed with what could be read, not a crash
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, client_id="booking-sessions-dlq", enable_auto_commit=False, **options
     )

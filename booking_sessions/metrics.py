@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.faults import sqlstate
 from consumer.process import BatchResult
 from models.errors import DlqReason
+from producer.publish import SentAs
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +88,12 @@ class Metrics:
         self.dead_lettered = Counter(
             f"{NAMESPACE}_events_dead_lettered", "Input records sent to the DLQ", ["reason"], registry=r
         )
+        self.dead_letters_refused = Counter(
+            f"{NAMESPACE}_dead_letters_refused",
+            "Dead letters the DLQ topic refused for good, by what was sent instead (value_omitted, bare, lost)",
+            ["sent_as"],
+            registry=r,
+        )
         self.session_events = Counter(
             f"{NAMESPACE}_session_events_written", "Outbox rows written, by event type", ["type"], registry=r
         )
@@ -130,6 +137,8 @@ class Metrics:
             self.batch_duration.labels(stage)
         for reason in get_args(DlqReason):
             self.dead_lettered.labels(reason)
+        for sent_as in get_args(SentAs):
+            self.dead_letters_refused.labels(sent_as)
         for component in ("consumer", "relay"):
             for cause in RETRY_CAUSES:
                 self.retries.labels(component, cause)
@@ -147,6 +156,8 @@ class Metrics:
         self.ignored.inc(result.ignored)
         for reason, count in result.dead_lettered.items():
             self.dead_lettered.labels(reason).inc(count)
+        for sent_as, count in result.dlq_refused.items():
+            self.dead_letters_refused.labels(sent_as).inc(count)
         self.session_events.labels("SessionCreated").inc(result.sessions_created)
         self.session_events.labels("SessionUpdated").inc(result.sessions_updated)
         self.batch_records.observe(result.records)

@@ -26,6 +26,7 @@ from booking_sessions.failures import OperatorError, check_database, topic_parti
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine, meeting_secret
 from booking_sessions.settings import Settings
+from consumer import wire
 from consumer.faults import is_transient
 from consumer.loop import to_record
 from consumer.process import BatchProcessor, BatchResult, merge
@@ -159,6 +160,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     meeting_secret(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
+    wire.install()  # the same reader as ``run``: an unreadable record is a dead letter here too
     engine = create_engine(settings)
     publisher: Publisher | None = None
     consumer = AIOKafkaConsumer(

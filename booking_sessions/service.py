@@ -19,6 +19,7 @@ from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
 from booking_sessions.metrics import Metrics, Sampler
 from booking_sessions.settings import Settings
+from consumer import wire
 from consumer.decode import Limits
 from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
@@ -124,6 +125,7 @@ async def open_service(
         [settings.meeting_secret, settings.kafka_sasl_password, settings.kafka_ssl_key_password, _password(settings)]
     )
     client_options = kafka_client_options(settings)
+    wire.install()  # a record the client cannot read becomes a dead letter, not a crash (consumer/wire.py)
     metrics = metrics or Metrics()
     engine = create_engine(settings)
     publisher: Publisher | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -10,7 +11,7 @@ import structlog
 from consumer.decode import truncate
 from consumer.records import Decoded
 from models.events import rfc3339_utc
-from producer.publish import OutgoingRecord
+from producer.publish import OutgoingRecord, Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -64,3 +65,25 @@ def log_dead_letters(dead: Iterable[Decoded]) -> None:
             booking_id=d.booking_id,
             error=d.error,
         )
+
+
+async def send_dead_letters(publisher: Publisher, records: Sequence[OutgoingRecord]) -> Counter[str]:
+    """Send dead letters, whatever the DLQ topic refuses for good (CONTRACT "Dead letters"): such a one goes
+    without its value (``dlq-value-omitted``, ``dlq-value-sha256``), or bare, and is logged here with its source
+    coordinates. Returns how many were sent in which form (``producer.publish.SentAs``), for the metrics. A passing
+    refusal raises, for the batch to be retried."""
+    refusals = await publisher.send_dead_letters(records)
+    for refusal in refusals:
+        headers = dict(refusal.record.headers)
+        source = [(headers.get(f"dlq-source-{part}") or b"?").decode() for part in ("topic", "partition", "offset")]
+        log.error(
+            "dead_letter_refused_by_dlq",
+            sent_as=refusal.sent_as,
+            refusal=refusal.error,
+            value_bytes=len(refusal.record.value or b""),
+            reason=(headers.get("dlq-reason") or b"?").decode(),
+            topic=source[0],
+            partition=source[1],
+            offset=source[2],
+        )
+    return Counter(refusal.sent_as for refusal in refusals)

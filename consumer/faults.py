@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
+from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 # SQLSTATE classes and codes that say "try again later", not "this row is wrong".
@@ -20,8 +21,6 @@ _TRANSIENT_SQLSTATE_CLASSES = (
     "42",  # syntax error or access rule violation
 )
 _TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
-
-_TRANSIENT_KAFKA = (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError, NotLeaderForPartitionError)
 
 
 def jittered(delay_s: float) -> float:
@@ -46,7 +45,14 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, (OSError, ConnectionError, TimeoutError, *_TRANSIENT_KAFKA)):
+    """True: the world's fault, retry with backoff; False: this record's (or a bug), isolate and dead-letter it.
+
+    Every Kafka error is the world's: a dead letter that the DLQ topic refuses for good is handled where it is
+    sent (``producer.publish.Publisher.send_dead_letters``), so what reaches here is a broker away or slow, a
+    leader moving, or a setting wrong for every record alike (an unknown DLQ topic, a missing ACL): retried and
+    alerted on until fixed, never taken for database poison (issue 12).
+    """
+    if isinstance(error, (OSError, ConnectionError, TimeoutError, KafkaError)):
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
@@ -55,3 +61,24 @@ def is_transient(error: BaseException) -> bool:
         return code in _TRANSIENT_SQLSTATES or code[:2] in _TRANSIENT_SQLSTATE_CLASSES
     # No SQLSTATE at all: the driver lost the connection before the server could answer.
     return isinstance(error, (OperationalError, InterfaceError))
+
+
+# asyncpg's own refusal of a value quotes it ("invalid input for query argument $9: ['...'] (reason)"): the input
+# must not be echoed, and "$9" means nothing to an operator.
+_ARGUMENT = re.compile(r"invalid input for query argument \$\d+: .*?(\(.*\))?$", re.DOTALL)
+
+
+def refusal_text(error: BaseException) -> str:
+    """dlq-error of a ``processing_error``: which layer refused the record, and its first line, without the input.
+
+    Validation refuses what PostgreSQL would (CONTRACT "Input"), so this is for real surprises only.
+    """
+    text = first_line(error)
+    found = _ARGUMENT.search(text)
+    if found is not None:
+        return f"the database driver refused a value: invalid input for a query argument {found.group(1) or ''}".strip()
+    if isinstance(error, KafkaError):
+        return f"the broker refused it: {text}"
+    if sqlstate(error) is not None or isinstance(error, DBAPIError):
+        return f"PostgreSQL refused it (SQLSTATE {sqlstate(error) or 'unknown'}): {text}"
+    return f"processing failed ({type(getattr(error, 'orig', None) or error).__name__}): {text}"

@@ -15,6 +15,7 @@ from aiokafka.structs import OffsetAndMetadata
 from consumer.faults import is_transient, jittered
 from consumer.process import BatchProcessor, BatchResult, Prepared
 from consumer.records import Record
+from consumer.wire import split_unreadable
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +37,16 @@ class Stopped(Exception):
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
     """The record as plain data: headers exactly as they arrived (a null value stays None), and its timestamp."""
     raw = message.headers
-    headers = tuple(raw) if raw else ()  # most records have none
+    headers, unreadable = split_unreadable(tuple(raw)) if raw else ((), None)  # most records have none
     return Record(
-        message.topic, message.partition, message.offset, message.key, message.value, headers, message.timestamp
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        headers,
+        message.timestamp,
+        unreadable,
     )
 
 

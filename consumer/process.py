@@ -15,10 +15,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
-from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters
+from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters, send_dead_letters
 from consumer.decide import Decision, decide
 from consumer.decode import Limits, decode, message_id_hint, payload_digest
-from consumer.faults import first_line, is_transient
+from consumer.faults import first_line, is_transient, refusal_text
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
@@ -70,6 +70,8 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     decode_s: float = 0.0  # parsing and validating the records (pure CPU)
     database_s: float = 0.0  # the transaction, dead letters sent before its commit included
+    # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
+    dlq_refused: Counter[str] = field(default_factory=Counter)
 
     @property
     def outbox_rows(self) -> int:
@@ -163,8 +165,9 @@ class BatchProcessor:
         # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
         # commits, it is found and sent again if a crash comes before the offset commit.
         conflicts = [as_conflict(d) for d in in_batch.conflicts]
+        refused: Counter[str] = Counter()
         if conflicts and not self._dry_run:
-            await self._publisher.send_all(dead_letters(conflicts, self._dlq_topic, now))
+            refused = await send_dead_letters(self._publisher, dead_letters(conflicts, self._dlq_topic, now))
             log_dead_letters(conflicts)
         merged = merge(results)
         result = replace(
@@ -172,6 +175,7 @@ class BatchProcessor:
             records=len(batch.records),
             duplicates=merged.duplicates + batch.seen + len(in_batch.duplicates),
             dead_lettered=merged.dead_lettered + Counter(d.reason for d in conflicts if d.reason is not None),
+            dlq_refused=merged.dlq_refused + refused,
             next_offsets=offsets_after(batch.records),
             decode_s=batch.decode_s,
             database_s=batch.lookup_s + time.perf_counter() - started,
@@ -205,21 +209,23 @@ class BatchProcessor:
         return merge(results)
 
     async def _dead_letter_poison(self, decoded: Decoded, error: Exception, now: datetime) -> BatchResult:
-        poison = as_poison(decoded, f"PostgreSQL rejected it: {first_line(error)}")
+        poison = as_poison(decoded, refusal_text(error))
+        refused: Counter[str] = Counter()
         async with self._engine.connect() as conn, conn.begin() as transaction:
             repeats = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
             if self._dry_run:
                 await transaction.rollback()
             elif poison.message_id not in repeats:
-                await self._publisher.send_all(dead_letters([poison], self._dlq_topic, now))
+                refused = await send_dead_letters(self._publisher, dead_letters([poison], self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters([poison])
-        return _result([poison], Repeats([], []), [poison], [])
+        return replace(_result([poison], Repeats([], []), [poison], []), dlq_refused=refused)
 
     async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
         """One part in one transaction; its dead letters are sent before the commit."""
         if not part:
             return _result([], Repeats([], []), [], [])
+        refused: Counter[str] = Counter()
         async with self._engine.connect() as conn, conn.begin() as transaction:
             keyed = [d for d in part if d.message_id is not None]
             repeats = await store.insert_inbox(conn, keyed)
@@ -237,10 +243,10 @@ class BatchProcessor:
                 await transaction.rollback()
             else:
                 # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
-                await self._publisher.send_all(dead_letters(dead, self._dlq_topic, now))
+                refused = await send_dead_letters(self._publisher, dead_letters(dead, self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters(dead)
-        return _result(fresh, across, dead, decisions)
+        return replace(_result(fresh, across, dead, decisions), dlq_refused=refused)
 
     async def _seen_before(self, records: Sequence[Record], digests: list[str]) -> set[int]:
         """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them."""
@@ -257,8 +263,10 @@ class BatchProcessor:
 def merge(results: Sequence[BatchResult]) -> BatchResult:
     offsets: dict[tuple[str, int], int] = {}
     dead: Counter[DlqReason] = Counter()
+    refused: Counter[str] = Counter()
     for r in results:
         dead.update(r.dead_lettered)
+        refused.update(r.dlq_refused)
         for tp, offset in r.next_offsets.items():
             offsets[tp] = max(offsets.get(tp, 0), offset)
     return BatchResult(
@@ -272,6 +280,7 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
         next_offsets=offsets,
         decode_s=sum(r.decode_s for r in results),
         database_s=sum(r.database_s for r in results),
+        dlq_refused=refused,
     )
 
 

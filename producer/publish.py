@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
@@ -24,6 +32,53 @@ class OutgoingRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
+
+
+# The record itself is what the broker (or the producer, before sending) refuses: sent again unchanged, it is
+# refused again. Anything else (timeouts, a leader moving, the broker away) passes, and is retried.
+LASTING_REFUSALS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,  # over the topic's max.message.bytes, or the producer's max_request_size
+    RecordListTooLargeError,
+    CorruptRecordException,  # the broker's word for a record it cannot take as it is (also: too large)
+    InvalidTimestampError,
+)
+
+SentAs = Literal["value_omitted", "bare", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A dead letter the DLQ topic refused for good, and what was sent in its place (CONTRACT "Dead letters")."""
+
+    record: OutgoingRecord  # as first sent
+    error: str  # the refusal, class and message
+    sent_as: SentAs  # value_omitted: without its value; bare: nothing of the original; lost: not even that
+
+
+def without_value(record: OutgoingRecord) -> OutgoingRecord:
+    """The copy without its value, which can still be fetched from the source topic by its dlq-source-* headers."""
+    value = record.value or b""
+    omitted = (
+        ("dlq-value-omitted", str(len(value)).encode()),
+        ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
+    )
+    return replace(record, value=None, headers=record.headers + omitted)
+
+
+def bare(record: OutgoingRecord) -> OutgoingRecord:
+    """Only the dlq-* headers, for a copy whose key or headers are themselves too large for the DLQ topic."""
+    kept = tuple((name, v) for name, v in without_value(record).headers if name.startswith("dlq-"))
+    omitted = (
+        ("dlq-key-omitted", str(len(record.key or b"")).encode()),
+        ("dlq-headers-omitted", str(len(record.headers) - len(kept) + 2).encode()),
+    )
+    return OutgoingRecord(record.topic, None, None, kept + omitted)
+
+
+_FALLBACKS: tuple[tuple[SentAs, Callable[[OutgoingRecord], OutgoingRecord]], ...] = (
+    ("value_omitted", without_value),
+    ("bare", bare),
+)
 
 
 class Publisher:
@@ -62,10 +117,55 @@ class Publisher:
         """Queue all, then wait for all acks: one round of batches instead of one round trip per record."""
         if not records:
             return []
-        futures = [
-            await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records
-        ]
+        futures = [await self._send(r) for r in records]
         return list(await asyncio.gather(*futures))
+
+    async def send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:
+        """``send_all`` for dead letters, which the DLQ topic may refuse for good (a copy too large for it, say):
+        such a one is sent again alone (a whole batch fails with its largest record), then without its value,
+        then bare, and reported. A passing refusal raises, for the caller to retry the batch; nothing else does.
+        """
+        if not records:
+            return []
+        acks: list[asyncio.Future[RecordMetadata]] = []
+        for r in records:
+            try:
+                acks.append(await self._send(r))
+            except LASTING_REFUSALS as error:  # refused before sending: larger than max_request_size
+                refused: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+                refused.set_exception(error)
+                acks.append(refused)
+        outcomes = await asyncio.gather(*acks, return_exceptions=True)
+        again: list[tuple[OutgoingRecord, BaseException]] = []
+        for r, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, LASTING_REFUSALS):
+                again.append((r, outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        reports = [await self._send_despite(r, error) for r, error in again]
+        return [report for report in reports if report is not None]
+
+    async def _send_despite(self, record: OutgoingRecord, error: BaseException) -> Refusal | None:
+        """One refused dead letter, alone, then in ever smaller forms; None: alone, it went through whole (it was
+        refused with a larger record of its batch)."""
+        try:
+            await (await self._send(record))
+            return None
+        except LASTING_REFUSALS as refusal:
+            error = refusal
+        for sent_as, smaller in _FALLBACKS:
+            try:
+                await (await self._send(smaller(record)))
+            except LASTING_REFUSALS:
+                continue
+            return Refusal(record, _describe(error), sent_as)
+        return Refusal(record, _describe(error), "lost")
+
+    async def _send(self, r: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+        ack: asyncio.Future[RecordMetadata] = await self._producer.send(
+            r.topic, r.value, key=r.key, headers=list(r.headers) or None
+        )
+        return ack
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """``send_all`` for many small records, in ``PartitionBatches`` (about 10 µs of Python less per record
@@ -124,3 +224,7 @@ class PartitionBatches:
     async def _send(self, topic: str, partition: int, batch: Any) -> SentBatch:
         ack = await self._producer.send_batch(batch, topic, partition=partition)
         return SentBatch(topic, partition, batch.record_count(), ack)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:500]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import NullPool, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
@@ -16,7 +18,12 @@ from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, query, service
 from tests.integration.test_scenarios import event
 
-ORIGINAL_HEADERS = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"), ("empty", b"")]
+# A null header value and an empty one are different on the wire; the DLQ keeps each as it was (CONTRACT).
+ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [
+    ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ("empty", b""),
+    ("null", None),
+]
 
 
 def with_headers(record: OutgoingRecord) -> OutgoingRecord:
@@ -85,8 +92,8 @@ async def test_dead_letter_keeps_the_record_and_spares_its_neighbours(
     assert added["dlq-source-topic"] == settings.input_topic.encode()
     assert added["dlq-source-partition"] == b"0"
     assert added["dlq-source-offset"] == b"1"
-    assert 0 < len(added["dlq-error"]) <= 1024
-    failed_at = datetime.fromisoformat(added["dlq-failed-at"].decode().replace("Z", "+00:00"))
+    assert 0 < len(added["dlq-error"] or b"") <= 1024
+    failed_at = datetime.fromisoformat((added["dlq-failed-at"] or b"").decode().replace("Z", "+00:00"))
     assert failed_at.tzinfo is not None and abs((datetime.now(UTC) - failed_at).total_seconds()) < 300
     outcomes = await query(database_url, 'SELECT booking_id, outcome, dlq_reason FROM inbox_messages ORDER BY "offset"')
     expected = [{"booking_id": "bk_before", "outcome": "applied", "dlq_reason": None}]
@@ -139,7 +146,7 @@ async def test_conflict_within_one_batch(settings: Settings, database_url: str) 
 class DeadLetter:
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, bytes | None]]
 
 
 async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
@@ -153,8 +160,16 @@ async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
 async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     settings: Settings, database_url: str
 ) -> None:
-    # Valid JSON and valid by the contract, but PostgreSQL text cannot hold NUL: only the INSERT finds out.
-    poison = event("BookingConfirmed", "bk_poison", 1, title="Algebra\x00II")
+    # Valid by the contract, but refused by the database all the same (a trigger stands for any surprise there):
+    # only the INSERT finds out.
+    await execute(
+        database_url,
+        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'booking % refused by a trigger', NEW.booking_request_id; END $$""",
+        """CREATE TRIGGER refuse_poison BEFORE INSERT ON live_sessions FOR EACH ROW
+           WHEN (NEW.booking_request_id = 'bk_poison') EXECUTE FUNCTION refuse_poison()""",
+    )
+    poison = event("BookingConfirmed", "bk_poison", 1)
     neighbours = [event("BookingApproved", f"bk_{i}", 0) for i in range(7)]
     records = [as_record(e, settings.input_topic) for e in [*neighbours[:3], poison, *neighbours[3:]]]
     records[3] = with_headers(records[3])
@@ -171,6 +186,16 @@ async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     headers = dict(dead.headers)
     assert headers["dlq-reason"] == b"processing_error"
     assert headers["dlq-source-offset"] == b"3"
-    assert b"PostgreSQL rejected it" in headers["dlq-error"]
+    assert headers["dlq-error"] == b"PostgreSQL refused it (SQLSTATE P0001): booking bk_poison refused by a trigger"
     [inbox] = await query(database_url, "SELECT outcome, dlq_reason FROM inbox_messages WHERE booking_id = 'bk_poison'")
     assert inbox == {"outcome": "dead_lettered", "dlq_reason": "processing_error"}
+
+
+async def execute(database_url: str, *statements: str) -> None:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()

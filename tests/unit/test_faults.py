@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    NotLeaderForPartitionError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from consumer.faults import is_transient, jittered, sqlstate
@@ -50,7 +57,20 @@ def test_the_world_failing_is_transient() -> None:
 
 def test_other_errors_are_not_transient() -> None:
     assert not is_transient(ValueError("a bug or a bad record"))
-    assert not is_transient(UnknownTopicOrPartitionError())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        UnknownTopicOrPartitionError(),
+        TopicAuthorizationFailedError(),
+        MessageSizeTooLargeError(),
+        NotLeaderForPartitionError(),
+    ],
+)
+def test_a_kafka_error_is_never_taken_for_the_record_s_fault(error: Exception) -> None:
+    # A lasting refusal of one dead letter is handled where it is sent; what reaches the batch is the broker's.
+    assert is_transient(error)
 
 
 def test_jitter_stays_between_half_and_all_of_the_delay() -> None:

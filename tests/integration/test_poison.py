@@ -1,0 +1,205 @@
+"""Poison at every layer moves aside (issue 12): a record the Kafka client cannot read, a dead letter the DLQ topic
+refuses, and values only PostgreSQL would have refused. Each is published between two good records on one
+partition; the good ones are applied, the poison is on the DLQ with exact headers, and the loop goes on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+from booking_sessions.settings import Settings
+from producer.bookings import as_record, encode
+from producer.publish import OutgoingRecord
+from tests.integration.harness import Produced, consume_all, publish, query, service
+from tests.integration.test_deadletters import read_dead_letters
+from tests.integration.test_scenarios import event
+from tests.unit.test_wire import raw_name
+
+DLQ_NAMES = ["dlq-reason", "dlq-error", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset"]
+
+
+def good(settings: Settings, booking: str) -> OutgoingRecord:
+    return as_record(event("BookingApproved", booking, 0), settings.input_topic)
+
+
+def body(booking: str, **changes: Any) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(encode(event("BookingConfirmed", booking, 1)))
+    for path, change in changes.items():
+        *parents, last = path.split("__")
+        target = value
+        for part in parents:
+            target = target[part]
+        target[last] = change
+    return value
+
+
+async def publish_raw(settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]]) -> None:
+    """One batch written byte for byte as a non-Java producer may write it: header names are not checked here
+    (aiokafka's own builder refuses a name that is not UTF-8; the broker does not)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        batch._builder = _DefaultRecordBatchBuilderPy(
+            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=0,
+            batch_size=1 << 20,
+        )  # fmt: skip
+        for key, value, headers in records:
+            batch.append(timestamp=None, key=key, value=value, headers=headers)
+        await (await producer.send_batch(batch, settings.input_topic, partition=0))
+    finally:
+        await producer.stop()
+
+
+async def dlq_headers_of_one(settings: Settings) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
+    [dead] = await read_dead_letters(settings)
+    return dead.key, dead.value, dead.headers
+
+
+def without_failed_at(headers: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
+    assert [name for name, _ in headers].count("dlq-failed-at") == 1
+    return [(name, value) for name, value in headers if name != "dlq-failed-at"]
+
+
+async def applied_bookings(database_url: str) -> list[str]:
+    rows = await query(database_url, "SELECT booking_request_id FROM live_sessions ORDER BY 1")
+    return [r["booking_request_id"] for r in rows]
+
+
+@pytest.mark.partitions(1)
+async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_its_neighbours_apply(
+    settings: Settings, database_url: str
+) -> None:
+    before, after = good(settings, "bk_before"), good(settings, "bk_after")
+    bad_value = json.dumps(body("bk_hkey")).encode()
+    await publish_raw(
+        settings,
+        [
+            (b"bk_before", before.value or b"", []),
+            (b"bk_hkey", bad_value, [("ok", b"1"), (raw_name(b"tr\xffce"), b"v"), ("null", None)]),
+            (b"bk_after", after.value or b"", []),
+        ],
+    )
+    produced = Produced()
+    produced.add(settings.input_topic, 0, 2)
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)  # before the fix: UnicodeDecodeError out of getmany, on every start
+        # Still consuming: a record after it is applied by the same loop.
+        await publish(settings, [good(settings, "bk_later")], produced)
+        await consume_all(svc, produced)
+
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before", "bk_later"]
+    key, value, headers = await dlq_headers_of_one(settings)
+    assert (key, value) == (b"bk_hkey", bad_value)
+    assert without_failed_at(headers) == [
+        ("ok", b"1"),
+        ("null", None),
+        ("dlq-reason", b"undecodable"),
+        ("dlq-error", b"header 1 name is not UTF-8: b'tr\\xffce' (left out of the dead letter)"),
+        ("dlq-source-topic", settings.input_topic.encode()),
+        ("dlq-source-partition", b"0"),
+        ("dlq-source-offset", b"1"),
+    ]
+    inbox = await query(database_url, 'SELECT booking_id, outcome FROM inbox_messages ORDER BY "offset"')
+    assert [(r["booking_id"], r["outcome"]) for r in inbox] == [
+        ("bk_before", "applied"),
+        ("bk_after", "applied"),
+        ("bk_later", "applied"),
+    ]
+
+
+# (value changes, dlq-error, inbox row of the poison: None when its message id could not be read)
+STORABLE_CASES = {
+    "unknown-type-with-u0000": (
+        {"type": "BookingCancelled\u0000"},
+        b"type: Value error, must not contain control characters (U+0000 at character 16)",
+        None,
+    ),
+    "title-with-u0000": (
+        {"booking__title": "Algebra\u0000II"},
+        b"booking.title: Value error, must not contain control characters (U+0000 at character 7)",
+        "dead_lettered",
+    ),
+    "occurred_at-year-10000-in-utc": (
+        {"occurred_at": "9999-12-31T23:59:59-12:00"},
+        b"occurred_at: Value error, is outside the years 1 to 9999 once converted to UTC",
+        "dead_lettered",
+    ),
+}
+
+
+@pytest.mark.partitions(1)
+@pytest.mark.parametrize("case", sorted(STORABLE_CASES))
+async def test_what_postgresql_would_refuse_is_invalid_naming_the_field(
+    case: str, settings: Settings, database_url: str
+) -> None:
+    changes, error, inbox_outcome = STORABLE_CASES[case]
+    value = json.dumps(body("bk_bad", **changes)).encode()
+    assert b"\\u0000" in value or b"9999" in value  # JSON's own escape, as a producer sends it
+    bad = OutgoingRecord(settings.input_topic, b"bk_bad", value, (("null", None),))
+    produced = Produced()
+    await publish(settings, [good(settings, "bk_before"), bad, good(settings, "bk_after")], produced)
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
+    key, dead_value, headers = await dlq_headers_of_one(settings)
+    assert (key, dead_value) == (b"bk_bad", value)
+    assert without_failed_at(headers) == [
+        ("null", None),
+        ("dlq-reason", b"invalid"),
+        ("dlq-error", error),
+        ("dlq-source-topic", settings.input_topic.encode()),
+        ("dlq-source-partition", b"0"),
+        ("dlq-source-offset", b"1"),
+    ]
+    inbox = await query(database_url, 'SELECT booking_id, outcome, dlq_reason FROM inbox_messages ORDER BY "offset"')
+    expected: list[tuple[str, str, str | None]] = [("bk_before", "applied", None), ("bk_after", "applied", None)]
+    if inbox_outcome is not None:
+        expected.insert(1, ("bk_bad", inbox_outcome, "invalid"))
+    assert [(r["booking_id"], r["outcome"], r["dlq_reason"]) for r in inbox] == expected
+
+
+@pytest.mark.partitions(1)
+async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_the_partition_moves_on(
+    settings: Settings, database_url: str
+) -> None:
+    # Issue 12's case: a valid event of 1,048,400 bytes fits the broker's default 1 MiB limit on the input topic;
+    # its DLQ copy, with the dlq-* headers added, does not.
+    padded = body("bk_big")
+    padded["padding"] = ""
+    padded["padding"] = "x" * (1_048_400 - len(json.dumps(padded).encode()))
+    value = json.dumps(padded).encode()
+    assert len(value) == 1_048_400
+    big = OutgoingRecord(settings.input_topic, b"bk_big", value, (("traceparent", b"00-abc-01"), ("null", None)))
+    produced = Produced()
+    await publish(settings, [good(settings, "bk_before"), big, good(settings, "bk_after")], produced)
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)  # before the fix: "PostgreSQL rejected it", then exit 1 on every start
+        refused = svc.metrics.registry.get_sample_value(
+            "booking_sessions_dead_letters_refused_total", {"sent_as": "value_omitted"}
+        )
+
+    assert refused == 1
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
+    key, dead_value, headers = await dlq_headers_of_one(settings)
+    assert (key, dead_value) == (b"bk_big", None)
+    assert without_failed_at(headers) == [
+        ("traceparent", b"00-abc-01"),
+        ("null", None),
+        ("dlq-reason", b"too_large"),
+        ("dlq-error", f"value is 1048400 bytes, limit is {settings.max_message_bytes}".encode()),
+        ("dlq-source-topic", settings.input_topic.encode()),
+        ("dlq-source-partition", b"0"),
+        ("dlq-source-offset", b"1"),
+        ("dlq-value-omitted", b"1048400"),
+        ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
