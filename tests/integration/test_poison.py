@@ -18,6 +18,7 @@ from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, query, service
 from tests.integration.test_deadletters import read_dead_letters
 from tests.integration.test_scenarios import event
+from tests.servers import KafkaHandle
 from tests.unit.test_wire import raw_name
 
 DLQ_NAMES = ["dlq-reason", "dlq-error", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset"]
@@ -169,7 +170,7 @@ async def test_what_postgresql_would_refuse_is_invalid_naming_the_field(
 
 @pytest.mark.partitions(1)
 async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_the_partition_moves_on(
-    settings: Settings, database_url: str
+    settings: Settings, database_url: str, kafka: KafkaHandle
 ) -> None:
     # Issue 12's case: a valid event of 1,048,400 bytes fits the broker's default 1 MiB limit on the input topic;
     # its DLQ copy, with the dlq-* headers added, does not.
@@ -188,11 +189,9 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
             "booking_sessions_dead_letters_refused_total", {"sent_as": "value_omitted"}
         )
 
-    assert refused == 1
     assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
     key, dead_value, headers = await dlq_headers_of_one(settings)
-    assert (key, dead_value) == (b"bk_big", None)
-    assert without_failed_at(headers) == [
+    original = [
         ("traceparent", b"00-abc-01"),
         ("null", None),
         ("dlq-reason", b"too_large"),
@@ -200,6 +199,15 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
         ("dlq-source-topic", settings.input_topic.encode()),
         ("dlq-source-partition", b"0"),
         ("dlq-source-offset", b"1"),
+    ]
+    if kafka.kind.startswith("tansu"):
+        # Tansu enforces no message size limit: the copy is taken whole, which is what the contract wants first.
+        assert (refused, key, dead_value, without_failed_at(headers)) == (0, b"bk_big", value, original)
+        return
+    assert refused == 1
+    assert (key, dead_value) == (b"bk_big", None)
+    assert without_failed_at(headers) == [
+        *original,
         ("dlq-value-omitted", b"1048400"),
         ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]
