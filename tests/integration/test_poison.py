@@ -16,6 +16,7 @@ from booking_sessions.settings import Settings
 from producer.bookings import as_record, encode
 from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, query, service
+from tests.integration.operator_cli import invoke_json
 from tests.integration.test_deadletters import read_dead_letters
 from tests.integration.test_scenarios import event
 from tests.servers import KafkaHandle
@@ -72,10 +73,9 @@ async def applied_bookings(database_url: str) -> list[str]:
     return [r["booking_request_id"] for r in rows]
 
 
-@pytest.mark.partitions(1)
-async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_its_neighbours_apply(
-    settings: Settings, database_url: str
-) -> None:
+async def publish_unreadable_between_two(settings: Settings) -> bytes:
+    """Issue 12's record: a header name of bytes 74 72 FF 63 65, valid JSON, key bk_hkey; good records around it.
+    Returns its value."""
     before, after = good(settings, "bk_before"), good(settings, "bk_after")
     bad_value = json.dumps(body("bk_hkey")).encode()
     await publish_raw(
@@ -86,6 +86,14 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_i
             (b"bk_after", after.value or b"", []),
         ],
     )
+    return bad_value
+
+
+@pytest.mark.partitions(1)
+async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_its_neighbours_apply(
+    settings: Settings, database_url: str
+) -> None:
+    bad_value = await publish_unreadable_between_two(settings)
     produced = Produced()
     produced.add(settings.input_topic, 0, 2)
 
@@ -113,6 +121,20 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_i
         ("bk_after", "applied"),
         ("bk_later", "applied"),
     ]
+
+
+@pytest.mark.partitions(1)
+async def test_replay_reads_past_a_record_the_client_cannot_read(settings: Settings, database_url: str) -> None:
+    await publish_unreadable_between_two(settings)
+
+    summary = await invoke_json(settings, "replay", "--group", f"replay-{settings.group_id}")
+
+    assert (summary["records"], summary["applied"], summary["dead_lettered"]) == (3, 2, {"undecodable": 1})
+    assert summary["partitions"]["0"]["reached"] == 3
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
+    key, _, headers = await dlq_headers_of_one(settings)
+    assert key == b"bk_hkey"
+    assert dict(headers)["dlq-reason"] == b"undecodable"
 
 
 # (value changes, dlq-error, inbox row of the poison: None when its message id could not be read)
