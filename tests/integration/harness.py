@@ -84,6 +84,17 @@ async def query(database_url: str, sql: str, **params: Any) -> list[dict[str, An
         await engine.dispose()
 
 
+async def execute(database_url: str, *statements: str) -> None:
+    """Statements in one transaction (a test's DDL: a constraint, a trigger)."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
 async def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
     """Every contract row that must not change on redelivery (wall-clock columns left out)."""
     return {

@@ -8,14 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import NullPool, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from producer.bookings import as_record, encode
 from producer.publish import OutgoingRecord
-from tests.integration.harness import Produced, consume_all, publish, query, service
+from tests.integration.harness import Produced, consume_all, execute, publish, query, service
 from tests.integration.test_scenarios import event
 
 # A null header value and an empty one are different on the wire; the DLQ keeps each as it was (CONTRACT).
@@ -189,13 +187,3 @@ async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     assert headers["dlq-error"] == b"PostgreSQL refused it (SQLSTATE P0001): booking bk_poison refused by a trigger"
     [inbox] = await query(database_url, "SELECT outcome, dlq_reason FROM inbox_messages WHERE booking_id = 'bk_poison'")
     assert inbox == {"outcome": "dead_lettered", "dlq_reason": "processing_error"}
-
-
-async def execute(database_url: str, *statements: str) -> None:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    try:
-        async with engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()

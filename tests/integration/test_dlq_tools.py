@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import NullPool, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import partitions_of, read_topic
 from producer.bookings import as_record, encode
 from producer.publish import OutgoingRecord
-from tests.integration.harness import Produced, consume_all, query, service
+from tests.integration.harness import Produced, consume_all, execute, query, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
 from tests.integration.test_deadletters import ORIGINAL_HEADERS, invalid, key_mismatch, too_large, unsupported_version
 from tests.integration.test_scenarios import event
@@ -106,15 +104,6 @@ async def test_dlq_list_shows_each_dead_letter_and_filters_them_and_replay_plans
 
     assert_one_line_error(await invoke(settings, "dlq", "replay"), "choose dead letters")
     assert_one_line_error(await invoke(settings, "dlq", "list", "--reason", "bogus"), "--reason bogus: unknown")
-
-
-async def execute(database_url: str, sql: str) -> None:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def inbox_outcome(database_url: str, booking: str) -> list[dict[str, Any]]:

@@ -358,15 +358,21 @@ def test_a_valid_value_of_exactly_the_limit_is_applied_and_one_byte_more_is_too_
     assert d.message_id is None  # not even the envelope was read
 
 
-def test_a_value_over_the_limit_is_not_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def no_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt of decode to parse the value fails the test: a too large record costs no more than its bytes."""
+
     class Exploding:
         @staticmethod
         def model_validate_json(_: bytes) -> None:
-            raise AssertionError("parsed a too large value")
+            raise AssertionError("parsed a too large record")
 
     monkeypatch.setattr(consumer.decode, "BookingEvent", Exploding)
     monkeypatch.setattr(consumer.decode, "Envelope", Exploding)
 
+
+@pytest.mark.usefixtures("no_parsing")
+def test_a_value_over_the_limit_is_not_parsed() -> None:
     d = decode(record(_padded(2000)), 1999)
 
     assert (d.outcome, d.reason) == ("dead_lettered", "too_large")

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-import consumer.decode
 from consumer.decode import Limits, decode
 from consumer.records import Record
 from tests.unit.builders import MAX_BYTES, body, record
-from tests.unit.test_decode import MID, assert_invalid, check_invariants
+from tests.unit.test_decode import MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
 
 # The example's occurred_at, 2026-11-24T10:15:00Z, as a Kafka timestamp.
 OCCURRED_MS = int(datetime(2026, 11, 24, 10, 15, tzinfo=UTC).timestamp() * 1000)
@@ -180,16 +179,8 @@ LIMITS = Limits(value_bytes=MAX_BYTES, key_bytes=16, header_count=3, header_byte
         pytest.param(b"bk_123", (("\u20ac" * 7, b"v" * 20),), "headers are 41 bytes, limit is 40", id="utf8-name"),
     ],
 )
-def test_a_key_or_headers_over_their_bounds_are_too_large_and_not_parsed(
-    key: bytes, headers: Any, error: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class Exploding:
-        @staticmethod
-        def model_validate_json(_: bytes) -> None:
-            raise AssertionError("parsed a too large record")
-
-    monkeypatch.setattr(consumer.decode, "BookingEvent", Exploding)
-    monkeypatch.setattr(consumer.decode, "Envelope", Exploding)
+@pytest.mark.usefixtures("no_parsing")
+def test_a_key_or_headers_over_their_bounds_are_too_large_and_not_parsed(key: bytes, headers: Any, error: str) -> None:
     r = Record("booking.events", 3, 7, key, json.dumps(body()).encode(), headers)
 
     d = decode(r, LIMITS)
