@@ -112,7 +112,10 @@ def _messages() -> dict[str, Any]:
         "summary": "An input record that cannot be applied: its key, value and headers unchanged, plus dlq-* headers.",
         "contentType": "application/octet-stream",
         "headers": _dead_letter_headers(),
-        "payload": {"description": "The original value bytes, unchanged (possibly not JSON, possibly empty)."},
+        "payload": {
+            "description": "The original value bytes, unchanged (possibly not JSON, possibly empty); absent when "
+            "dlq-value-omitted is set."
+        },
         "bindings": _kafka_key("The original key, unchanged (possibly absent)."),
     }
     return messages
@@ -122,7 +125,9 @@ def _dead_letter_headers() -> dict[str, Any]:
     text = {"type": "string"}
     return {
         "type": "object",
-        "description": "The original record's headers are kept as they were; these are added.",
+        "description": "The original record's headers are kept exactly as they were (a null value as null); "
+        "these are added. A copy the DLQ topic refuses for good (too large for it) comes without its value, with "
+        "dlq-value-omitted and dlq-value-sha256; refused even so, it comes bare (only dlq-* headers).",
         "required": [
             "dlq-reason",
             "dlq-error",
@@ -138,6 +143,10 @@ def _dead_letter_headers() -> dict[str, Any]:
             "dlq-source-partition": {**text, "pattern": "^[0-9]+$"},
             "dlq-source-offset": {**text, "pattern": "^[0-9]+$"},
             "dlq-failed-at": {**text, "format": "date-time"},
+            "dlq-value-omitted": {**text, "pattern": "^[0-9]+$", "description": "the original value's size in bytes"},
+            "dlq-value-sha256": {**text, "pattern": "^[0-9a-f]{64}$", "description": "the original value's SHA-256"},
+            "dlq-key-omitted": {**text, "pattern": "^[0-9]+$", "description": "bare copy: the key's size in bytes"},
+            "dlq-headers-omitted": {**text, "pattern": "^[0-9]+$", "description": "bare copy: headers left out"},
         },
     }
 

@@ -42,9 +42,8 @@ def as_conflict(d: Decoded) -> Decoded:
 
 
 def as_poison(d: Decoded, error: str) -> Decoded:
-    """A record PostgreSQL refused on its own. Text cannot hold NUL: its inbox row must not fail the same way."""
+    """A record that failed on its own although it passed validation (which keeps its inbox row storable)."""
     return d._replace(
-        event_type=d.event_type.replace("\x00", ""),
         outcome="dead_lettered",
         event=None,
         reason="processing_error",

@@ -126,16 +126,29 @@ class LenientBatch:
             for record in self._inner:
                 yield record
                 read += 1
-        except Exception:  # whatever aiokafka could not read: read the rest ourselves, leniently
-            yield from read_batch(self._data[self._start : self._end], skip=read)
+        except Exception as error:  # whatever aiokafka could not read: read the rest ourselves, leniently
+            rest = self._read_rest(read)
+            yield from rest if rest is not None else [_whole_batch(self._inner, f"unreadable ({error!r})"[:300])]
+
+    def _read_rest(self, skip: int) -> list[WireRecord] | None:
+        """The records after the first ``skip``; None: not even the batch header can be read (or it is of the
+        old formats, v0 and v1, which have no headers and only break where nothing can be read)."""
+        if getattr(self._inner, "magic", 2) < 2:
+            return None
+        try:
+            return list(read_batch(self._data[self._start : self._end], skip=skip))
+        except Exception:
+            return None
 
 
 def _whole_batch(batch: Any, why: str) -> WireRecord:
     """One unreadable record for a batch none of whose records can be read: at its last offset, so that the
     fetcher, which skips records below its position, never skips it."""
-    last = batch.next_offset - 1
-    what = f"{why}: records {batch.base_offset} to {last} could not be read"
-    return WireRecord(last, batch.max_timestamp, batch.timestamp_type, None, None, [unreadable_header(what)])
+    last = int(batch.next_offset) - 1
+    first = getattr(batch, "base_offset", last)
+    what = f"{why}: records {first} to {last} could not be read"
+    timestamp, timestamp_type = getattr(batch, "max_timestamp", -1), getattr(batch, "timestamp_type", 0) or 0
+    return WireRecord(last, timestamp, timestamp_type, None, None, [unreadable_header(what)])
 
 
 def read_batch(raw: bytes, skip: int = 0) -> Iterator[WireRecord]:
@@ -155,7 +168,8 @@ def read_batch(raw: bytes, skip: int = 0) -> Iterator[WireRecord]:
         if codec:
             body = _CODECS[codec](body)
     except Exception as error:
-        what = f"the batch cannot be decompressed ({type(error).__name__}): records {base_offset} to {last}"
+        why = f"the batch cannot be decompressed ({type(error).__name__})"
+        what = f"{why}: records {base_offset} to {last} could not be read"
         yield WireRecord(last, max_ts, ts_type, None, None, [unreadable_header(what)])
         return
     pos = 0

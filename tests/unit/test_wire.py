@@ -158,3 +158,17 @@ def test_read_batch_reads_every_record_like_aiokafka() -> None:
     assert [(r.offset, r.key, r.value, r.headers) for r in read_batch(batch(good))] == [
         (100 + i, b"k%d" % i, None if i % 2 else b"v", [("h", None)]) for i in range(5)
     ]
+
+
+def test_a_batch_that_cannot_be_decompressed_is_one_unreadable_record_at_its_last_offset() -> None:
+    # zstd, as a Java producer may send it, on plain bytes: aiokafka cannot decompress it (nor could anyone).
+    data = bytearray(batch(THREE))
+    struct.pack_into(">h", data, 21, 4)
+    struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))
+
+    [record] = fetched(bytes(data))
+
+    assert (record.offset, record.key, record.value, record.headers) == (102, None, None, ())
+    assert record.unreadable is not None
+    assert record.unreadable.startswith("the batch cannot be decompressed (")
+    assert record.unreadable.endswith("): records 100 to 102 could not be read")
