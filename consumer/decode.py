@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from typing import NamedTuple, TypeGuard
 from uuid import UUID
 
 from pydantic import ValidationError
-from pydantic_core import from_json
+from pydantic_core import ErrorDetails, from_json
 
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
-from models.events import SCHEMA_VERSION, BookingEvent, Envelope
+from models.events import NO_CONTROL_PATTERN, SCHEMA_VERSION, BookingEvent, Envelope, control_character
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 
@@ -27,9 +28,6 @@ class Limits(NamedTuple):
     header_bytes: int = 16 * 1024  # names (UTF-8) and values together
     clock_skew_s: float = 3600.0  # occurred_at may be this much later than the record's own timestamp
 
-
-# Only a hint that the value may not be strict JSON (the tokens may sit inside a string); confirmed by a parse.
-_NON_STRICT_HINT = re.compile(rb"NaN|Infinity")
 
 _MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 
@@ -67,13 +65,16 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None) -> D
     digest = digest or payload_digest(value)
     if record.unreadable is not None:
         return _dead(record, digest, "undecodable", record.unreadable)
-    oversize = _oversize(record, limits)
+    # The common record (no headers, small) pays for two comparisons, not a call.
+    big = len(value) > limits.value_bytes or len(record.key or b"") > limits.key_bytes or record.headers
+    oversize = _oversize(record, limits) if big else None
     if oversize is not None:
         # Not parsed at all: a huge record must not cost memory or CPU beyond its bytes.
         return _dead(record, digest, "too_large", oversize)
     if record.value is None:
         return _dead(record, digest, "invalid", "value is empty (tombstone)")
-    if _NON_STRICT_HINT.search(value) is not None and not _strict_json(value):
+    # Only a hint (the words may sit inside a string), confirmed by a parse; ``in`` is ten times faster than a regex.
+    if (b"NaN" in value or b"Infinity" in value) and not _strict_json(value):
         return _dead(record, digest, "invalid", "value: not strict JSON (NaN, Infinity or -Infinity)")
     try:
         event = BookingEvent.model_validate_json(value)
@@ -89,7 +90,7 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None) -> D
             event.type,
             event.booking_id,
         )
-    too_late = _after_record_time(event.occurred_at.timestamp(), record.timestamp_ms, limits.clock_skew_s)
+    too_late = _after_record_time(event.occurred_at, record.timestamp_ms, limits.clock_skew_s)
     if too_late is not None:
         return _dead(record, digest, "invalid", too_late, event.message_id, event.type, event.booking_id)
     key_error = _key_mismatch(record.key, event.booking_id)
@@ -130,11 +131,12 @@ def _strict_json(value: bytes) -> bool:
     return True
 
 
-def _after_record_time(occurred_at_s: float, timestamp_ms: int | None, skew_s: float) -> str | None:
+def _after_record_time(occurred_at: datetime, timestamp_ms: int | None, skew_s: float) -> str | None:
     """CONTRACT: occurred_at is not later than the record's own timestamp plus the skew, so that one event
     from a broken clock cannot pin a session's details for good."""
     if timestamp_ms is None or timestamp_ms < 0:
         return None
+    occurred_at_s = occurred_at.timestamp()
     if occurred_at_s * 1000 <= timestamp_ms + skew_s * 1000:
         return None
     late_s = occurred_at_s - timestamp_ms / 1000
@@ -186,13 +188,23 @@ def _describe(*errors: ValidationError) -> str:
     named: set[str] = set()
     for error in errors:
         here = set()
-        for item in error.errors(include_url=False, include_input=False):
+        for item in error.errors(include_url=False):
             where = ".".join(str(p) for p in item["loc"]) or "value"
             if where not in named:
-                parts.append(f"{where}: {item['msg']}")
+                parts.append(f"{where}: {_message(item)}")
                 here.add(where)
         named |= here
     return truncate("; ".join(parts))
+
+
+def _message(item: ErrorDetails) -> str:
+    """The validator's message; for a stored string with a control character, which one and where (the pattern
+    alone would not say), still without echoing the input."""
+    if item["type"] == "string_pattern_mismatch" and item.get("ctx", {}).get("pattern") == NO_CONTROL_PATTERN:
+        found = control_character(item["input"]) if isinstance(item["input"], str) else None
+        if found is not None:
+            return f"Value error, {found}"
+    return item["msg"]
 
 
 def printable(text: str) -> str:

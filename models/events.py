@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -27,22 +26,23 @@ SessionEventType = Literal["SessionCreated", "SessionUpdated"]
 # C0 control characters other than tab, and DEL. U+0000 among them: PostgreSQL text cannot hold it at all, so a
 # record carrying one would fail in the database and be blamed on it; the others would reach rows, SessionCreated
 # and operators' terminals (CONTRACT "Input": no stored string may contain U+0000; issue 16: nor other controls).
+# Checked by pydantic-core's own regex engine: a Python validator per string field cost more than the rest of
+# the parse. ``control_character`` turns its mismatch into a message naming the character.
+NO_CONTROL_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def _storable(text: str) -> str:
-    """Every string the service stores passes here; the message names the character, never echoes the input."""
+def control_character(text: str) -> str | None:
+    """Why ``text`` cannot be stored, naming the character and its place, never echoing the text; None: it can."""
     found = _CONTROL.search(text)
-    if found is not None:
-        raise ValueError(
-            f"must not contain control characters (U+{ord(found.group()):04X} at character {found.start()})"
-        )
-    return text
+    if found is None:
+        return None
+    return f"must not contain control characters (U+{ord(found.group()):04X} at character {found.start()})"
 
 
 # The one string type for every field that reaches a row or an output event: use it for any new one
 # (``cancellation_reason: ShortText | None``), so validation keeps refusing what PostgreSQL would refuse.
-StoredText = Annotated[str, AfterValidator(_storable)]
+StoredText = Annotated[str, StringConstraints(pattern=NO_CONTROL_PATTERN)]
 ShortText = Annotated[StoredText, StringConstraints(max_length=200)]  # titles, reasons
 BookingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]  # no control character fits
 UserId = Annotated[StoredText, StringConstraints(min_length=1, max_length=64)]
@@ -60,39 +60,54 @@ _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 
 
 def _rfc3339_text(value: object) -> object:
-    """Pydantic also reads "1764000000" as Unix time; the contract wants RFC 3339 text with an offset."""
+    """Pydantic also reads "1764000000" as Unix time; the contract wants RFC 3339 text with an offset. And the
+    instant must exist in UTC: ``9999-12-31T23:59:59-12:00`` parses, but is year 10000 in UTC, which no row or
+    output event can hold. Only a year 1 or 9999 can overflow, so only those are converted here: a Python
+    validator after pydantic's parse would cost more than the parse of the field."""
     if isinstance(value, datetime):
-        return value  # built in Python (the producer), not parsed from text
+        _in_utc(value)  # built in Python (the producer), not parsed from text
+        return value
     if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
         raise ValueError("must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:15:00Z")
+    if value[:4] in ("0001", "9999"):
+        _in_utc(_parse(value))
     return value
 
-
-def _utc_representable(moment: datetime) -> datetime:
-    """``9999-12-31T23:59:59-12:00`` parses, but is year 10000 in UTC: no row or output event can hold it."""
-    try:
-        moment.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
-    return moment
-
-
-# Not strict after the check: the text is known to be RFC 3339, and strict mode refuses text from Python.
-Rfc3339 = Annotated[
-    AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text), AfterValidator(_utc_representable)
-]
 
 EARLIEST_START = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_START = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def _session_start(moment: datetime) -> datetime:
-    if not EARLIEST_START <= moment.astimezone(UTC) <= LATEST_START:
+def _session_start_text(value: object) -> object:
+    """``_rfc3339_text``, and between 1970-01-01 and 9999-01-01 in UTC (CONTRACT); only the years next to the
+    bounds need the instant itself."""
+    value = _rfc3339_text(value)
+    moment = value if isinstance(value, datetime) else None
+    year = moment.year if moment is not None else int(str(value)[:4])
+    if 1970 < year < 9998:
+        return value
+    if not EARLIEST_START <= _in_utc(moment or _parse(str(value))) <= LATEST_START:
         raise ValueError("must be between 1970-01-01 and 9999-01-01 in UTC")
-    return moment
+    return value
 
 
-SessionStart = Annotated[Rfc3339, AfterValidator(_session_start)]
+def _parse(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.upper())  # the pattern allows "t" and "z"
+    except ValueError:
+        raise ValueError("is not a valid timestamp") from None
+
+
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
+
+
+# Not strict after the check: the text is known to be RFC 3339, and strict mode refuses text from Python.
+Rfc3339 = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_rfc3339_text)]
+SessionStart = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_session_start_text)]
 
 UtcTimestamp = Annotated[datetime, PlainSerializer(rfc3339_utc, return_type=str)]
 
