@@ -86,6 +86,12 @@ def plan(letters: Sequence[DeadLetter], inbox: Mapping[UUID, InboxRow]) -> list[
         if letter.reason == "message_id_conflict":
             steps.append(Step(letter, "skip", "not replayable: its message id was applied with another payload"))
             continue
+        omitted = letter.header("dlq-value-omitted")
+        if omitted is not None:
+            # The DLQ refused the copy whole: replaying it would send an empty value in its place.
+            note = f"not replayable from the DLQ: its value ({omitted} bytes) was left out; it is at {letter.source}"
+            steps.append(Step(letter, "skip", note))
+            continue
         row = inbox.get(message_id) if message_id is not None else None
         if row is None:
             steps.append(Step(letter, "replay", "not in the inbox"))

@@ -13,6 +13,7 @@ from booking_sessions.dlq import DeadLetter, DlqFilter
 from booking_sessions.dlq_replay import InboxRow, plan, replayed_record
 from booking_sessions.replay import Span, plan_spans
 from booking_sessions.status import PartitionLag
+from consumer.records import Headers
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 PARTITIONS = [0, 1, 2]
@@ -43,9 +44,7 @@ def test_explicit_offsets_replay_only_their_partitions_and_never_before_the_begi
         plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={7: 0})
 
 
-def letter(
-    offset: int, reason: str, body: object, key: bytes | None = b"bk_1", headers: tuple[tuple[str, bytes], ...] = ()
-) -> DeadLetter:
+def letter(offset: int, reason: str, body: object, key: bytes | None = b"bk_1", headers: Headers = ()) -> DeadLetter:
     value = json.dumps(body).encode() if not isinstance(body, bytes) else body
     added = (("dlq-reason", reason.encode()), ("dlq-failed-at", b"2026-11-24T10:00:00Z"))
     return DeadLetter(0, offset, AT, key, value, headers + added)
@@ -118,3 +117,22 @@ def test_lag_counts_from_the_beginning_when_nothing_was_committed() -> None:
     assert PartitionLag(0, None, 5, 12).lag == 7
     assert PartitionLag(0, 10, 5, 12).lag == 2
     assert PartitionLag(0, 2, 5, 12).lag == 7  # committed offset removed by retention
+
+
+def test_a_dead_letter_whose_value_was_left_out_is_not_replayed_from_the_dlq() -> None:
+    omitted = (
+        ("dlq-source-topic", b"booking.events"),
+        ("dlq-source-partition", b"3"),
+        ("dlq-source-offset", b"41"),
+        ("dlq-value-omitted", b"1048400"),
+        ("dlq-value-sha256", b"ab" * 32),
+    )
+    dead = DeadLetter(0, 7, AT, b"bk_1", None, (("null", None), ("dlq-reason", b"too_large"), *omitted))
+
+    [step] = plan([dead], {})
+
+    assert step.action == "skip"
+    assert step.note == (
+        "not replayable from the DLQ: its value (1048400 bytes) was left out; it is at booking.events/3/41"
+    )
+    assert dead.original_headers() == (("null", None),)
