@@ -40,20 +40,24 @@ def body(booking: str, **changes: Any) -> dict[str, Any]:
     return value
 
 
-async def publish_raw(settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]]) -> None:
-    """One batch written byte for byte as a non-Java producer may write it: header names are not checked here
-    (aiokafka's own builder refuses a name that is not UTF-8; the broker does not)."""
+async def publish_raw(
+    settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]], *, one_batch: bool
+) -> None:
+    """Records written byte for byte as a non-Java producer may write them: header names are not checked here
+    (aiokafka's own builder refuses a name that is not UTF-8; the broker does not). ``one_batch``: all in one
+    record batch (the client reads them in one go); else one batch each (Tansu's end offset counts batches)."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False)
     await producer.start()
     try:
-        batch = producer.create_batch()
-        batch._builder = _DefaultRecordBatchBuilderPy(
-            magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=0,
-            batch_size=1 << 20,
-        )  # fmt: skip
-        for key, value, headers in records:
-            batch.append(timestamp=None, key=key, value=value, headers=headers)
-        await (await producer.send_batch(batch, settings.input_topic, partition=0))
+        for group in [records] if one_batch else [[r] for r in records]:
+            batch = producer.create_batch()
+            batch._builder = _DefaultRecordBatchBuilderPy(
+                magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1,
+                base_sequence=0, batch_size=1 << 20,
+            )  # fmt: skip
+            for key, value, headers in group:
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+            await (await producer.send_batch(batch, settings.input_topic, partition=0))
     finally:
         await producer.stop()
 
@@ -73,7 +77,7 @@ async def applied_bookings(database_url: str) -> list[str]:
     return [r["booking_request_id"] for r in rows]
 
 
-async def publish_unreadable_between_two(settings: Settings) -> bytes:
+async def publish_unreadable_between_two(settings: Settings, *, one_batch: bool = True) -> bytes:
     """Issue 12's record: a header name of bytes 74 72 FF 63 65, valid JSON, key bk_hkey; good records around it.
     Returns its value."""
     before, after = good(settings, "bk_before"), good(settings, "bk_after")
@@ -85,6 +89,7 @@ async def publish_unreadable_between_two(settings: Settings) -> bytes:
             (b"bk_hkey", bad_value, [("ok", b"1"), (raw_name(b"tr\xffce"), b"v"), ("null", None)]),
             (b"bk_after", after.value or b"", []),
         ],
+        one_batch=one_batch,
     )
     return bad_value
 
@@ -125,7 +130,7 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_i
 
 @pytest.mark.partitions(1)
 async def test_replay_reads_past_a_record_the_client_cannot_read(settings: Settings, database_url: str) -> None:
-    await publish_unreadable_between_two(settings)
+    await publish_unreadable_between_two(settings, one_batch=False)
 
     summary = await invoke_json(settings, "replay", "--group", f"replay-{settings.group_id}")
 
