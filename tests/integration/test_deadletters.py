@@ -158,15 +158,7 @@ async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
 async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     settings: Settings, database_url: str
 ) -> None:
-    # Valid by the contract, but refused by the database all the same (a trigger stands for any surprise there):
-    # only the INSERT finds out.
-    await execute(
-        database_url,
-        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'booking % refused by a trigger', NEW.booking_request_id; END $$""",
-        """CREATE TRIGGER refuse_poison BEFORE INSERT ON live_sessions FOR EACH ROW
-           WHEN (NEW.booking_request_id = 'bk_poison') EXECUTE FUNCTION refuse_poison()""",
-    )
+    await refuse_in_database(database_url, "bk_poison")
     poison = event("BookingConfirmed", "bk_poison", 1)
     neighbours = [event("BookingApproved", f"bk_{i}", 0) for i in range(7)]
     records = [as_record(e, settings.input_topic) for e in [*neighbours[:3], poison, *neighbours[3:]]]
@@ -187,3 +179,15 @@ async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     assert headers["dlq-error"] == b"PostgreSQL refused it (SQLSTATE P0001): booking bk_poison refused by a trigger"
     [inbox] = await query(database_url, "SELECT outcome, dlq_reason FROM inbox_messages WHERE booking_id = 'bk_poison'")
     assert inbox == {"outcome": "dead_lettered", "dlq_reason": "processing_error"}
+
+
+async def refuse_in_database(database_url: str, booking_id: str) -> None:
+    """Make PostgreSQL refuse the session of ``booking_id``, a valid record: a trigger stands for any surprise in
+    the database that validation cannot know of (only the INSERT finds out)."""
+    await execute(
+        database_url,
+        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'booking % refused by a trigger', NEW.booking_request_id; END $$""",
+        f"""CREATE TRIGGER refuse_poison BEFORE INSERT ON live_sessions FOR EACH ROW
+           WHEN (NEW.booking_request_id = '{booking_id}') EXECUTE FUNCTION refuse_poison()""",
+    )

@@ -169,7 +169,7 @@ async def test_metrics_count_what_was_sent_and_lag_reaches_zero(fast: Settings, 
         (("reason", "invalid"),): 1,
         (("reason", "unsupported_version"),): 1,
     }
-    assert len(dead) == 6  # every contract reason is there from the start, at 0 until it happens
+    assert len(dead) == 7  # every contract reason is there from the start, at 0 until it happens
     assert series(samples, "booking_sessions_session_events_written_total") == {
         (("type", "SessionCreated"),): 2,
         (("type", "SessionUpdated"),): 0,

@@ -21,6 +21,7 @@ from consumer.records import Decoded
 from models.events import BookingEvent
 from producer.bookings import as_record
 from tests.integration.harness import Produced, committed_offsets, publish, query, read_json, service
+from tests.integration.test_deadletters import refuse_in_database
 from tests.integration.test_scenarios import START, event
 from tests.waiting import eventually
 
@@ -41,7 +42,8 @@ async def test_a_large_batch_in_parallel_transactions_applies_as_one_would(
     settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = histories(200)  # 467 events in one partition: one batch, shared out in two transactions
-    poison = event("BookingConfirmed", "bk_poison", 1, title="Algebra\x00II")  # only PostgreSQL refuses it
+    await refuse_in_database(database_url, "bk_poison")  # valid, but PostgreSQL refuses it
+    poison = event("BookingConfirmed", "bk_poison", 1)
     original = events[10]
     forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Forged"})})
     stream = [*events[:300], poison, original, forged, *events[300:]]  # a repeat and a conflict in the batch
