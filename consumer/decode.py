@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import TypeGuard
+from typing import TypeGuard, get_args
 from uuid import UUID
 
 from pydantic import ValidationError
 
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
-from models.events import SCHEMA_VERSION, BookingEvent, Envelope
+from models.events import SCHEMA_VERSION, BookingEvent, BookingType, Envelope
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 
@@ -80,7 +80,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
         reason: DlqReason = "unsupported_version"
         error = f"schema_version {envelope.schema_version} is newer than {SCHEMA_VERSION}"
         return _dead(record, digest, reason, error, envelope.message_id, envelope.type, booking_id)
-    if envelope.type not in ("BookingApproved", "BookingConfirmed") and envelope.schema_version >= 1:
+    if envelope.type not in get_args(BookingType) and envelope.schema_version >= 1:
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
     return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)

@@ -7,6 +7,8 @@ import random
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NotLeaderForPartitionError, RequestTimedOutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from models.errors import Transient
+
 # SQLSTATE classes and codes that say "try again later", not "this row is wrong".
 _TRANSIENT_SQLSTATE_CLASSES = (
     "08",  # connection exception
@@ -46,7 +48,7 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 def is_transient(error: BaseException) -> bool:
-    if isinstance(error, (OSError, ConnectionError, TimeoutError, *_TRANSIENT_KAFKA)):
+    if isinstance(error, (Transient, OSError, ConnectionError, TimeoutError, *_TRANSIENT_KAFKA)):
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True

@@ -19,6 +19,12 @@ def session_created_id(session: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(session, "SessionCreated")
 
 
+def session_cancelled_id(session: uuid.UUID) -> uuid.UUID:
+    """One SessionCancelled id per session, ever: a cancellation is announced once, and a re-sent copy (a
+    rebuild, a republish) carries the same id."""
+    return uuid.uuid5(session, "SessionCancelled")
+
+
 def session_updated_id(session: uuid.UUID, cause: uuid.UUID) -> uuid.UUID:
     """One SessionUpdated id per (session, causing event): a replay of that event yields the same id."""
     return uuid.uuid5(session, f"SessionUpdated:{cause}")

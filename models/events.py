@@ -12,8 +12,9 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 # The newest input schema this build understands; a higher one goes to the DLQ as unsupported_version.
 SCHEMA_VERSION = 1
 
-BookingType = Literal["BookingApproved", "BookingConfirmed"]
-SessionEventType = Literal["SessionCreated", "SessionUpdated"]
+BookingType = Literal["BookingApproved", "BookingConfirmed", "BookingCancelled"]
+SessionEventType = Literal["SessionCreated", "SessionUpdated", "SessionCancelled"]
+SessionStatus = Literal["SCHEDULED", "CANCELLED"]
 
 BookingId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -58,7 +59,9 @@ class BookingSnapshot(BaseModel):
 
 
 class BookingEvent(BaseModel):
-    """``BookingApproved`` or ``BookingConfirmed``, validated against every rule of the contract."""
+    """``BookingApproved``, ``BookingConfirmed`` or ``BookingCancelled``, validated against every rule of the
+    contract. Every type carries the booking snapshot; ``cancellation_reason`` means something only on a
+    ``BookingCancelled``."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
@@ -69,6 +72,7 @@ class BookingEvent(BaseModel):
     booking_id: BookingId
     booking: BookingSnapshot
     auto_approved: bool = False
+    cancellation_reason: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
 class Envelope(BaseModel):
@@ -83,22 +87,24 @@ class Envelope(BaseModel):
 
 
 class SessionView(BaseModel):
-    """The session as the video service needs it."""
+    """The session as the video service needs it; ``cancellation_reason`` only on a cancelled session, and
+    only when the cancellation gave one (left out of the JSON otherwise)."""
 
     model_config = ConfigDict(frozen=True)
 
     id: UUID
-    status: Literal["SCHEDULED"]
+    status: SessionStatus
     meeting_link: str
     scheduled_start: UtcTimestamp
     duration_minutes: int
     instructor_id: str
     student_id: str
     title: str | None
+    cancellation_reason: str | None = Field(default=None, exclude_if=lambda reason: reason is None)
 
 
 class SessionEvent(BaseModel):
-    """``SessionCreated`` / ``SessionUpdated`` on the output topic."""
+    """``SessionCreated`` / ``SessionUpdated`` / ``SessionCancelled`` on the output topic."""
 
     model_config = ConfigDict(frozen=True)
 

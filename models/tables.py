@@ -66,10 +66,19 @@ live_sessions = Table(
     # Kept on the row so that an older event never overwrites a newer one, also after the inbox is pruned.
     Column("snapshot_occurred_at", DateTime(timezone=True), nullable=False),
     Column("snapshot_message_id", Uuid, nullable=False),
+    # The earliest BookingCancelled (consumer/decide.py, Cancellation): its occurred_at, message id and reason.
+    # Its message id breaks ties on occurred_at, so the row is the same whatever order the cancellations came in.
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("cancellation_message_id", Uuid, nullable=True),
+    Column("cancellation_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("duration_minutes BETWEEN 1 AND 720", name="duration_minutes"),
-    CheckConstraint("status IN ('SCHEDULED')", name="status"),
+    CheckConstraint("status IN ('SCHEDULED', 'CANCELLED')", name="status"),
+    CheckConstraint(
+        "(status = 'CANCELLED') = (cancelled_at IS NOT NULL AND cancellation_message_id IS NOT NULL)",
+        name="cancellation",
+    ),
 )
 
 session_participants = Table(
@@ -90,6 +99,7 @@ session_reservations = Table(
     Column("status", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("session_id", "learner_id"),
+    CheckConstraint("status IN ('CONFIRMED', 'CANCELLED')", name="status"),
 )
 
 outbox_messages = Table(

@@ -84,13 +84,24 @@ async def query(database_url: str, sql: str, **params: Any) -> list[dict[str, An
         await engine.dispose()
 
 
+async def execute(database_url: str, sql: str, **params: Any) -> int:
+    """Run one writing statement and commit it (``query`` rolls back); returns the rows it affected."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            return (await conn.execute(text(sql), params)).rowcount
+    finally:
+        await engine.dispose()
+
+
 async def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
     """Every contract row that must not change on redelivery (wall-clock columns left out)."""
     return {
         "sessions": await query(
             database_url,
             "SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,"
-            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, updated_at"
+            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, cancelled_at, cancellation_message_id,"
+            " cancellation_reason, updated_at"
             " FROM live_sessions ORDER BY booking_request_id",
         ),
         "participants": await query(

@@ -36,7 +36,7 @@ async def test_migrate_creates_the_contract_tables_and_is_idempotent(postgres: P
         rows = await query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         assert {r["tablename"] for r in rows} >= CONTRACT_TABLES
         [version] = await query(url, "SELECT version_num FROM alembic_version")
-        assert version == {"version_num": "0001"}
+        assert version == {"version_num": "0002"}
     finally:
         await _admin_execute(postgres, _drop_database(empty))
 

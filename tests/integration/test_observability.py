@@ -92,8 +92,8 @@ def records(settings: Settings) -> list[OutgoingRecord]:
     """3 applied, 1 duplicate, 1 ignored, 2 dead letters (invalid, unsupported_version): 7 records, 2 sessions."""
     topic = settings.input_topic
     confirmed_b = OutgoingRecord(topic, b"bk_obs_b", encode(event("BookingConfirmed", "bk_obs_b", 1)))
-    cancelled = json.loads(encode(event("BookingConfirmed", "bk_obs_c", 1)))
-    cancelled["type"] = "BookingCancelled"
+    unknown = json.loads(encode(event("BookingConfirmed", "bk_obs_c", 1)))
+    unknown["type"] = "BookingRescheduled"
     invalid = json.loads(encode(event("BookingConfirmed", "bk_obs_d", 1)))
     invalid["booking"]["duration_minutes"] = 0
     newer = json.loads(encode(event("BookingConfirmed", "bk_obs_e", 1)))
@@ -103,7 +103,7 @@ def records(settings: Settings) -> list[OutgoingRecord]:
         OutgoingRecord(topic, b"bk_obs_a", encode(event("BookingConfirmed", "bk_obs_a", 2))),
         confirmed_b,
         confirmed_b,
-        OutgoingRecord(topic, b"bk_obs_c", json.dumps(cancelled).encode()),
+        OutgoingRecord(topic, b"bk_obs_c", json.dumps(unknown).encode()),
         OutgoingRecord(topic, b"bk_obs_d", json.dumps(invalid).encode()),
         OutgoingRecord(topic, b"bk_obs_e", json.dumps(newer).encode()),
     ]

@@ -67,7 +67,7 @@ async def outbox_ids(database_url: str, kind: str) -> set[str]:
 
 def other_type(topic: str) -> OutgoingRecord:
     body = json.loads(encode(event("BookingConfirmed", "bk_other", 2)))
-    body["type"] = "BookingCancelled"  # a type this build does not know: ignored, recorded in the inbox
+    body["type"] = "BookingRescheduled"  # a type this build does not know: ignored, recorded in the inbox
     return OutgoingRecord(topic, b"bk_other", json.dumps(body).encode())
 
 
