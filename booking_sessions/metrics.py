@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.faults import sqlstate
 from consumer.process import BatchResult
 from models.errors import DlqReason
+from models.events import SessionEventType
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +91,12 @@ class Metrics:
         self.session_events = Counter(
             f"{NAMESPACE}_session_events_written", "Outbox rows written, by event type", ["type"], registry=r
         )
+        self.sessions_cancelled = Counter(
+            f"{NAMESPACE}_sessions_cancelled",
+            "Sessions that became CANCELLED; announced=false: cancelled before they were ever announced",
+            ["announced"],
+            registry=r,
+        )
         self.batch_records = Histogram(
             f"{NAMESPACE}_batch_records", "Records per committed batch", buckets=BATCH_RECORDS_BUCKETS, registry=r
         )
@@ -128,6 +135,10 @@ class Metrics:
         # Every known label value present from the start: rate() and increase() need a zero to begin from.
         for stage in ("decode", "database", "commit", "total"):
             self.batch_duration.labels(stage)
+        for kind in get_args(SessionEventType):
+            self.session_events.labels(kind)
+        for announced in ("true", "false"):
+            self.sessions_cancelled.labels(announced)
         for reason in get_args(DlqReason):
             self.dead_lettered.labels(reason)
         for component in ("consumer", "relay"):
@@ -149,6 +160,9 @@ class Metrics:
             self.dead_lettered.labels(reason).inc(count)
         self.session_events.labels("SessionCreated").inc(result.sessions_created)
         self.session_events.labels("SessionUpdated").inc(result.sessions_updated)
+        self.session_events.labels("SessionCancelled").inc(result.sessions_cancelled)
+        self.sessions_cancelled.labels("true").inc(result.sessions_cancelled)
+        self.sessions_cancelled.labels("false").inc(result.cancelled_unannounced)
         self.batch_records.observe(result.records)
         for stage, seconds in (
             ("decode", result.decode_s),

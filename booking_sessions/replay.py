@@ -91,6 +91,8 @@ class ReplaySummary:
             "dead_lettered": dict(sorted(t.dead_lettered.items())),
             "sessions_created": t.sessions_created,
             "sessions_updated": t.sessions_updated,
+            "sessions_cancelled": t.sessions_cancelled,
+            "sessions_cancelled_unannounced": t.cancelled_unannounced,
             "outbox_published": self.published,
             "outbox_backlog": self.backlog,
             "elapsed_s": round(self.elapsed_s, 3),

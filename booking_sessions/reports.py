@@ -56,7 +56,10 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
         f"records {t.records}: applied {t.applied}, duplicates {t.duplicates}, ignored {t.ignored}, "
         f"dead letters {sum(t.dead_lettered.values())} ({_counts({str(k): v for k, v in t.dead_lettered.items()})})"
     )
-    lines.append(f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated} ({verb} written)")
+    lines.append(
+        f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated}, sessions cancelled "
+        f"{t.sessions_cancelled + t.cancelled_unannounced} ({t.cancelled_unannounced} never announced) ({verb} written)"
+    )
     if summary.published is not None:
         lines.append(f"outbox rows published now: {summary.published}")
     if summary.backlog:
@@ -80,6 +83,7 @@ def status_report(status: Status) -> list[RenderableType]:
         f"outbox backlog: {status.outbox_backlog} rows, oldest {_age(status.outbox_oldest_age_s)}",
         f"dead letters: {status.dlq_size} in {status.dlq_topic}",
         f"inbox: {status.inbox_size} rows ({_counts(status.inbox)})",
+        f"live sessions: {sum(status.sessions.values())} ({_counts(status.sessions)})",
     ]
 
 
