@@ -6,16 +6,23 @@ step than the approval meets an announced session; one in the same step as the f
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from booking_sessions.settings import Settings
 from consumer.ids import session_cancelled_id, session_created_id, session_id
 from models.events import BookingEvent
-from producer.bookings import as_record
-from producer.publish import Publisher
-from tests.integration.harness import Produced, consume_all, execute, publish, query, read_json, service, snapshot
+from tests.integration.harness import (
+    Produced,
+    consume_all,
+    execute,
+    publish,
+    publish_raced,
+    query,
+    read_json,
+    service,
+    snapshot,
+)
 from tests.integration.test_scenarios import T0, event, learners, output_messages, sessions
 
 
@@ -129,23 +136,10 @@ async def test_a_newer_snapshot_after_the_cancellation_moves_the_row_and_announc
 
 
 async def test_a_cancellation_racing_its_confirmation_from_two_producers(settings: Settings, database_url: str) -> None:
-    assert settings.kafka_bootstrap is not None
-    approved = event("BookingApproved", "bk_c5", 0)
     confirmed, cancelled = event("BookingConfirmed", "bk_c5", 2), cancel("bk_c5", 2)
-    await in_steps(settings, [approved])
+    await in_steps(settings, [event("BookingApproved", "bk_c5", 0)])
 
-    publishers = [await Publisher.start(settings.kafka_bootstrap, client_id=f"racer-{i}") for i in (1, 2)]
-    produced = Produced()
-    try:
-        results = await asyncio.gather(
-            publishers[0].send_all([as_record(confirmed, settings.input_topic)]),
-            publishers[1].send_all([as_record(cancelled, settings.input_topic)]),
-        )
-    finally:
-        for p in publishers:
-            await p.stop()
-    for metadata in (m for batch in results for m in batch):
-        produced.add(metadata.topic, metadata.partition, metadata.offset)
+    produced = await publish_raced(settings, [confirmed, cancelled])
     assert len(produced.ends) == 1  # keyed by booking id: one partition, one order, whichever it is
     async with service(settings) as svc:
         await consume_all(svc, produced)
