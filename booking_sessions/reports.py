@@ -56,10 +56,10 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
         f"records {t.records}: applied {t.applied}, duplicates {t.duplicates}, ignored {t.ignored}, "
         f"dead letters {sum(t.dead_lettered.values())} ({_counts({str(k): v for k, v in t.dead_lettered.items()})})"
     )
-    lines.append(
-        f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated}, sessions cancelled "
-        f"{t.sessions_cancelled + t.cancelled_unannounced} ({t.cancelled_unannounced} never announced) ({verb} written)"
-    )
+    sessions = f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated}"
+    if cancelled := t.sessions_cancelled + t.cancelled_unannounced:
+        sessions += f", sessions cancelled {cancelled} ({t.cancelled_unannounced} never announced)"
+    lines.append(f"{sessions} ({verb} written)")
     if summary.published is not None:
         lines.append(f"outbox rows published now: {summary.published}")
     if summary.backlog:
