@@ -131,11 +131,17 @@ _INSERT_RESERVATIONS = text(
     """
 )
 
+# Nothing is announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED
+# by now (a writer without the row lock) is dropped here, as the upsert above keeps that row CANCELLED.
 _INSERT_OUTBOX = text(
     """
     INSERT INTO outbox_messages (message_id, topic, key, payload)
-    SELECT * FROM unnest(
-        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]))
+    SELECT u.message_id, u.topic, u.key, u.payload
+    FROM unnest(
+        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]),
+        CAST(:kind AS text[])) AS u(message_id, topic, key, payload, kind)
+    WHERE u.kind <> 'SessionUpdated'
+        OR NOT EXISTS (SELECT FROM live_sessions s WHERE s.booking_request_id = u.key AND s.status = 'CANCELLED')
     ON CONFLICT (message_id) DO NOTHING
     """
 )
@@ -265,5 +271,6 @@ async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], 
                 "topic": [output_topic] * len(outbox),
                 "key": [o.key for o in outbox],
                 "payload": [o.payload() for o in outbox],
+                "kind": [o.kind for o in outbox],
             },
         )
