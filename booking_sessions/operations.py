@@ -7,7 +7,7 @@ imported by the command that needs them: ``booking-sessions migrate`` does not l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 from uuid import UUID
 
 import typer
@@ -111,7 +111,8 @@ def outbox_republish(
     since: Annotated[str | None, typer.Option(help="Rows written at or after this time (as in replay).")] = None,
     until: Annotated[str | None, typer.Option(help="Rows written before this time.")] = None,
     type_: Annotated[
-        list[str] | None, typer.Option("--type", help="SessionCreated or SessionUpdated (repeatable).")
+        list[str] | None,
+        typer.Option("--type", help="SessionCreated, SessionUpdated or SessionCancelled (repeatable)."),
     ] = None,
     exact: Annotated[
         bool, typer.Option("--exact", help="Only the matching rows, not the later rows of their bookings.")
@@ -138,9 +139,10 @@ def outbox_republish(
     from booking_sessions.arguments import choose, parse_range
     from booking_sessions.reports import republish_report
     from booking_sessions.republish import Selection, republish
+    from models.events import SessionEventType
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
-    types = term.argument(lambda: choose(type_ or [], ("SessionCreated", "SessionUpdated"), "--type"))
+    types = term.argument(lambda: choose(type_ or [], get_args(SessionEventType), "--type"))
     sessions = tuple(term.argument(lambda: _uuids(session or [])))
     selection = Selection(tuple(booking or ()), sessions, start, end, tuple(sorted(types)), exact)
     if selection.empty and not everything:
