@@ -68,6 +68,10 @@ _SNAPSHOT_COLUMNS = (
     "snapshot_occurred_at", "snapshot_message_id",
 )  # fmt: skip
 _CANCELLATION_COLUMNS = ("cancelled_at", "cancellation_message_id", "cancellation_reason")
+_SET_SNAPSHOT = ", ".join(f"{c} = CASE WHEN {_NEWER} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _SNAPSHOT_COLUMNS)
+_SET_CANCELLATION = ", ".join(
+    f"{c} = CASE WHEN {_EARLIER_CANCELLATION} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _CANCELLATION_COLUMNS
+)
 
 # One statement for the batch's session rows, and for the reservations of those it cancels. Returns the
 # booking ids of the rows it inserted, to check the decisions that expected to insert (write_decisions).
@@ -92,12 +96,8 @@ _UPSERT_SESSIONS = text(
             AS u(id, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
                  meeting_link, occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason)
         ON CONFLICT (booking_request_id) DO UPDATE SET
-            {", ".join(f"{c} = CASE WHEN {_NEWER} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _SNAPSHOT_COLUMNS)},
-            {
-        ", ".join(
-            f"{c} = CASE WHEN {_EARLIER_CANCELLATION} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _CANCELLATION_COLUMNS
-        )
-    },
+            {_SET_SNAPSHOT},
+            {_SET_CANCELLATION},
             -- Cancellation is final: whatever this writer believes, a CANCELLED row stays CANCELLED.
             status = CASE WHEN EXCLUDED.status = 'CANCELLED' THEN 'CANCELLED' ELSE s.status END,
             updated_at = now()
