@@ -125,10 +125,13 @@ def migrate() -> None:
     configure_logging(settings.log_level)
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
+    from booking_sessions.database_tls import database_connect_args
     from booking_sessions.migrate import upgrade_head
 
     try:
-        upgrade_head(settings.database_url_value())
+        upgrade_head(settings.database_url_value(), database_connect_args(settings))
+    except ConfigurationError as error:
+        fail(str(error))
     except (OSError, ConnectionError) as error:
         fail(f"cannot reach the database: {error}")
     err.print("schema is at the newest revision")
