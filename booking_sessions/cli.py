@@ -17,6 +17,7 @@ from rich.console import Console
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
 from booking_sessions.terminal import fail, settings_or_fail
+from booking_sessions.untrusted import line
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -174,7 +175,7 @@ def asyncapi(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-        err.print(f"wrote {output}")
+        err.print(line("wrote ", str(output)))
 
 
 def _register_more() -> None:
@@ -199,7 +200,8 @@ def main() -> None:
             raise
         context = getattr(error, "ctx", None)
         command = getattr(context, "command_path", "booking-sessions")
-        err.print(f"[red]error:[/] {error.format_message()} (see: {command} --help)", highlight=False)
+        # The message quotes the command line: shown as written, never read as markup.
+        err.print(line(("error:", "red"), f" {error.format_message()} (see: {command} --help)"), highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

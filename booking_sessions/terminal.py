@@ -64,13 +64,13 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
     try:
         return asyncio.run(factory())
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(f"interrupted{on_interrupt}")
+        Console(stderr=True, highlight=False).print(line("interrupted", on_interrupt))
         raise typer.Exit(130) from None
     except Exception as error:
-        line = one_line(error)
-        if line is None:
+        readable = one_line(error)
+        if readable is None:
             raise
-        fail(line)
+        fail(readable)
 
 
 def argument(parse: Callable[[], T]) -> T:
