@@ -17,7 +17,14 @@ from rich.console import Console, RenderableType
 from booking_sessions.dlq import DeadLetter, Scan, counts_by_reason
 from booking_sessions.dlq_replay import InboxRow, plan
 from booking_sessions.replay import ReplaySummary
-from booking_sessions.reports import dlq_list_report, dlq_replay_report, replay_report, status_report
+from booking_sessions.reports import (
+    dlq_list_report,
+    dlq_replay_report,
+    replay_report,
+    republish_report,
+    status_report,
+)
+from booking_sessions.republish import OutboxRow
 from booking_sessions.status import PartitionLag, Status
 from booking_sessions.untrusted import parse_json, visible
 
@@ -99,6 +106,13 @@ def test_status_and_replay_survive_any_name_and_outcome(topic: str, group: str, 
     assert_safe(rendered(status_report(found)))
     assert json.dumps(found.as_dict()).isascii()
     assert_safe(rendered(replay_report(ReplaySummary(topic, group, True, {}))))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(text, text), max_size=4))
+def test_outbox_republish_survives_any_booking_id_and_type(rows: list[tuple[str, str]]) -> None:
+    found = [OutboxRow(i, uuid.uuid4(), booking, kind, AT, None, True) for i, (booking, kind) in enumerate(rows)]
+    assert_safe(rendered(republish_report(found, None)))
 
 
 def test_markup_in_a_key_is_shown_as_written_not_obeyed() -> None:
