@@ -161,6 +161,8 @@ def _transport_problems(s: Settings) -> list[str]:
             problems.append("BOOKING_DATABASE_SSL_ROOTCERT set, but BOOKING_DATABASE_SSL_MODE is not verify-ca/full")
         if not (rootcert.is_file() and os.access(rootcert, os.R_OK)):
             problems.append(f"BOOKING_DATABASE_SSL_ROOTCERT={rootcert}: no such readable file")
+    if s.database_ssl_mode not in (None, "disable") and s.database_url is None:
+        problems.append("BOOKING_DATABASE_SSL_MODE needs BOOKING_DATABASE_URL (the embedded PostgreSQL has no TLS)")
     if s.database_ssl_mode is not None and (given := _url_tls_parameters(s.database_url)):
         problems.append(f"BOOKING_DATABASE_SSL_MODE and ?{given[0]}= in BOOKING_DATABASE_URL: choose one")
     return problems

@@ -82,6 +82,7 @@ def test_the_environment_names_reach_migrate_too(monkeypatch: pytest.MonkeyPatch
         ({"database_ssl_mode": "verify-full", "database_ssl_rootcert": "/nonexistent/ca.pem"}, "no such readable"),
         ({"database_ssl_mode": "verify-full", "database_url": URL + "?ssl=require"}, "?ssl= in BOOKING_DATABASE_URL"),
         ({"database_ssl_mode": "verify-ca2"}, "'disable', 'require', 'verify-ca' or 'verify-full'"),
+        ({"database_ssl_mode": "require", "database_url": None}, "SSL_MODE needs BOOKING_DATABASE_URL"),
     ],
 )
 def test_inconsistent_database_tls_settings_are_refused(
