@@ -17,6 +17,7 @@ from rich.console import Console
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
 from booking_sessions.terminal import fail, settings_or_fail
+from booking_sessions.untrusted import line
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -125,10 +126,13 @@ def migrate() -> None:
     configure_logging(settings.log_level)
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
+    from booking_sessions.database_tls import database_connect_args
     from booking_sessions.migrate import upgrade_head
 
     try:
-        upgrade_head(settings.database_url_value())
+        upgrade_head(settings.database_url_value(), database_connect_args(settings))
+    except ConfigurationError as error:
+        fail(str(error))
     except (OSError, ConnectionError) as error:
         fail(f"cannot reach the database: {error}")
     err.print("schema is at the newest revision")
@@ -171,7 +175,7 @@ def asyncapi(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-        err.print(f"wrote {output}")
+        err.print(line("wrote ", str(output)))
 
 
 def _register_more() -> None:
@@ -196,7 +200,8 @@ def main() -> None:
             raise
         context = getattr(error, "ctx", None)
         command = getattr(context, "command_path", "booking-sessions")
-        err.print(f"[red]error:[/] {error.format_message()} (see: {command} --help)", highlight=False)
+        # The message quotes the command line: shown as written, never read as markup.
+        err.print(line(("error:", "red"), f" {error.format_message()} (see: {command} --help)"), highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from booking_sessions.database_tls import database_connect_args
 from booking_sessions.http import GroupMembership, Readiness
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
@@ -94,6 +95,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
+        connect_args=database_connect_args(settings),
     )
 
 

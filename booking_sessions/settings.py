@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+DatabaseSslMode = Literal["disable", "require", "verify-ca", "verify-full"]
 
 
 class Settings(BaseSettings):
@@ -56,10 +57,26 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
 
+    # Transport safety (README "Security"): a cleartext password on the wire only when asked for by this name;
+    # TLS to PostgreSQL for every engine the service builds (booking_sessions/database_tls.py).
+    kafka_allow_cleartext_password: bool = Field(
+        default=False, description="allow SASL PLAIN over SASL_PLAINTEXT: the password crosses the network readable"
+    )
+    database_ssl_mode: DatabaseSslMode | None = Field(
+        default=None, description="disable, require, verify-ca or verify-full; unset: asyncpg's default (prefer)"
+    )
+    database_ssl_rootcert: Path | None = Field(
+        default=None, description="PEM CA bundle the server is verified against; default: the system's CAs"
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """Refuse at start what would fail later, or silently not do what was meant; never echo a value."""
-        problems = [*_database_url_problems(self.database_url), *_kafka_security_problems(self)]
+        problems = [
+            *_database_url_problems(self.database_url),
+            *_kafka_security_problems(self),
+            *_transport_problems(self),
+        ]
         if problems:
             raise PydanticCustomError("configuration", "; ".join(problems))
         return self
@@ -124,3 +141,35 @@ def _kafka_security_problems(s: Settings) -> list[str]:
     elif given := [name for name, value in sasl_given.items() if value is not None]:
         problems.append(f"{', '.join(given)} set, but {here} does not use SASL (SASL_PLAINTEXT or SASL_SSL)")
     return problems
+
+
+def _transport_problems(s: Settings) -> list[str]:
+    """A password readable on the wire, and PostgreSQL TLS settings that would not do what they say."""
+    problems: list[str] = []
+    if (
+        s.kafka_security_protocol == "SASL_PLAINTEXT"
+        and s.kafka_sasl_mechanism == "PLAIN"
+        and not s.kafka_allow_cleartext_password
+    ):
+        problems.append(
+            "BOOKING_KAFKA_SASL_MECHANISM=PLAIN over BOOKING_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the "
+            "password in cleartext: use SASL_SSL (or SCRAM), or set BOOKING_KAFKA_ALLOW_CLEARTEXT_PASSWORD=true"
+        )
+    rootcert = s.database_ssl_rootcert
+    if rootcert is not None:
+        if s.database_ssl_mode not in ("verify-ca", "verify-full"):
+            problems.append("BOOKING_DATABASE_SSL_ROOTCERT set, but BOOKING_DATABASE_SSL_MODE is not verify-ca/full")
+        if not (rootcert.is_file() and os.access(rootcert, os.R_OK)):
+            problems.append(f"BOOKING_DATABASE_SSL_ROOTCERT={rootcert}: no such readable file")
+    if s.database_ssl_mode not in (None, "disable") and s.database_url is None:
+        problems.append("BOOKING_DATABASE_SSL_MODE needs BOOKING_DATABASE_URL (the embedded PostgreSQL has no TLS)")
+    if s.database_ssl_mode is not None and (given := _url_tls_parameters(s.database_url)):
+        problems.append(f"BOOKING_DATABASE_SSL_MODE and ?{given[0]}= in BOOKING_DATABASE_URL: choose one")
+    return problems
+
+
+def _url_tls_parameters(url: SecretStr | None) -> list[str]:
+    """The query parameters of the URL that would also set TLS (asyncpg reads ``ssl`` and ``sslmode``)."""
+    if url is None or _database_url_problems(url):
+        return []
+    return sorted(set(make_url(url.get_secret_value()).query) & {"ssl", "sslmode"})

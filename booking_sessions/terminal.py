@@ -16,18 +16,19 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.progress import Progress
 
 from booking_sessions.arguments import ArgumentError
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
+from booking_sessions.untrusted import line
 
 T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}")
+    """``message`` on stderr as one line (it may quote a topic or a server: shown as ``untrusted.line``); exit 2."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(line(("error:", "red"), " ", message))
     raise typer.Exit(2)
 
 
@@ -63,13 +64,13 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
     try:
         return asyncio.run(factory())
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(f"interrupted{on_interrupt}")
+        Console(stderr=True, highlight=False).print(line("interrupted", on_interrupt))
         raise typer.Exit(130) from None
     except Exception as error:
-        line = one_line(error)
-        if line is None:
+        readable = one_line(error)
+        if readable is None:
             raise
-        fail(line)
+        fail(readable)
 
 
 def argument(parse: Callable[[], T]) -> T:
