@@ -132,7 +132,16 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.retention_deleted_rows = Counter(
+            f"{NAMESPACE}_retention_deleted_rows",
+            "Rows deleted by the retention that run keeps (inbox older than BOOKING_INBOX_RETENTION, published "
+            "outbox older than BOOKING_OUTBOX_RETENTION), by table",
+            ["table"],
+            registry=r,
+        )
         # Every known label value present from the start: rate() and increase() need a zero to begin from.
+        for table in ("inbox", "outbox"):
+            self.retention_deleted_rows.labels(table)
         for stage in ("decode", "database", "commit", "total"):
             self.batch_duration.labels(stage)
         for kind in get_args(SessionEventType):
@@ -141,7 +150,7 @@ class Metrics:
             self.sessions_cancelled.labels(announced)
         for reason in get_args(DlqReason):
             self.dead_lettered.labels(reason)
-        for component in ("consumer", "relay"):
+        for component in ("consumer", "relay", "retention"):
             for cause in RETRY_CAUSES:
                 self.retries.labels(component, cause)
         self.relay_progress_at = time.monotonic()
@@ -186,6 +195,14 @@ class Metrics:
 
     def relay_retried(self, error: BaseException) -> None:
         self.retries.labels("relay", retry_cause(error)).inc()
+
+    # --- retention (booking_sessions.retention.RetentionObserver) ---------------------------------------------
+
+    def retention_deleted(self, table: str, rows: int) -> None:
+        self.retention_deleted_rows.labels(table).inc(rows)
+
+    def retention_retried(self, error: BaseException) -> None:
+        self.retries.labels("retention", retry_cause(error)).inc()
 
     # --- sampled gauges --------------------------------------------------------------------------------------
 

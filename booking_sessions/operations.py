@@ -16,6 +16,7 @@ from booking_sessions import terminal as term
 
 if TYPE_CHECKING:
     from booking_sessions.dlq import DlqFilter
+    from booking_sessions.retention import TableName
 
 Since = Annotated[
     str | None,
@@ -246,12 +247,13 @@ def _dlq_filter(reasons: list[str] | None, since: str | None, until: str | None,
     )
 
 
-def inbox_prune(
-    older_than: Annotated[str, typer.Option(help="Delete rows processed longer ago than this: 30d, 12h, 2w.")],
-    batch_rows: Annotated[int, typer.Option(help="Rows per transaction.", min=1)] = 5000,
-    dry_run: DryRun = False,
-) -> None:
-    """Delete old inbox rows in bounded batches, each its own short transaction; safe while the service runs.
+OlderThan = Annotated[str, typer.Option(help="Delete rows older than this: 30d, 12h, 2w (at least 1h).")]
+BatchRows = Annotated[int, typer.Option(help="Rows per transaction.", min=1)]
+
+
+def inbox_prune(older_than: OlderThan, batch_rows: BatchRows = 5000, dry_run: DryRun = False) -> None:
+    """Delete inbox rows processed longer ago than --older-than, in bounded batches, each its own short
+    transaction; safe while the service runs (`run` also does it by itself: BOOKING_INBOX_RETENTION).
 
     The sessions keep their snapshot version, so a redelivered pruned event still changes nothing (CONTRACT).
     The minimum age is 1 hour.
@@ -260,6 +262,22 @@ def inbox_prune(
       booking-sessions inbox prune --older-than 30d --dry-run
       booking-sessions inbox prune --older-than 30d
     """
+    _prune("inbox", older_than, batch_rows, dry_run)
+
+
+def outbox_prune(older_than: OlderThan, batch_rows: BatchRows = 5000, dry_run: DryRun = False) -> None:
+    """Delete outbox rows published longer ago than --older-than, in bounded batches, each its own short
+    transaction; unpublished rows are never deleted. Safe while the service runs (`run` also does it by itself:
+    BOOKING_OUTBOX_RETENTION). A pruned row can no longer be re-sent by `outbox republish`.
+
+    Examples:
+      booking-sessions outbox prune --older-than 7d --dry-run
+      booking-sessions outbox prune --older-than 7d
+    """
+    _prune("outbox", older_than, batch_rows, dry_run)
+
+
+def _prune(table: TableName, older_than: str, batch_rows: int, dry_run: bool) -> None:
     from booking_sessions.arguments import parse_duration
     from booking_sessions.prune import check_age, prune
     from booking_sessions.reports import prune_report
@@ -269,7 +287,8 @@ def inbox_prune(
     settings = term.load_settings(kafka=False, database=True)
     result = term.run(
         term.with_progress(
-            lambda progress: prune(settings, age, batch_rows=batch_rows, dry_run=dry_run, progress=progress), "rows"
+            lambda progress: prune(settings, table, age, batch_rows=batch_rows, dry_run=dry_run, progress=progress),
+            "rows",
         )
     )
     term.print_all(prune_report(result))
@@ -279,8 +298,9 @@ def register(app: typer.Typer) -> None:
     """Add the operators' commands to ``app``."""
     app.command("replay", help=term.help_text(replay))(replay)
     app.command("status", help=term.help_text(status))(status)
-    outbox = typer.Typer(no_args_is_help=True, help="The outbox of SessionCreated/SessionUpdated messages.")
+    outbox = typer.Typer(no_args_is_help=True, help="The outbox of session events: republish, prune.")
     outbox.command("republish", help=term.help_text(outbox_republish))(outbox_republish)
+    outbox.command("prune", help=term.help_text(outbox_prune))(outbox_prune)
     dlq = typer.Typer(no_args_is_help=True, help="Dead letters: list them, replay them after a fix.")
     dlq.command("list", help=term.help_text(dlq_list))(dlq_list)
     dlq.command("replay", help=term.help_text(dlq_replay))(dlq_replay)

@@ -174,7 +174,8 @@ def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> l
 
 
 def prune_report(result: PruneResult) -> list[RenderableType]:
-    older = f"{result.candidates} inbox rows processed before {_when(result.cutoff)} (oldest {_when(result.oldest)})"
+    what, cutoff, oldest = result.target.what, _when(result.cutoff), _when(result.oldest)
+    older = f"{result.candidates} {what} before {cutoff} (oldest {oldest})"
     if result.dry_run:
         return [f"dry run: would delete {older}"]
     return [f"deleted {result.deleted} of {older}, in {result.batches} batch(es)"]

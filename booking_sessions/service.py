@@ -19,6 +19,7 @@ from booking_sessions.http import GroupMembership, Readiness
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
 from booking_sessions.metrics import Metrics, Sampler
+from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
@@ -41,6 +42,7 @@ class Service:
     metrics: Metrics
     group: GroupMembership
     sampler: Sampler
+    retention: Retention
 
     def readiness(self) -> Readiness:
         """For the HTTP server; call on the event loop the service runs on."""
@@ -154,7 +156,15 @@ async def open_service(
             observer=metrics,
         )
         sampler = Sampler(consumer, engine, metrics, interval_s=settings.metrics_refresh_s)
-        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler)
+        retention = Retention(
+            engine,
+            inbox=settings.inbox_retention,
+            outbox=settings.outbox_retention,
+            interval_s=settings.retention_interval_s,
+            batch_rows=settings.retention_batch_rows,
+            observer=metrics,
+        )
+        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler, retention)
     finally:
         if consumer is not None:
             await consumer.stop()
@@ -167,11 +177,14 @@ async def run_until(service: Service, stop: asyncio.Event) -> None:
     """Consume and relay until ``stop``; then finish the batch in hand, commit, and flush the relay."""
     relay_task = asyncio.create_task(service.relay.run(stop), name="outbox-relay")
     sampler_task = asyncio.create_task(service.sampler.run(stop), name="metrics-sampler")
+    retention_task = asyncio.create_task(service.retention.run(stop), name="retention")
     try:
         await service.loop.run(stop)
     finally:
         stop.set()
-        await sampler_task  # first: it never raises, so a failed relay cannot leave it pending
+        # First the two that never raise, so a failed relay cannot leave them pending.
+        await sampler_task
+        await retention_task
         await relay_task
     await service.relay.drain()
 

@@ -3,14 +3,39 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError as UrlError
+
+from booking_sessions.arguments import ArgumentError, parse_duration
+
+
+def _retention(value: object) -> object:
+    """``30d``, ``12h``, ``2w`` (the operators' duration syntax) or ``off``; a timedelta as it is."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("off", "none", "0"):
+            return None
+        try:
+            return parse_duration(value)
+        except ArgumentError as error:
+            raise ValueError(str(error)) from None
+    return value
+
+
+def _at_least_an_hour(value: timedelta | None) -> timedelta | None:
+    # The inbox is the duplicate check of recent redeliveries: a rebalance's redeliveries are seconds old.
+    if value is not None and value < timedelta(hours=1):
+        raise ValueError("must be at least 1h (or off)")
+    return value
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_retention), AfterValidator(_at_least_an_hour)]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -46,6 +71,17 @@ class Settings(BaseSettings):
     relay_batch_rows: int = Field(default=1000, ge=1, description="outbox rows published per relay step")
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: time to drain before giving up")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    # Retention that `run` keeps by itself (booking_sessions/retention.py); README, "Retention".
+    inbox_retention: Retention = Field(
+        default=timedelta(days=30),
+        description="inbox rows older than this are deleted (30d, 12h, 2w; off: never); at least 1h",
+    )
+    outbox_retention: Retention = Field(
+        default=timedelta(days=7), description="published outbox rows older than this are deleted (off: never)"
+    )
+    retention_interval_s: float = Field(default=300.0, gt=0, description="how often retention runs a round")
+    retention_batch_rows: int = Field(default=5000, ge=1, description="rows deleted per retention transaction")
 
     # Kafka security, for every consumer, producer and admin client (booking_sessions/kafka_options.py).
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -97,7 +133,7 @@ def _database_url_problems(url: SecretStr | None) -> list[str]:
         return []
     try:
         parsed = make_url(url.get_secret_value())
-    except ArgumentError:
+    except UrlError:
         # Not the parser's message: it quotes the whole URL, password included.
         return ["BOOKING_DATABASE_URL is not a URL (expected postgresql+asyncpg://user:pw@host:5432/db)"]
     if parsed.drivername != "postgresql+asyncpg":

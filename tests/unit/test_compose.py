@@ -43,7 +43,7 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", "postgres", "migrate", "booking-sessions"}
+    assert set(services) == {"kafka", "topics", "postgres", "migrate", "booking-sessions", "prometheus", "grafana"}
 
 
 def test_images_are_the_ones_the_testcontainers_rung_runs(services: dict[str, Any]) -> None:
