@@ -48,7 +48,7 @@ def run() -> None:
     PostgreSQL and says where they are.
     """
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
+    configure_logging(settings.log_level, secrets=settings.secret_values())
     _run_async(lambda: _serve(settings))
 
 
@@ -122,7 +122,7 @@ def _give_up(timeout_s: float) -> None:
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=settings.secret_values())
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.migrate import upgrade_head
@@ -142,7 +142,7 @@ def demo() -> None:
     servers it works on its own demo-* topics, group and booking ids.
     """
     settings = settings_or_fail()
-    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"))
+    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"), secrets=settings.secret_values())
     console = Console()
     ok = _run_async(lambda: _demo(settings, console))
     console.print("[green]demo passed[/]" if ok else "[red]demo failed[/]")

@@ -34,7 +34,7 @@ from tests.servers import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-MEETING_SECRET = "meeting-secret-sentinel-8c1f"
+MEETING_SECRET = "meeting-secret-sentinel-8c1f-of-32-bytes"
 DB_PASSWORD = "db-password-sentinel-51ab"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
