@@ -14,9 +14,11 @@ COPY bench bench
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON}
+# BOOKING_EMBEDDED_SERVERS=forbid: `run` fails closed without both servers; throwaway ones are for development.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BOOKING_METRICS_PORT=9108
+    BOOKING_METRICS_PORT=9108 \
+    BOOKING_EMBEDDED_SERVERS=forbid
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home booking
 WORKDIR /app
 # A bind mount, not a COPY: the wheels never become a layer of the final image.
