@@ -110,8 +110,9 @@ def key_problem(key_version: int, key_fingerprint: str, stored: Mapping[int, str
     return None
 
 
-async def check_meeting_key(engine: AsyncEngine, key: MeetingKey) -> None:
-    """Record the key's fingerprint on its version's first use, and refuse a key that does not fit.
+async def check_meeting_key(engine: AsyncEngine, key: MeetingKey, *, record: bool = True) -> bool:
+    """Record the key's fingerprint on its version's first use (unless not ``record``: a dry run), and refuse a
+    key that does not fit. Returns whether the version's fingerprint is on record now.
 
     Raises ConfigurationError naming both fingerprints and what to do (see ``key_problem``), or when the database
     cannot be asked (no answer within CHECK_TIMEOUT_S, no ``meeting_keys`` table: not migrated). A throwaway key
@@ -119,13 +120,13 @@ async def check_meeting_key(engine: AsyncEngine, key: MeetingKey) -> None:
     """
     if key.throwaway:
         log.warning("meeting_key_throwaway", fingerprint=key.fingerprint, recorded=False)
-        return
+        return False
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             async with engine.connect() as conn:
                 stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
             problem = key_problem(key.version, key.fingerprint, stored)
-            if problem is None and key.version not in stored:
+            if problem is None and record and key.version not in stored:
                 async with engine.begin() as conn:
                     await conn.execute(_RECORD, {"version": key.version, "fingerprint": key.fingerprint})
                     stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
@@ -141,3 +142,4 @@ async def check_meeting_key(engine: AsyncEngine, key: MeetingKey) -> None:
     if problem is not None:
         raise ConfigurationError(problem)
     log.info("meeting_key_checked", key_version=key.version, fingerprint=key.fingerprint)
+    return key.version in stored

@@ -151,6 +151,7 @@ def booking_env(settings: Settings) -> dict[str, str]:
         "BOOKING_DLQ_TOPIC": settings.dlq_topic,
         "BOOKING_GROUP_ID": settings.group_id,
         "BOOKING_MEETING_SECRET": settings.meeting_secret.get_secret_value(),
+        "BOOKING_MEETING_KEY_VERSION": str(settings.meeting_key_version),
         "BOOKING_METRICS_PORT": "0",
     }
 
