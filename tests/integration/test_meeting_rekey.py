@@ -10,17 +10,21 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import NullPool
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.meeting import fingerprint
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link, session_id, session_rekeyed_id
 from models.errors import ConfigurationError
 from producer.bookings import booking_event
-from producer.publish import Publisher
-from producer.relay import OutboxRelay
-from tests.integration.harness import Produced, consume_all, publish, query, read_json, service
+from tests.integration.harness import (
+    Produced,
+    consume_all,
+    publish,
+    query,
+    read_json,
+    relay_of_the_running_service,
+    service,
+)
 from tests.integration.operator_cli import assert_one_line_error, invoke
 
 BASE = "https://meet.jit.si"
@@ -50,18 +54,6 @@ async def three_sessions_under_version_1(settings: Settings) -> None:
 async def links(database_url: str) -> dict[str, str]:
     rows = await query(database_url, "SELECT booking_request_id, meeting_link FROM live_sessions")
     return {r["booking_request_id"]: r["meeting_link"] for r in rows}
-
-
-async def relay(settings: Settings, database_url: str) -> int:
-    """The relay as the running service has it: what it publishes now."""
-    assert settings.kafka_bootstrap is not None
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    publisher = await Publisher.start(settings.kafka_bootstrap, client_id="test-service-relay")
-    try:
-        return await OutboxRelay(engine, publisher, batch_rows=100).drain()
-    finally:
-        await publisher.stop()
-        await engine.dispose()
 
 
 async def rekey_json(settings: Settings, *args: str) -> dict[str, Any]:
@@ -94,7 +86,7 @@ async def test_rekey_all_moves_every_link_to_version_2_once(settings: Settings, 
     recorded = await query(database_url, "SELECT version, fingerprint FROM meeting_keys ORDER BY version")
     assert [(r["version"], r["fingerprint"]) for r in recorded][1] == (2, fingerprint(KEY_2.encode()))
 
-    assert await relay(v2, database_url) == 3
+    assert await relay_of_the_running_service(v2, database_url) == 3
     messages = await read_json(v2, v2.output_topic, expected=6)
     updated = [m["body"] for m in messages if m["body"]["type"] == "SessionUpdated"]
     assert sorted((u["booking_id"], u["message_id"], u["session"]["meeting_link"]) for u in updated) == [
@@ -106,7 +98,7 @@ async def test_rekey_all_moves_every_link_to_version_2_once(settings: Settings, 
     assert (again["rekeyed"], again["already_current"]) == (0, 3)
     [outbox] = await query(database_url, "SELECT count(*) AS n FROM outbox_messages")
     assert outbox["n"] == 6  # three SessionCreated, three SessionUpdated: the rerun wrote nothing
-    assert await relay(v2, database_url) == 0
+    assert await relay_of_the_running_service(v2, database_url) == 0
 
 
 async def test_rekey_of_chosen_bookings_names_the_ones_without_a_session(
