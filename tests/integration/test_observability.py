@@ -268,5 +268,11 @@ async def test_logs_find_each_message_and_show_no_secret(
     batch_lines = [line for line in lines if line["event"] == "batch_committed"]
     assert len(batch_lines) == value(samples, "booking_sessions_batch_records_count")
     assert sum(line["records"] for line in batch_lines) == 7
-    per_batch_or_rarer = {"batch_committed", "outbox_published", "partitions_assigned", "http_serving"}
+    per_batch_or_rarer = {
+        "batch_committed",
+        "outbox_published",
+        "partitions_assigned",
+        "http_serving",
+        "meeting_key_checked",
+    }
     assert {line["event"] for line in lines if line["level"] == "info"} <= per_batch_or_rarer
