@@ -87,6 +87,13 @@ def key_problem(key_version: int, key_fingerprint: str, stored: Mapping[int, str
     (version -> fingerprint, from ``meeting_keys``); None when it may (recorded, or new and not older)."""
     newest = max(stored, default=None)
     here = f"BOOKING_MEETING_SECRET (fingerprint {key_fingerprint}, BOOKING_MEETING_KEY_VERSION={key_version})"
+    same = [v for v, f in stored.items() if f == key_fingerprint and v != key_version]
+    if same:
+        use = f"set BOOKING_MEETING_KEY_VERSION={same[0]} to use it, or " if same[0] == newest else ""
+        return (
+            f"{here} is the key of version {same[0]} already: {use}a new version needs a new secret "
+            "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
     known = stored.get(key_version)
     if known is not None and known != key_fingerprint:
         return (
@@ -94,12 +101,6 @@ def key_problem(key_version: int, key_fingerprint: str, stored: Mapping[int, str
             f"links would silently differ. Set the secret of version {key_version}; or, to change the key, set "
             f"BOOKING_MEETING_KEY_VERSION={(newest or key_version) + 1} with the new secret and run "
             "`booking-sessions meeting rekey --all` (README, The meeting secret)"
-        )
-    same = [v for v, f in stored.items() if f == key_fingerprint and v != key_version]
-    if same:
-        return (
-            f"{here} is the key of version {same[0]} already: a new version needs a new secret "
-            "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     if newest is not None and key_version < newest:
         return (

@@ -88,3 +88,11 @@ def test_run_in_forbid_mode_stops_with_one_line() -> None:
 def test_the_production_image_forbids_embedded_servers() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^\s*BOOKING_EMBEDDED_SERVERS=forbid\b", dockerfile, re.MULTILINE)
+
+
+def test_the_key_of_another_version_is_named_as_such() -> None:
+    f1, f2 = fingerprint(KEY_1.encode()), fingerprint(KEY_2.encode())
+    newest = key_problem(1, f2, {1: f1, 2: f2})
+    assert newest is not None and "is the key of version 2 already: set BOOKING_MEETING_KEY_VERSION=2" in newest
+    leaked = key_problem(3, f1, {1: f1, 2: f2})
+    assert leaked is not None and "key of version 1 already: a new version needs a new secret" in leaked
