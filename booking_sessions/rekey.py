@@ -36,6 +36,7 @@ from consumer.ids import session_rekeyed_id
 from consumer.store import lock_sessions, write_decisions
 
 DEFAULT_BATCH_ROWS = 500
+SAMPLE = 5  # session ids the summary names; the rest are counted (an --all run may move millions)
 
 _CHOSEN = """
     status = 'SCHEDULED'
@@ -86,7 +87,7 @@ class RekeyResult:
     missing: tuple[str, ...] = ()  # requested booking ids without a scheduled session
     key_recorded: bool = True  # False: a dry run on the key version's first use
     elapsed_s: float = 0.0
-    rekeyed_ids: list[UUID] = field(default_factory=list)  # session ids, for the report's first lines
+    sample: list[UUID] = field(default_factory=list)  # the first SAMPLE re-keyed session ids, for the report
 
     @property
     def current(self) -> int:
@@ -177,7 +178,7 @@ async def rekey_sessions(
         result.batches += 1
         result.scanned += len(booking_ids)
         result.rekeyed += len(messages)
-        result.rekeyed_ids.extend(m.row.id for m in messages)
+        result.sample.extend(m.row.id for m in messages[: SAMPLE - len(result.sample)])
         progress.update(task, completed=min(result.scanned, result.chosen))
     result.elapsed_s = time.monotonic() - started
     return result
@@ -208,9 +209,9 @@ def rekey_report(result: RekeyResult) -> list[RenderableType]:
         f"scheduled sessions chosen {result.chosen}: {result.rekeyed} {verb} a new link and a SessionUpdated, "
         f"{result.current} already on version {result.key_version}"
     )
-    shown = ", ".join(str(s) for s in result.rekeyed_ids[:5])
+    shown = ", ".join(str(s) for s in result.sample)
     if shown:
-        more = f" and {result.rekeyed - 5} more" if result.rekeyed > 5 else ""
+        more = f" and {result.rekeyed - len(result.sample)} more" if result.rekeyed > len(result.sample) else ""
         lines.append(f"sessions: {shown}{more}")
     if result.missing:
         lines.append(f"no scheduled session for: {', '.join(result.missing)}")

@@ -39,7 +39,7 @@ def test_a_booking_file_has_one_id_a_line_with_comments() -> None:
 def test_the_summary_says_what_was_done_and_what_was_not_found() -> None:
     sid = session_id("bk_1")
     result = RekeyResult(2, "0123456789abcdef", False, chosen=3, scanned=3, rekeyed=1, batches=1,
-                         missing=("bk_9",), rekeyed_ids=[sid])  # fmt: skip
+                         missing=("bk_9",), sample=[sid])  # fmt: skip
     text = "\n".join(str(line) for line in rekey_report(result))
     assert "re-key to key version 2 (fingerprint 0123456789abcdef)" in text
     assert "chosen 3: 1 got a new link and a SessionUpdated, 2 already on version 2" in text
