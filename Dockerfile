@@ -19,9 +19,11 @@ COPY bench bench
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON}
+# BOOKING_EMBEDDED_SERVERS=forbid: `run` fails closed without both servers; throwaway ones are for development.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BOOKING_METRICS_PORT=9108
+    BOOKING_METRICS_PORT=9108 \
+    BOOKING_EMBEDDED_SERVERS=forbid
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home booking
 WORKDIR /app
 # Every dependency exactly as locked, each file checked against its hash; then the service's own wheel, adding

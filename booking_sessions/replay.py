@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.arguments import ArgumentError
 from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine, meeting_secret
+from booking_sessions.meeting import check_meeting_key, meeting_key
+from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer.faults import is_transient
 from consumer.loop import to_record
@@ -158,7 +159,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             "choose another --group"
         )
     bootstrap = settings.kafka_bootstrap
-    meeting_secret(settings)  # refuse without the secret before anything is read
+    key = meeting_key(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
     engine = create_engine(settings)
@@ -174,6 +175,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     )
     try:
         await check_database(engine, settings.database_url_value())
+        await check_meeting_key(engine, key)  # a rebuild under another key would make other links, silently
         await consumer.start()
         spans = await _plan(consumer, settings.input_topic, partitions, request)
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)

@@ -11,17 +11,16 @@ from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from booking_sessions.database_tls import database_connect_args
 from booking_sessions.http import GroupMembership, Readiness
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
+from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.metrics import Metrics, Sampler
 from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
-from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
 from consumer.process import BatchProcessor, BatchResult
 from models.errors import ConfigurationError
@@ -55,22 +54,16 @@ class Service:
         )
 
 
-def meeting_secret(settings: Settings) -> bytes:
-    if settings.meeting_secret is not None and settings.meeting_secret.get_secret_value():
-        return settings.meeting_secret.get_secret_value().encode()
-    raise ConfigurationError(
-        "BOOKING_MEETING_SECRET is required: meeting room names are derived from it, and without it they "
-        "could be guessed (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-    )
-
-
 # Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
 FETCH_LIMITS: dict[str, int] = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
 
 
 def meeting_links(settings: Settings) -> Callable[[UUID], str]:
-    """Session id -> meeting link, under the configured base URL and secret."""
-    return partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
+    """Session id -> meeting link, under the configured base URL, secret and key version.
+
+    Raises ConfigurationError when BOOKING_MEETING_SECRET is not set.
+    """
+    return partial(meeting_key(settings).link, settings.meeting_base_url)
 
 
 def batch_processor(
@@ -111,16 +104,15 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
-    meeting_secret(settings)  # first: refuse to start without the secret, before any connection
-    register_secrets(
-        [settings.meeting_secret, settings.kafka_sasl_password, settings.kafka_ssl_key_password, _password(settings)]
-    )
+    key = meeting_key(settings)  # first: refuse to start without the secret, before any connection
+    register_secrets(settings.secret_values())
     client_options = kafka_client_options(settings)
     metrics = metrics or Metrics()
     engine = create_engine(settings)
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
     try:
+        await check_meeting_key(engine, key)  # before any record: links under another key would differ silently
         publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -187,9 +179,3 @@ async def run_until(service: Service, stop: asyncio.Event) -> None:
         await retention_task
         await relay_task
     await service.relay.drain()
-
-
-def _password(settings: Settings) -> str | None:
-    if settings.database_url is None:
-        return None
-    return make_url(settings.database_url.get_secret_value()).password

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -41,11 +41,15 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 DatabaseSslMode = Literal["disable", "require", "verify-ca", "verify-full"]
 
+# 256 bits: a room name can then be found only by guessing the key, never by trying a word list.
+MIN_MEETING_SECRET_BYTES = 32
+
 
 class Settings(BaseSettings):
     """Every knob of the service. Nothing reads this at import time: ``cli.py`` builds it and passes it on."""
 
-    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
+    # hide_input_in_errors: a refused value (a short meeting secret, say) never appears in an error's text.
+    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers, host:port[,host:port]")
     database_url: SecretStr | None = Field(
@@ -56,7 +60,16 @@ class Settings(BaseSettings):
     dlq_topic: str = "booking.events.dlq"
     group_id: str = "booking-sessions"
     meeting_base_url: str = "https://meet.jit.si"
-    meeting_secret: SecretStr | None = Field(default=None, description="HMAC key for meeting room names")
+    # The meeting secret (README, "The meeting secret"): one block, checked by _meeting_secret_stripped.
+    meeting_secret: SecretStr | None = Field(
+        default=None, description=f"HMAC key of meeting room names, at least {MIN_MEETING_SECRET_BYTES} bytes"
+    )
+    meeting_key_version: int = Field(
+        default=1, ge=1, le=9999, description="version of BOOKING_MEETING_SECRET; raise it with each new secret"
+    )
+    embedded_servers: Literal["allow", "forbid"] = Field(
+        default="allow", description="forbid: `run` never starts embedded servers (the production image)"
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns the HTTP server off")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz and /readyz")
     metrics_refresh_s: float = Field(default=5.0, gt=0, description="how often consumer lag and outbox are sampled")
@@ -104,6 +117,38 @@ class Settings(BaseSettings):
     database_ssl_rootcert: Path | None = Field(
         default=None, description="PEM CA bundle the server is verified against; default: the system's CAs"
     )
+
+    @field_validator("meeting_secret", mode="after")
+    @classmethod
+    def _meeting_secret_stripped(cls, value: SecretStr | None) -> SecretStr | None:
+        """The stripped secret (a file or secret mount adds a trailing newline); empty counts as not set.
+
+        Raises a validation error naming only the length, when fewer than MIN_MEETING_SECRET_BYTES bytes are left.
+        """
+        if value is None:
+            return None
+        stripped = value.get_secret_value().strip()
+        if not stripped:
+            return None
+        size = len(stripped.encode())
+        if size < MIN_MEETING_SECRET_BYTES:
+            raise PydanticCustomError(
+                "meeting_secret_short",
+                "must be at least {minimum} bytes after stripping whitespace, got {size} "
+                "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                {"minimum": MIN_MEETING_SECRET_BYTES, "size": size},
+            )
+        return SecretStr(stripped)
+
+    def secret_values(self) -> list[SecretStr | str | None]:
+        """Every secret of the configuration, for the log filter: meeting secret, Kafka and database passwords."""
+        password = None
+        if self.database_url is not None:
+            try:
+                password = make_url(self.database_url.get_secret_value()).password
+            except UrlError:
+                password = None  # refused by _consistent already; nothing to mask
+        return [self.meeting_secret, self.kafka_sasl_password, self.kafka_ssl_key_password, password]
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -19,7 +19,7 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress
 
 from booking_sessions.arguments import ArgumentError
-from booking_sessions.logs import configure_logging
+from booking_sessions.logs import configure_logging, redact
 from booking_sessions.settings import Settings
 from booking_sessions.untrusted import line
 
@@ -27,8 +27,9 @@ T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
-    """``message`` on stderr as one line (it may quote a topic or a server: shown as ``untrusted.line``); exit 2."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(line(("error:", "red"), " ", message))
+    """``message`` on stderr as one line, secrets masked (it may quote a topic or a server: shown as
+    ``untrusted.line``); exit 2."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(line(("error:", "red"), " ", redact(message)))
     raise typer.Exit(2)
 
 
@@ -50,7 +51,7 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
     level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
-    configure_logging(level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
+    configure_logging(level, secrets=settings.secret_values())
     if kafka and settings.kafka_bootstrap is None:
         fail("BOOKING_KAFKA_BOOTSTRAP is not set (e.g. 127.0.0.1:9092): the command works on the service's broker")
     if database and settings.database_url is None:

@@ -1,4 +1,4 @@
-"""The five contract tables (CONTRACT.md, "Rows"), SQLAlchemy Core on one MetaData."""
+"""The five contract tables (CONTRACT.md, "Rows") and the meeting keys, SQLAlchemy Core on one MetaData."""
 
 from __future__ import annotations
 
@@ -117,3 +117,15 @@ outbox_messages = Table(
 )
 # The relay's only query: the unpublished rows in order. Published rows drop out of this index.
 Index("ix_outbox_messages_unpublished", outbox_messages.c.id, postgresql_where=text("published_at IS NULL"))
+
+# One row per version of BOOKING_MEETING_SECRET: its fingerprint (booking_sessions/meeting.py), never the key.
+# Written on the key's first use; `run` and `replay` refuse a secret whose fingerprint differs. UNIQUE: a new
+# version needs a new key.
+meeting_keys = Table(
+    "meeting_keys",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("version >= 1", name="version"),
+)

@@ -24,6 +24,7 @@ from consumer.loop import BatchHook
 from models.events import BookingEvent
 from producer.bookings import as_record
 from producer.publish import OutgoingRecord, Publisher
+from producer.relay import OutboxRelay
 from tests.waiting import eventually
 
 Partition = tuple[str, int]  # (topic, partition)
@@ -179,6 +180,7 @@ def booking_env(settings: Settings) -> dict[str, str]:
         "BOOKING_DLQ_TOPIC": settings.dlq_topic,
         "BOOKING_GROUP_ID": settings.group_id,
         "BOOKING_MEETING_SECRET": settings.meeting_secret.get_secret_value(),
+        "BOOKING_MEETING_KEY_VERSION": str(settings.meeting_key_version),
         "BOOKING_METRICS_PORT": "0",
     }
 
@@ -223,3 +225,15 @@ def decode_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
         "partition": record.partition,
         "headers": list(record.headers or ()),
     }
+
+
+async def relay_of_the_running_service(settings: Settings, database_url: str) -> int:
+    """The relay as ``run`` builds it (same class, same lock), without the consumer: what it publishes now."""
+    assert settings.kafka_bootstrap is not None
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    publisher = await Publisher.start(settings.kafka_bootstrap, client_id="test-service-relay")
+    try:
+        return await OutboxRelay(engine, publisher, batch_rows=100).drain()
+    finally:
+        await publisher.stop()
+        await engine.dispose()

@@ -34,7 +34,7 @@ from tests.servers import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-MEETING_SECRET = "meeting-secret-sentinel-8c1f"
+MEETING_SECRET = "meeting-secret-sentinel-8c1f-of-32-bytes"
 DB_PASSWORD = "db-password-sentinel-51ab"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -276,5 +276,11 @@ async def test_logs_find_each_message_and_show_no_secret(
     assert len(batch_lines) == value(samples, "booking_sessions_batch_records_count")
     assert sum(line["records"] for line in batch_lines) == 8
     assert sum(line["sessions_cancelled"] for line in batch_lines) == 1
-    per_batch_or_rarer = {"batch_committed", "outbox_published", "partitions_assigned", "http_serving"}
+    per_batch_or_rarer = {
+        "batch_committed",
+        "outbox_published",
+        "partitions_assigned",
+        "http_serving",
+        "meeting_key_checked",
+    }
     assert {line["event"] for line in lines if line["level"] == "info"} <= per_batch_or_rarer

@@ -69,7 +69,7 @@ async def test_auto_approved_booking_creates_one_session_and_one_session_created
     assert row["id"] == sid
     assert row["status"] == "SCHEDULED"
     assert row["scheduled_start"] == START
-    assert row["meeting_link"] == meeting_link("https://meet.jit.si", sid, b"test-secret")
+    assert row["meeting_link"] == meeting_link("https://meet.jit.si", sid, b"test-secret-of-at-least-32-bytes-0000")
     assert "bk_auto" not in str(row["meeting_link"]) and str(sid) not in str(row["meeting_link"])
     assert await learners(database_url) == set()  # approved, not yet confirmed: no learner
     messages = await output_messages(settings, 1)
