@@ -69,7 +69,7 @@ async def test_upgrade_keeps_rows_and_downgrade_refuses_cancelled_ones(
         await alembic(url, "downgrade", "0001")
         await previous_release_writes(url, "bk_old", 0, "Algebra")
 
-        await alembic(url, "upgrade", "head")
+        await alembic(url, "upgrade", "0002")
 
         assert await version(url) == "0002"
         [row] = await query(url, "SELECT status, title, cancelled_at, cancellation_reason FROM live_sessions")
@@ -116,5 +116,5 @@ async def test_upgrade_keeps_rows_and_downgrade_refuses_cancelled_ones(
         assert not {c["column_name"] for c in columns} & {"cancelled_at", "cancellation_reason"}
         with pytest.raises(Exception, match="ck_live_sessions_status"):
             await execute(url, "UPDATE live_sessions SET status = 'CANCELLED'")
-        await alembic(url, "upgrade", "head")  # and up again
+        await alembic(url, "upgrade", "0002")  # and up again
         assert await version(url) == "0002"
