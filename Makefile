@@ -5,8 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every dependency pinned with its hashes (`make lock` writes them): the image installs requirements.lock, the
+# virtualenv requirements-dev.lock (the dev extra too). Both resolved for CPython 3.11 on glibc Linux x86_64.
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 
-.PHONY: test lint demo integration-tansu
+.PHONY: test lint demo integration-tansu lock
 
 test: lint
 	$(BIN)/pytest
@@ -23,7 +30,16 @@ demo: $(STAMP)
 integration-tansu: $(STAMP)
 	BOOKING_TEST_KAFKA=tansu BOOKING_TEST_POSTGRES=embedded $(BIN)/pytest tests/integration
 
-$(STAMP): pyproject.toml
+# The pinned dependencies first, each checked against its hash; then the project itself, editable, adding nothing.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) --require-hashes -r $(DEV_LOCK)
+	$(PIP) --no-deps -e .
 	touch $@
+
+# Re-resolve after editing the dependencies in pyproject.toml; pins that still fit are kept. Newest versions of
+# everything: make lock LOCK_OPTIONS=--upgrade. The runtime lock takes its versions from the dev lock, so the image
+# and the tests run the same ones.
+lock: $(STAMP)
+	$(COMPILE) $(LOCK_OPTIONS) --extra dev -o $(DEV_LOCK)
+	$(COMPILE) $(LOCK_OPTIONS) --constraint $(DEV_LOCK) -o $(LOCK)

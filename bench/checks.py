@@ -11,28 +11,34 @@ from bench.databases import Rows
 from bench.report import Check
 
 
-def rows_check(name: str, rows: Rows, *, inbox: int, bookings: int) -> Check:
-    """One session, learner and reservation per booking, one inbox row per message id, one SessionCreated per
-    session, and nothing left unpublished."""
+def rows_check(name: str, rows: Rows, *, inbox: int, bookings: int, cancelled: int) -> Check:
+    """One session, learner and reservation per booking, one inbox row per message id, ``cancelled`` sessions
+    and their reservations CANCELLED, one SessionCreated per session but those cancelled before they were announced,
+    one SessionCancelled per announced cancelled session, and nothing left unpublished."""
     wanted = {
         "inbox": (rows.inbox, inbox),
         "sessions": (rows.sessions, bookings),
         "participants": (rows.participants, bookings),
         "reservations": (rows.reservations, bookings),
-        "SessionCreated": (rows.session_created, bookings),
+        "cancelled": (rows.cancelled, cancelled),
+        "reservations cancelled": (rows.reservations_cancelled, cancelled),
+        "SessionCreated": (rows.session_created, bookings - rows.unannounced),
+        "SessionCancelled": (rows.session_cancelled, cancelled - rows.unannounced),
         "unpublished": (rows.unpublished, 0),
     }
     wrong = {k: f"{got} (want {want})" for k, (got, want) in wanted.items() if got != want}
     detail = (
-        f"{rows.sessions:,} sessions, {rows.inbox:,} inbox rows, {rows.session_created:,} SessionCreated, "
-        f"{rows.session_updated:,} SessionUpdated"
+        f"{rows.sessions:,} sessions ({rows.cancelled:,} cancelled, {rows.unannounced:,} of them never announced), "
+        f"{rows.inbox:,} inbox rows, {rows.session_created:,} SessionCreated, {rows.session_updated:,} "
+        f"SessionUpdated, {rows.session_cancelled:,} SessionCancelled"
     )
     return Check(f"{name} rows", not wrong, detail if not wrong else f"{detail}; wrong: {wrong}")
 
 
-def naive_rows_check(rows: Rows, *, bookings: int) -> Check:
+def naive_rows_check(rows: Rows, *, bookings: int, cancelled: int) -> Check:
     """The baseline has no inbox and publishes nothing; the rest as for the service."""
-    return rows_check("(c) naive", dataclasses.replace(rows, unpublished=0), inbox=0, bookings=bookings)
+    unpublished = dataclasses.replace(rows, unpublished=0)
+    return rows_check("(c) naive", unpublished, inbox=0, bookings=bookings, cancelled=cancelled)
 
 
 def output_check(name: str, records: Sequence[ConsumerRecord[bytes, bytes]], outbox: int) -> Check:

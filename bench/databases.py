@@ -60,10 +60,14 @@ class Rows:
     session_created: int
     session_updated: int
     unpublished: int
+    cancelled: int = 0  # live sessions CANCELLED
+    unannounced: int = 0  # of those, never announced (cancelled at their first write): no outbox row at all
+    reservations_cancelled: int = 0
+    session_cancelled: int = 0
 
     @property
     def outbox(self) -> int:
-        return self.session_created + self.session_updated
+        return self.session_created + self.session_updated + self.session_cancelled
 
 
 _COUNTS = text(
@@ -74,7 +78,12 @@ _COUNTS = text(
            (SELECT count(*) FROM session_reservations) AS reservations,
            (SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionCreated"%') AS session_created,
            (SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionUpdated"%') AS session_updated,
-           (SELECT count(*) FROM outbox_messages WHERE published_at IS NULL) AS unpublished
+           (SELECT count(*) FROM outbox_messages WHERE published_at IS NULL) AS unpublished,
+           (SELECT count(*) FROM live_sessions WHERE status = 'CANCELLED') AS cancelled,
+           (SELECT count(*) FROM live_sessions s WHERE status = 'CANCELLED'
+                AND NOT EXISTS (SELECT FROM outbox_messages o WHERE o.key = s.booking_request_id)) AS unannounced,
+           (SELECT count(*) FROM session_reservations WHERE status = 'CANCELLED') AS reservations_cancelled,
+           (SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionCancelled"%') AS session_cancelled
     """
 )
 

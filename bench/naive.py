@@ -24,7 +24,7 @@ from bench.ceilings import batches_until
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
-from consumer.decide import SessionDetails, SessionRow, decide
+from consumer.decide import Cancellation, SessionDetails, SessionRow, decide
 from consumer.decode import decode
 from consumer.loop import to_record
 from consumer.records import Decoded
@@ -58,7 +58,12 @@ class NaiveConsumer:
                 found.instructor_id, found.student_id, found.title, found.scheduled_start, found.duration_minutes
             )
             version = (found.snapshot_occurred_at, found.snapshot_message_id)
-            current = SessionRow(found.id, found.booking_request_id, details, found.meeting_link, version)
+            cancellation = None
+            if found.cancelled_at is not None:
+                cancellation = Cancellation(
+                    found.cancelled_at, found.cancellation_message_id, found.cancellation_reason
+                )
+            current = SessionRow(found.id, found.booking_request_id, details, found.meeting_link, version, cancellation)
         decision = decide(current, [event], self._link_for, datetime.now(UTC))
         if decision.session is None:
             self.stale += 1
@@ -72,6 +77,10 @@ class NaiveConsumer:
                 "duration_minutes": row.details.duration_minutes,
                 "snapshot_occurred_at": row.version[0],
                 "snapshot_message_id": row.version[1],
+                "status": row.status,
+                "cancelled_at": row.cancellation.cancelled_at if row.cancellation else None,
+                "cancellation_message_id": row.cancellation.message_id if row.cancellation else None,
+                "cancellation_reason": row.cancellation.reason if row.cancellation else None,
             }
             if current is None:
                 await conn.execute(
@@ -81,8 +90,13 @@ class NaiveConsumer:
                 )
             else:
                 await conn.execute(update(live_sessions).where(live_sessions.c.id == row.id).values(**values))
+            if row.cancellation is not None:
+                r = session_reservations.c
+                await conn.execute(
+                    update(session_reservations).where(r.session_id == row.id).values(status="CANCELLED")
+                )
         for student in decision.learners:
-            await self._ensure_learner(conn, decision.session_id, student)
+            await self._ensure_learner(conn, decision.session_id, student, decision.cancelled)
         for out in decision.outbox:
             await conn.execute(
                 insert(outbox_messages).values(
@@ -90,13 +104,15 @@ class NaiveConsumer:
                 )
             )
 
-    async def _ensure_learner(self, conn: AsyncConnection, session: UUID, student: str) -> None:
+    async def _ensure_learner(self, conn: AsyncConnection, session: UUID, student: str, cancelled: bool) -> None:
         p, r = session_participants.c, session_reservations.c
         if await conn.scalar(select(p.role).where(p.session_id == session, p.user_id == student)) is None:
             await conn.execute(insert(session_participants).values(session_id=session, user_id=student, role="LEARNER"))
         if await conn.scalar(select(r.status).where(r.session_id == session, r.learner_id == student)) is None:
             await conn.execute(
-                insert(session_reservations).values(session_id=session, learner_id=student, status="CONFIRMED")
+                insert(session_reservations).values(
+                    session_id=session, learner_id=student, status="CANCELLED" if cancelled else "CONFIRMED"
+                )
             )
 
     async def close(self) -> None:

@@ -30,7 +30,7 @@ from bench.produce import Ends, produce_bulk, produce_paced
 from bench.profile import recording
 from bench.report import Check, Latency, Results, Stage, machine
 from bench.service_path import Fleet
-from bench.workload import generate
+from bench.workload import Workload, generate
 from booking_sessions.servers import servers_for, with_throwaway_secret
 from booking_sessions.service import meeting_links
 from booking_sessions.settings import Settings
@@ -166,14 +166,16 @@ class Bench:
             results.checks.append(Check("(b) every record decodes", stage.note == decoded, stage.note))
             results.stages.append(await self._naive(urls["naive"], naive_topic, naive_ends, sample.events, every))
             naive_rows = await rows(urls["naive"])
-            results.checks.append(checks.naive_rows_check(naive_rows, bookings=sample.bookings))
+            results.checks.append(
+                checks.naive_rows_check(naive_rows, bookings=sample.bookings, cancelled=sample.cancelled_bookings)
+            )
 
             service = fleets["service"]
             results.stages.append(await self._service("service", "(d) service: run path, 1 process", service, ends))
             results.rss_mb_at_tenth = service.rss_at(o.events // 10) / 2**20
             results.rss_mb = await service.measure_rss() / 2**20
             await service.stop()
-            await self._check_service("(d) service", service, workload.unique_message_ids, workload.bookings)
+            await self._check_service("(d) service", service, workload)
             results.checks.append(
                 checks.duplicates_check("(d) service", service.duplicates, workload.counts["redelivered"])
             )
@@ -194,7 +196,7 @@ class Bench:
                 results.stages.append(await self._service("scaleout", label, fleets["scaleout"], ends))
                 await fleets["scaleout"].stop()
                 name = f"(g) {o.consumers} processes"
-                await self._check_service(name, fleets["scaleout"], workload.unique_message_ids, workload.bookings)
+                await self._check_service(name, fleets["scaleout"], workload)
         results.load = (results.load[0], os.getloadavg()[0])
         return results
 
@@ -252,9 +254,17 @@ class Bench:
         )
         return Stage(key, label, sum(ends.values()), finished - started, note)
 
-    async def _check_service(self, name: str, fleet: Fleet, inbox: int, bookings: int) -> None:
+    async def _check_service(self, name: str, fleet: Fleet, workload: Workload) -> None:
         counted = await rows(fleet.settings.database_url_value())
-        self.results.checks.append(checks.rows_check(name, counted, inbox=inbox, bookings=bookings))
+        self.results.checks.append(
+            checks.rows_check(
+                name,
+                counted,
+                inbox=workload.unique_message_ids,
+                bookings=workload.bookings,
+                cancelled=workload.cancelled_bookings,
+            )
+        )
         published = await read_topic(self.bootstrap, fleet.settings.output_topic, expected=counted.outbox)
         self.results.checks.append(checks.output_check(name, published, counted.outbox))
 

@@ -2,7 +2,10 @@
 
 N events over N/10 bookings. Every booking gets an approval and a confirmation (for one booking in ten the
 confirmation arrives first and the older approval after it), then repeated confirmations (a new message id, the
-same snapshot) and reschedules (a newer snapshot with another start time). 5% of the records are redeliveries:
+same snapshot) and reschedules (a newer snapshot with another start time). 5% of the records are cancellations:
+half the bookings get one, somewhere after their approval and confirmation, so some later records of theirs are
+newer snapshots of a cancelled session; whether a session was announced before its cancellation depends on the
+batches it fell into. 5% of the records are redeliveries:
 byte-for-byte copies of an earlier record of the same booking, a little later in the stream (sometimes in the same
 batch, sometimes a few batches later). Bookings overlap in time: a booking's records spread over about 20,000
 records of the stream (ten batches of the service), whatever N, so every batch mixes many bookings and the mix per
@@ -20,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-Kind = Literal["approved", "confirmed", "reconfirmed", "rescheduled", "redelivered"]
+Kind = Literal["approved", "confirmed", "reconfirmed", "rescheduled", "cancelled", "redelivered"]
 
 EVENTS_PER_BOOKING = 10
 REDELIVERED_SHARE = 0.05
+CANCELLED_SHARE = 0.05  # of the records; at most one per booking
 RESCHEDULED_SHARE = 0.2  # of the events beyond each booking's approval and confirmation
 LATE_APPROVAL_SHARE = 0.1  # bookings whose (older) approval arrives after the confirmation
 REDELIVERY_MAX_GAP = 3000  # records later in the whole stream: spans a batch boundary or not
@@ -57,6 +61,11 @@ class Workload:
         return Counter(r.kind for r in self.records)
 
     @property
+    def cancelled_bookings(self) -> int:
+        """Sessions the service must end with CANCELLED (and their reservations)."""
+        return self.counts["cancelled"]
+
+    @property
     def unique_message_ids(self) -> int:
         """Rows the inbox ends with: every record except the redelivered copies."""
         return self.events - self.counts["redelivered"]
@@ -81,7 +90,8 @@ def generate(events: int, *, seed: int = 7, prefix: str = "bk") -> Workload:
     rng = random.Random(seed)
     bookings = events // EVENTS_PER_BOOKING
     redelivered = round(events * REDELIVERED_SHARE)
-    extras = events - redelivered - 2 * bookings
+    cancelled = min(bookings, round(events * CANCELLED_SHARE))
+    extras = events - redelivered - 2 * bookings - cancelled
     rescheduled = round(extras * RESCHEDULED_SHARE)
     reschedule: Kind = "rescheduled"
     reconfirm: Kind = "reconfirmed"
@@ -91,6 +101,8 @@ def generate(events: int, *, seed: int = 7, prefix: str = "bk") -> Workload:
     per_booking: list[list[Kind]] = [[] for _ in range(bookings)]
     for owner, kind in zip(owners, extra_kinds, strict=True):
         per_booking[owner].append(kind)
+    for owner in rng.sample(range(bookings), cancelled):
+        per_booking[owner].insert(rng.randint(0, len(per_booking[owner])), "cancelled")
 
     timed: list[tuple[float, int, BenchRecord]] = []
     for b in range(bookings):
@@ -113,7 +125,7 @@ def _booking_history(
     title = f"Algebra II, unit {b % 12 + 1}: exercises and review"
 
     def make(kind: Kind, kind_type: str, at: datetime, scheduled: datetime, auto: bool) -> BenchRecord:
-        body = {
+        body: dict[str, object] = {
             "message_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
             "type": kind_type,
             "schema_version": 1,
@@ -128,6 +140,8 @@ def _booking_history(
             },
             "auto_approved": auto,
         }
+        if kind == "cancelled":
+            body["cancellation_reason"] = "the student cancelled"
         value = json.dumps(body, separators=(",", ":"))
         pad = TARGET_VALUE_BYTES - len(value) - len(',"trace":""')
         if pad > 0:  # an extra field the contract ignores, as upstream producers add them
@@ -142,7 +156,7 @@ def _booking_history(
         at += timedelta(minutes=rng.randrange(1, 600))
         if kind == "rescheduled":
             start += timedelta(days=rng.randrange(1, 8))
-        history.append(make(kind, "BookingConfirmed", at, start, False))
+        history.append(make(kind, "BookingCancelled" if kind == "cancelled" else "BookingConfirmed", at, start, False))
     place = rng.uniform(0, events)
     places = []
     for _ in history:

@@ -17,6 +17,7 @@ from rich.console import Console
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
 from booking_sessions.terminal import fail, settings_or_fail
+from booking_sessions.untrusted import line
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -44,11 +45,13 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 def run() -> None:
     """Consume booking events and relay session events until SIGTERM or SIGINT (then drain and commit).
 
-    With neither BOOKING_KAFKA_BOOTSTRAP nor BOOKING_DATABASE_URL set, starts an embedded broker and
-    PostgreSQL and says where they are.
+    Needs BOOKING_MEETING_SECRET (32 bytes or more) on configured servers. With neither BOOKING_KAFKA_BOOTSTRAP
+    nor BOOKING_DATABASE_URL set, starts an embedded broker and PostgreSQL, says where they are, and makes a
+    throwaway meeting secret if none is set; BOOKING_EMBEDDED_SERVERS=forbid (the production image) refuses
+    that instead.
     """
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
+    configure_logging(settings.log_level, secrets=settings.secret_values())
     _run_async(lambda: _serve(settings))
 
 
@@ -92,7 +95,7 @@ async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
     from booking_sessions.service import open_service, run_until
 
     async with (
-        servers_for(settings, err.print) as servers,
+        servers_for(settings, err.print, forbid_embedded=settings.embedded_servers == "forbid") as servers,
         open_service(servers.settings) as service,
     ):
         log.info(
@@ -122,13 +125,16 @@ def _give_up(timeout_s: float) -> None:
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=settings.secret_values())
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
+    from booking_sessions.database_tls import database_connect_args
     from booking_sessions.migrate import upgrade_head
 
     try:
-        upgrade_head(settings.database_url_value())
+        upgrade_head(settings.database_url_value(), database_connect_args(settings))
+    except ConfigurationError as error:
+        fail(str(error))
     except (OSError, ConnectionError) as error:
         fail(f"cannot reach the database: {error}")
     err.print("schema is at the newest revision")
@@ -138,11 +144,12 @@ def migrate() -> None:
 def demo() -> None:
     """Run the seed's scenarios through the real consumer, database and relay; exit 0 only if every check held.
 
-    Uses embedded servers unless BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL are set; on configured
-    servers it works on its own demo-* topics, group and booking ids.
+    Uses embedded servers unless BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL are set (whatever
+    BOOKING_EMBEDDED_SERVERS says); on configured servers it works on its own demo-* topics, group and booking
+    ids. Without BOOKING_MEETING_SECRET its bookings get a throwaway one, never recorded as a real key.
     """
     settings = settings_or_fail()
-    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"))
+    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"), secrets=settings.secret_values())
     console = Console()
     ok = _run_async(lambda: _demo(settings, console))
     console.print("[green]demo passed[/]" if ok else "[red]demo failed[/]")
@@ -171,7 +178,7 @@ def asyncapi(
         typer.echo(text, nl=False)
     else:
         output.write_text(text)
-        err.print(f"wrote {output}")
+        err.print(line("wrote ", str(output)))
 
 
 def _register_more() -> None:
@@ -196,7 +203,8 @@ def main() -> None:
             raise
         context = getattr(error, "ctx", None)
         command = getattr(context, "command_path", "booking-sessions")
-        err.print(f"[red]error:[/] {error.format_message()} (see: {command} --help)", highlight=False)
+        # The message quotes the command line: shown as written, never read as markup.
+        err.print(line(("error:", "red"), f" {error.format_message()} (see: {command} --help)"), highlight=False)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -24,7 +24,7 @@ from booking_sessions.servers import with_throwaway_secret
 from booking_sessions.service import create_engine, open_service, run_until
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic
-from consumer.ids import session_created_id, session_id
+from consumer.ids import session_cancelled_id, session_created_id, session_id
 from consumer.process import BatchResult
 from models.events import BookingEvent
 from producer.bookings import as_record, booking_event
@@ -32,6 +32,8 @@ from producer.publish import OutgoingRecord, Publisher
 
 DRAIN_TIMEOUT_S = 40.0
 Steps = list[tuple[str, list[OutgoingRecord]]]
+KINDS = {"approved": "BookingApproved", "confirmed": "BookingConfirmed", "cancelled": "BookingCancelled"}
+REASON = "the student moved away"
 
 
 @dataclass
@@ -76,13 +78,14 @@ class Demo:
         self.settings = with_throwaway_secret(self.settings)
         self.console = console
         self.kafka = kafka_client_options(self.settings)  # TLS/SASL, as for the service's own clients
-        self.bookings = {name: f"demo-{tag}-{name}" for name in ("auto", "manual", "triple", "race", "other")}
+        names = ("auto", "manual", "triple", "race", "other", "cancelled", "overtaken")
+        self.bookings = {name: f"demo-{tag}-{name}" for name in names}
         self.progress = Progress()
         self.base = datetime.now(UTC).replace(microsecond=0)
 
     def event(self, kind: str, name: str, minutes: int, *, start_days: int = 7, **extra: object) -> BookingEvent:
         return booking_event(
-            "BookingApproved" if kind == "approved" else "BookingConfirmed",
+            KINDS[kind],  # type: ignore[arg-type]
             self.bookings[name],
             student_id=f"student-{name}",
             instructor_id="instructor-ada",
@@ -128,6 +131,11 @@ class Demo:
                 "a malformed record (goes to the DLQ)",
                 [OutgoingRecord(topic, self.bookings["other"].encode(), b"{oops")],
             ),
+            ("a booking approved (to be cancelled later)", [as_record(self.event("approved", "cancelled", 0), topic)]),
+            (
+                "a cancellation that overtakes its booking's approval",
+                [as_record(self.event("cancelled", "overtaken", 4), topic)],
+            ),
         ]
         publishers = [
             await Publisher.start(s.kafka_bootstrap, client_id=f"demo-upstream-{i}", **self.kafka) for i in (1, 2)
@@ -163,9 +171,15 @@ class Demo:
     def later(self, approved_manual: BookingEvent) -> Steps:
         topic = self.settings.input_topic
         reschedule = self.event("confirmed", "other", 5, start_days=8)
+        late = [self.event("approved", "overtaken", 0), self.event("confirmed", "overtaken", 1)]
         return [
             ("a redelivered message id (the manual approval, again)", [as_record(approved_manual, topic)]),
             ("a reschedule of the second booking (a newer snapshot)", [as_record(reschedule, topic)]),
+            (
+                "the cancellation of the approved booking",
+                [as_record(self.event("cancelled", "cancelled", 6, cancellation_reason=REASON), topic)],
+            ),
+            ("the overtaken booking's late approval and confirmation", [as_record(e, topic) for e in late]),
         ]
 
     async def publish_step(self, publishers: list[Publisher], steps: Steps, *, race: bool) -> None:
@@ -226,8 +240,8 @@ class Demo:
         return [*self.checks(sessions, learners, output, dlq), self.inbox_check(inbox)]
 
     def inbox_check(self, inbox: dict[str, int]) -> Check:
-        # 8 distinct message ids; the triple delivery repeats one twice and the redelivery one more time.
-        ok = inbox == {"applied": 8} and self.progress.duplicates == 3
+        # 13 distinct message ids; the triple delivery repeats one twice and the redelivery one more time.
+        ok = inbox == {"applied": 13} and self.progress.duplicates == 3
         return Check(
             "each message id applied once, repeats dropped", ok, f"{inbox}, {self.progress.duplicates} repeats"
         )
@@ -247,7 +261,7 @@ class Demo:
             t.add_row(
                 row.booking_request_id,
                 str(row.id),
-                row.status,
+                row.status if row.cancellation_reason is None else f"{row.status} ({row.cancellation_reason})",
                 row.scheduled_start.astimezone(UTC).isoformat(),
                 str(row.duration_minutes),
                 row.meeting_link,
@@ -283,11 +297,20 @@ class Demo:
     ) -> list[Check]:
         per_booking = Counter(row.booking_request_id for row in sessions)
         created: dict[str, set[str]] = {}
-        for m in output:
+        told: dict[str, list[tuple[str, str, str | None]]] = {}  # per booking, in order: type, id, reason
+        for m in sorted(output, key=lambda m: m.offset):  # one booking's messages share a partition
             body = json.loads(m.value or b"{}")
+            told.setdefault(body["booking_id"], []).append(
+                (body["type"], body["message_id"], body["session"].get("cancellation_reason"))
+            )
             if body.get("type") == "SessionCreated":
                 created.setdefault(body["booking_id"], set()).add(body["message_id"])
-        expected_created = {b: {str(session_created_id(session_id(b)))} for b in self.bookings.values()}
+        announced = [b for n, b in self.bookings.items() if n != "overtaken"]
+        expected_created = {b: {str(session_created_id(session_id(b)))} for b in announced}
+        cancelled, overtaken = self.bookings["cancelled"], self.bookings["overtaken"]
+        cancelled_sid = session_id(cancelled)
+        statuses = {r.booking_request_id: r.status for r in sessions}
+        reservations = {r.booking_request_id: r.status for r in learners if r.booking_request_id == overtaken}
         links = [row.meeting_link for row in sessions]
         guessable = [
             link
@@ -301,7 +324,28 @@ class Demo:
         other = next((r for r in sessions if r.booking_request_id == self.bookings["other"]), None)
         return [
             Check("one session per booking", per_booking == Counter(self.bookings.values()), f"{dict(per_booking)}"),
-            Check("status SCHEDULED", all(r.status == "SCHEDULED" for r in sessions), ""),
+            Check(
+                "status SCHEDULED, CANCELLED for the two cancelled bookings",
+                statuses
+                == {b: "CANCELLED" if b in (cancelled, overtaken) else "SCHEDULED" for b in self.bookings.values()},
+                "",
+            ),
+            Check(
+                "cancelled after it was announced: SessionCreated, then one SessionCancelled with the reason",
+                told.get(cancelled)
+                == [
+                    ("SessionCreated", str(session_created_id(cancelled_sid)), None),
+                    ("SessionCancelled", str(session_cancelled_id(cancelled_sid)), REASON),
+                ],
+                f"{[kind for kind, _, _ in told.get(cancelled, [])]}",
+            ),
+            Check(
+                "cancellation overtook the approval: never announced, late approval did not open it",
+                overtaken not in told
+                and statuses.get(overtaken) == "CANCELLED"
+                and reservations == {overtaken: "CANCELLED"},
+                f"{len(told.get(overtaken, []))} message(s), reservation {reservations.get(overtaken)}",
+            ),
             Check(
                 "one SessionCreated id per booking, the contract's UUIDv5",
                 created == expected_created,

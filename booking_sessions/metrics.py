@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.faults import sqlstate
 from consumer.process import BatchResult
 from models.errors import DlqReason
+from models.events import SessionEventType
 from producer.publish import SentAs
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,12 @@ class Metrics:
         self.session_events = Counter(
             f"{NAMESPACE}_session_events_written", "Outbox rows written, by event type", ["type"], registry=r
         )
+        self.sessions_cancelled = Counter(
+            f"{NAMESPACE}_sessions_cancelled",
+            "Sessions that became CANCELLED; announced=false: cancelled before they were ever announced",
+            ["announced"],
+            registry=r,
+        )
         self.batch_records = Histogram(
             f"{NAMESPACE}_batch_records", "Records per committed batch", buckets=BATCH_RECORDS_BUCKETS, registry=r
         )
@@ -132,14 +139,27 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.retention_deleted_rows = Counter(
+            f"{NAMESPACE}_retention_deleted_rows",
+            "Rows deleted by the retention that run keeps (inbox older than BOOKING_INBOX_RETENTION, published "
+            "outbox older than BOOKING_OUTBOX_RETENTION), by table",
+            ["table"],
+            registry=r,
+        )
         # Every known label value present from the start: rate() and increase() need a zero to begin from.
+        for table in ("inbox", "outbox"):
+            self.retention_deleted_rows.labels(table)
         for stage in ("decode", "database", "commit", "total"):
             self.batch_duration.labels(stage)
+        for kind in get_args(SessionEventType):
+            self.session_events.labels(kind)
+        for announced in ("true", "false"):
+            self.sessions_cancelled.labels(announced)
         for reason in get_args(DlqReason):
             self.dead_lettered.labels(reason)
         for sent_as in get_args(SentAs):
             self.dead_letters_refused.labels(sent_as)
-        for component in ("consumer", "relay"):
+        for component in ("consumer", "relay", "retention"):
             for cause in RETRY_CAUSES:
                 self.retries.labels(component, cause)
         self.relay_progress_at = time.monotonic()
@@ -160,6 +180,9 @@ class Metrics:
             self.dead_letters_refused.labels(sent_as).inc(count)
         self.session_events.labels("SessionCreated").inc(result.sessions_created)
         self.session_events.labels("SessionUpdated").inc(result.sessions_updated)
+        self.session_events.labels("SessionCancelled").inc(result.sessions_cancelled)
+        self.sessions_cancelled.labels("true").inc(result.sessions_cancelled)
+        self.sessions_cancelled.labels("false").inc(result.cancelled_unannounced)
         self.batch_records.observe(result.records)
         for stage, seconds in (
             ("decode", result.decode_s),
@@ -183,6 +206,14 @@ class Metrics:
 
     def relay_retried(self, error: BaseException) -> None:
         self.retries.labels("relay", retry_cause(error)).inc()
+
+    # --- retention (booking_sessions.retention.RetentionObserver) ---------------------------------------------
+
+    def retention_deleted(self, table: str, rows: int) -> None:
+        self.retention_deleted_rows.labels(table).inc(rows)
+
+    def retention_retried(self, error: BaseException) -> None:
+        self.retries.labels("retention", retry_cause(error)).inc()
 
     # --- sampled gauges --------------------------------------------------------------------------------------
 

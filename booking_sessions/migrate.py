@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -12,14 +14,16 @@ import migrations
 _SCRIPT_LOCATION = Path(migrations.__file__).parent
 
 
-def alembic_config(database_url: str) -> Config:
-    config = Config()
+def alembic_config(database_url: str, connect_args: Mapping[str, Any] | None = None) -> Config:
+    """Alembic's configuration for this service's migrations; ``connect_args`` (TLS) reach env.py's engine."""
+    config = Config(attributes={"connect_args": dict(connect_args or {})})
     config.set_main_option("script_location", str(_SCRIPT_LOCATION))
     # '%' is ConfigParser's interpolation character; a password may contain it.
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 
-def upgrade_head(database_url: str) -> None:
-    """Bring the schema to the newest revision; running it again changes nothing."""
-    command.upgrade(alembic_config(database_url), "head")
+def upgrade_head(database_url: str, connect_args: Mapping[str, Any] | None = None) -> None:
+    """Bring the schema to the newest revision; running it again changes nothing. ``connect_args``: as for
+    ``create_async_engine`` (``database_tls.database_connect_args``)."""
+    command.upgrade(alembic_config(database_url, connect_args), "head")

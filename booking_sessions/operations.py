@@ -1,4 +1,4 @@
-"""Operators' commands: replay, status, outbox republish, dlq list/replay, inbox prune.
+"""Operators' commands: replay, status, outbox republish, dlq list/replay, inbox prune, meeting rekey.
 
 Thin: each command reads its arguments and the BOOKING_* settings, calls its module, and prints the result
 (``booking_sessions.terminal``: one line and exit code 2 for anything the operator can fix). The modules are
@@ -7,7 +7,8 @@ imported by the command that needs them: ``booking-sessions migrate`` does not l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, get_args
 from uuid import UUID
 
 import typer
@@ -16,6 +17,7 @@ from booking_sessions import terminal as term
 
 if TYPE_CHECKING:
     from booking_sessions.dlq import DlqFilter
+    from booking_sessions.retention import TableName
 
 Since = Annotated[
     str | None,
@@ -111,7 +113,8 @@ def outbox_republish(
     since: Annotated[str | None, typer.Option(help="Rows written at or after this time (as in replay).")] = None,
     until: Annotated[str | None, typer.Option(help="Rows written before this time.")] = None,
     type_: Annotated[
-        list[str] | None, typer.Option("--type", help="SessionCreated or SessionUpdated (repeatable).")
+        list[str] | None,
+        typer.Option("--type", help="SessionCreated, SessionUpdated or SessionCancelled (repeatable)."),
     ] = None,
     exact: Annotated[
         bool, typer.Option("--exact", help="Only the matching rows, not the later rows of their bookings.")
@@ -138,9 +141,10 @@ def outbox_republish(
     from booking_sessions.arguments import choose, parse_range
     from booking_sessions.reports import republish_report
     from booking_sessions.republish import Selection, republish
+    from models.events import SessionEventType
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
-    types = term.argument(lambda: choose(type_ or [], ("SessionCreated", "SessionUpdated"), "--type"))
+    types = term.argument(lambda: choose(type_ or [], get_args(SessionEventType), "--type"))
     sessions = tuple(term.argument(lambda: _uuids(session or [])))
     selection = Selection(tuple(booking or ()), sessions, start, end, tuple(sorted(types)), exact)
     if selection.empty and not everything:
@@ -244,12 +248,13 @@ def _dlq_filter(reasons: list[str] | None, since: str | None, until: str | None,
     )
 
 
-def inbox_prune(
-    older_than: Annotated[str, typer.Option(help="Delete rows processed longer ago than this: 30d, 12h, 2w.")],
-    batch_rows: Annotated[int, typer.Option(help="Rows per transaction.", min=1)] = 5000,
-    dry_run: DryRun = False,
-) -> None:
-    """Delete old inbox rows in bounded batches, each its own short transaction; safe while the service runs.
+OlderThan = Annotated[str, typer.Option(help="Delete rows older than this: 30d, 12h, 2w (at least 1h).")]
+BatchRows = Annotated[int, typer.Option(help="Rows per transaction.", min=1)]
+
+
+def inbox_prune(older_than: OlderThan, batch_rows: BatchRows = 5000, dry_run: DryRun = False) -> None:
+    """Delete inbox rows processed longer ago than --older-than, in bounded batches, each its own short
+    transaction; safe while the service runs (`run` also does it by itself: BOOKING_INBOX_RETENTION).
 
     The sessions keep their snapshot version, so a redelivered pruned event still changes nothing (CONTRACT).
     The minimum age is 1 hour.
@@ -258,6 +263,22 @@ def inbox_prune(
       booking-sessions inbox prune --older-than 30d --dry-run
       booking-sessions inbox prune --older-than 30d
     """
+    _prune("inbox", older_than, batch_rows, dry_run)
+
+
+def outbox_prune(older_than: OlderThan, batch_rows: BatchRows = 5000, dry_run: DryRun = False) -> None:
+    """Delete outbox rows published longer ago than --older-than, in bounded batches, each its own short
+    transaction; unpublished rows are never deleted. Safe while the service runs (`run` also does it by itself:
+    BOOKING_OUTBOX_RETENTION). A pruned row can no longer be re-sent by `outbox republish`.
+
+    Examples:
+      booking-sessions outbox prune --older-than 7d --dry-run
+      booking-sessions outbox prune --older-than 7d
+    """
+    _prune("outbox", older_than, batch_rows, dry_run)
+
+
+def _prune(table: TableName, older_than: str, batch_rows: int, dry_run: bool) -> None:
     from booking_sessions.arguments import parse_duration
     from booking_sessions.prune import check_age, prune
     from booking_sessions.reports import prune_report
@@ -267,18 +288,70 @@ def inbox_prune(
     settings = term.load_settings(kafka=False, database=True)
     result = term.run(
         term.with_progress(
-            lambda progress: prune(settings, age, batch_rows=batch_rows, dry_run=dry_run, progress=progress), "rows"
+            lambda progress: prune(settings, table, age, batch_rows=batch_rows, dry_run=dry_run, progress=progress),
+            "rows",
         )
     )
     term.print_all(prune_report(result))
+
+
+def meeting_rekey(
+    booking: Annotated[
+        list[str] | None, typer.Option("--booking", "--booking-id", help="A booking id (repeatable).")
+    ] = None,
+    booking_file: Annotated[
+        Path | None, typer.Option(help="A file of booking ids, one per line (blank lines and # comments skipped).")
+    ] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every scheduled session.")] = False,
+    batch_rows: Annotated[int, typer.Option(help="Sessions per transaction.", min=1)] = 500,
+    dry_run: DryRun = False,
+    as_json: AsJson = False,
+) -> None:
+    """Move existing sessions' meeting links to the current key (after a leaked secret): new room, SessionUpdated.
+
+    For each chosen SCHEDULED session whose link is not under BOOKING_MEETING_SECRET of BOOKING_MEETING_KEY_VERSION,
+    sets the new link and writes a SessionUpdated with it to the outbox, in one transaction per batch; the running
+    service's relay publishes them, and the video service moves the room. The message id is derived from the
+    session id and the key version, and sessions already moved are left alone: running it again changes and sends
+    nothing. Refuses a secret that does not match its version's fingerprint. Safe while the service runs; run it
+    once every instance runs the new key (README, The meeting secret: the re-key runbook). A filter or --all is
+    required.
+
+    Examples:
+      booking-sessions meeting rekey --all --dry-run
+      booking-sessions meeting rekey --all
+      booking-sessions meeting rekey --booking bk_123 --booking bk_124
+      booking-sessions meeting rekey --booking-file leaked-bookings.txt
+    """
+    from booking_sessions.arguments import ArgumentError
+    from booking_sessions.rekey import RekeyRequest, read_booking_file, rekey, rekey_report
+
+    def bookings() -> list[str]:
+        if booking_file is None:
+            return list(booking or [])
+        try:
+            return [*(booking or []), *read_booking_file(booking_file.read_text().splitlines())]
+        except (OSError, UnicodeDecodeError) as error:
+            raise ArgumentError(f"--booking-file {booking_file}: cannot read it ({error})") from None
+
+    chosen = tuple(dict.fromkeys(term.argument(bookings)))
+    if not chosen and not everything:
+        term.fail("choose sessions: --booking, --booking-file, or --all for all")
+    if chosen and everything:
+        term.fail("choose one of --booking/--booking-file and --all")
+    settings = term.load_settings(kafka=False, database=True)
+    request = RekeyRequest(chosen, everything, batch_rows, dry_run)
+    result = term.run(term.with_progress(lambda progress: rekey(settings, request, progress), "sessions"))
+    term.print_json(result.as_dict()) if as_json else term.print_all(rekey_report(result))
 
 
 def register(app: typer.Typer) -> None:
     """Add the operators' commands to ``app``."""
     app.command("replay", help=term.help_text(replay))(replay)
     app.command("status", help=term.help_text(status))(status)
-    outbox = typer.Typer(no_args_is_help=True, help="The outbox of SessionCreated/SessionUpdated messages.")
+    outbox = typer.Typer(no_args_is_help=True, help="The outbox of session events: republish, prune.")
     outbox.command("republish", help=term.help_text(outbox_republish))(outbox_republish)
+    outbox.command("prune", help=term.help_text(outbox_prune))(outbox_prune)
     dlq = typer.Typer(no_args_is_help=True, help="Dead letters: list them, replay them after a fix.")
     dlq.command("list", help=term.help_text(dlq_list))(dlq_list)
     dlq.command("replay", help=term.help_text(dlq_replay))(dlq_replay)
@@ -287,3 +360,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(outbox, name="outbox")
     app.add_typer(dlq, name="dlq")
     app.add_typer(inbox, name="inbox")
+    meeting = typer.Typer(no_args_is_help=True, help="Meeting links and the key they are derived under.")
+    meeting.command("rekey", help=term.help_text(meeting_rekey))(meeting_rekey)
+    app.add_typer(meeting, name="meeting")

@@ -1,10 +1,5 @@
-"""Prune the inbox: delete rows processed before a cutoff, in bounded batches, each its own short transaction.
-
-Safe at any time, also while the service runs: the rows are old, each batch locks only the rows it deletes
-(``SKIP LOCKED``: it never waits for the consumer, and the consumer never waits long for it), and the session
-rows keep their snapshot version, so a redelivered pruned event still cannot overwrite a newer snapshot
-(CONTRACT: "also after the inbox has been pruned"). What a pruned id loses is only the duplicate check itself: a
-redelivered copy is decided again, and changes nothing because the version guard and the upserts hold.
+"""``inbox prune`` and ``outbox prune``: an operator's prune of one table, batch after batch, with a dry run and
+progress. The statements, and what pruning means for a redelivery, are in ``booking_sessions/retention.py``.
 """
 
 from __future__ import annotations
@@ -14,11 +9,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from rich.progress import Progress
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.arguments import ArgumentError
 from booking_sessions.failures import check_database
+from booking_sessions.retention import TARGETS, PruneTarget, TableName, cutoff_for, delete_batch
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 
@@ -27,26 +22,14 @@ from booking_sessions.settings import Settings
 MIN_AGE = timedelta(hours=1)
 DEFAULT_BATCH_ROWS = 5000
 
-_CUTOFF = text("SELECT now() - CAST(:age AS interval)")
-_CANDIDATES = text("SELECT count(*) AS n, min(processed_at) AS oldest FROM inbox_messages WHERE processed_at < :cutoff")
-_DELETE_BATCH = text(
-    """
-    WITH doomed AS (
-        SELECT message_id FROM inbox_messages
-        WHERE processed_at < :cutoff
-        ORDER BY processed_at
-        LIMIT :batch_rows
-        FOR UPDATE SKIP LOCKED
-    )
-    DELETE FROM inbox_messages i USING doomed d WHERE i.message_id = d.message_id
-    """
-)
-
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
+    """What one prune did: ``candidates`` rows were older than ``cutoff`` when it began."""
+
+    target: PruneTarget
     cutoff: datetime
-    candidates: int  # rows older than the cutoff when the prune began
+    candidates: int
     oldest: datetime | None
     deleted: int
     batches: int
@@ -54,6 +37,7 @@ class PruneResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "table": self.target.name,
             "cutoff": self.cutoff.isoformat(),
             "candidates": self.candidates,
             "oldest": None if self.oldest is None else self.oldest.isoformat(),
@@ -64,43 +48,58 @@ class PruneResult:
 
 
 def check_age(older_than: timedelta) -> None:
+    """Raises ArgumentError below ``MIN_AGE``."""
     if older_than < MIN_AGE:
         raise ArgumentError("--older-than must be at least 1h: the inbox is the duplicate check of recent redeliveries")
 
 
-async def prune_inbox(
-    engine: AsyncEngine, older_than: timedelta, *, batch_rows: int, dry_run: bool, progress: Progress
+async def prune_table(
+    engine: AsyncEngine,
+    target: PruneTarget,
+    older_than: timedelta,
+    *,
+    batch_rows: int,
+    dry_run: bool,
+    progress: Progress,
 ) -> PruneResult:
+    """The whole prune of one table, batch after batch until fewer than ``batch_rows`` are left to delete.
+
+    Raises ArgumentError for an age under ``MIN_AGE`` or ``batch_rows`` < 1."""
     check_age(older_than)
     if batch_rows < 1:
         raise ArgumentError("--batch-rows must be at least 1")
+    cutoff = await cutoff_for(engine, older_than)
     async with engine.connect() as conn:
-        # The database's clock, not this machine's: processed_at was stamped by it.
-        cutoff: datetime = await conn.scalar(_CUTOFF, {"age": older_than})
-        found = (await conn.execute(_CANDIDATES, {"cutoff": cutoff})).one()
+        found = (await conn.execute(target.candidates, {"cutoff": cutoff})).one()
     deleted = batches = 0
     if not dry_run and found.n:
-        task = progress.add_task("pruning the inbox", total=found.n)
+        task = progress.add_task(f"pruning the {target.name}", total=found.n)
         while True:
             async with engine.begin() as conn:
-                # Bounded waits: a batch that cannot get a lock or takes too long fails alone, nothing held.
-                await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-                await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
-                result = await conn.execute(_DELETE_BATCH, {"cutoff": cutoff, "batch_rows": batch_rows})
+                count = await delete_batch(conn, target, cutoff, batch_rows)
             batches += 1
-            deleted += result.rowcount
+            deleted += count
             progress.update(task, completed=min(deleted, found.n))
-            if result.rowcount < batch_rows:
+            if count < batch_rows:
                 break
-    return PruneResult(cutoff, found.n, found.oldest, deleted, batches, dry_run)
+    return PruneResult(target, cutoff, found.n, found.oldest, deleted, batches, dry_run)
 
 
 async def prune(
-    settings: Settings, older_than: timedelta, *, batch_rows: int, dry_run: bool, progress: Progress
+    settings: Settings,
+    table: TableName,
+    older_than: timedelta,
+    *,
+    batch_rows: int,
+    dry_run: bool,
+    progress: Progress,
 ) -> PruneResult:
+    """``inbox prune`` / ``outbox prune``: its own engine, checked first so a bad URL is one readable line."""
     engine = create_engine(settings)
     try:
         await check_database(engine, settings.database_url_value())
-        return await prune_inbox(engine, older_than, batch_rows=batch_rows, dry_run=dry_run, progress=progress)
+        return await prune_table(
+            engine, TARGETS[table], older_than, batch_rows=batch_rows, dry_run=dry_run, progress=progress
+        )
     finally:
         await engine.dispose()

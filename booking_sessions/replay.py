@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.arguments import ArgumentError
 from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine, meeting_secret
+from booking_sessions.meeting import check_meeting_key, meeting_key
+from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
 from consumer.faults import is_transient
@@ -92,6 +93,8 @@ class ReplaySummary:
             "dead_lettered": dict(sorted(t.dead_lettered.items())),
             "sessions_created": t.sessions_created,
             "sessions_updated": t.sessions_updated,
+            "sessions_cancelled": t.sessions_cancelled,
+            "sessions_cancelled_unannounced": t.cancelled_unannounced,
             "outbox_published": self.published,
             "outbox_backlog": self.backlog,
             "elapsed_s": round(self.elapsed_s, 3),
@@ -157,7 +160,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             "choose another --group"
         )
     bootstrap = settings.kafka_bootstrap
-    meeting_secret(settings)  # refuse without the secret before anything is read
+    key = meeting_key(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
     wire.install()  # the same reader as ``run``: an unreadable record is a dead letter here too
@@ -174,6 +177,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     )
     try:
         await check_database(engine, settings.database_url_value())
+        await check_meeting_key(engine, key)  # a rebuild under another key would make other links, silently
         await consumer.start()
         spans = await _plan(consumer, settings.input_topic, partitions, request)
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)

@@ -1,4 +1,7 @@
-"""Pure: what the operators' commands print (rich tables and lines); the commands decide where it goes."""
+"""Pure: what the operators' commands print (rich tables and lines); the commands decide where it goes.
+
+Text from a topic, a row or the settings enters only as ``untrusted.cell`` or ``untrusted.line``: never as markup.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from datetime import UTC, datetime
 
 from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from booking_sessions.dlq import DeadLetter, Scan
 from booking_sessions.dlq_replay import ReplayOutcome, Step
@@ -14,6 +18,7 @@ from booking_sessions.prune import PruneResult
 from booking_sessions.replay import ReplaySummary
 from booking_sessions.republish import OutboxRow, Republished
 from booking_sessions.status import Status
+from booking_sessions.untrusted import cell, line, visible
 
 ROWS_SHOWN = 20  # long selections: the first rows, then a count
 
@@ -23,7 +28,8 @@ def _when(moment: datetime | None) -> str:
 
 
 def _counts(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
+    """Made ``visible``: the names are reasons and outcomes read from headers and rows."""
+    return ", ".join(f"{visible(k)} {v}" for k, v in sorted(counts.items())) or "none"
 
 
 def _age(seconds: float | None) -> str:
@@ -37,8 +43,8 @@ def _age(seconds: float | None) -> str:
 
 
 def replay_report(summary: ReplaySummary) -> list[RenderableType]:
-    mode = " [bold](dry run: nothing was written, sent or committed)[/]" if summary.dry_run else ""
-    lines: list[RenderableType] = [f"replay of {summary.topic} as group {summary.group_id}{mode}"]
+    mode = (" (dry run: nothing was written, sent or committed)", "bold") if summary.dry_run else ""
+    lines: list[RenderableType] = [line("replay of ", summary.topic, " as group ", summary.group_id, mode)]
     table = Table("partition", "from", "to", "records", "", box=None, pad_edge=False)
     idle = 0
     for p, span in sorted(summary.spans.items()):
@@ -53,10 +59,15 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
     t = summary.totals
     verb = "would be" if summary.dry_run else "were"
     lines.append(
-        f"records {t.records}: applied {t.applied}, duplicates {t.duplicates}, ignored {t.ignored}, "
-        f"dead letters {sum(t.dead_lettered.values())} ({_counts({str(k): v for k, v in t.dead_lettered.items()})})"
+        Text(
+            f"records {t.records}: applied {t.applied}, duplicates {t.duplicates}, ignored {t.ignored}, "
+            f"dead letters {sum(t.dead_lettered.values())} ({_counts({str(k): v for k, v in t.dead_lettered.items()})})"
+        )
     )
-    lines.append(f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated} ({verb} written)")
+    sessions = f"sessions created {t.sessions_created}, sessions updated {t.sessions_updated}"
+    if cancelled := t.sessions_cancelled + t.cancelled_unannounced:
+        sessions += f", sessions cancelled {cancelled} ({t.cancelled_unannounced} never announced)"
+    lines.append(Text(f"{sessions} ({verb} written)"))
     if summary.published is not None:
         lines.append(f"outbox rows published now: {summary.published}")
     if summary.backlog:
@@ -75,11 +86,12 @@ def status_report(status: Status) -> list[RenderableType]:
     table.add_section()
     table.add_row("total", "", "", str(status.lag))
     return [
-        f"{status.input_topic} as group {status.group_id}",
+        line(status.input_topic, " as group ", status.group_id),
         table,
         f"outbox backlog: {status.outbox_backlog} rows, oldest {_age(status.outbox_oldest_age_s)}",
-        f"dead letters: {status.dlq_size} in {status.dlq_topic}",
-        f"inbox: {status.inbox_size} rows ({_counts(status.inbox)})",
+        line(f"dead letters: {status.dlq_size} in ", status.dlq_topic),
+        Text(f"inbox: {status.inbox_size} rows ({_counts(status.inbox)})"),
+        Text(f"live sessions: {sum(status.sessions.values())} ({_counts(status.sessions)})"),
     ]
 
 
@@ -88,9 +100,9 @@ def dead_letter_table(letters: Sequence[DeadLetter]) -> Table:
     for letter in letters:
         table.add_row(
             letter.position,
-            letter.reason,
+            _short(letter.reason, 40),
             _short(letter.error, 80),
-            letter.source,
+            _short(letter.source, 80),
             _short(letter.key_text, 40),
             _when(letter.failed_at),
         )
@@ -103,7 +115,7 @@ def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[Renderable
         lines.append(dead_letter_table(result.letters))
     shown = len(result.letters)
     more = f", showing the last {shown} (--limit)" if shown < result.matched else ""
-    lines.append(f"{result.matched} of {result.scanned} dead letters match{more}; by reason: {_counts(reasons)}")
+    lines.append(Text(f"{result.matched} of {result.scanned} dead letters match{more}; by reason: {_counts(reasons)}"))
     return lines
 
 
@@ -112,8 +124,8 @@ def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, inpu
     for step in steps[:ROWS_SHOWN]:
         letter = step.letter
         table.add_row(
-            letter.position, letter.reason, _short(letter.key_text, 30), str(letter.message_id or "-"), step.action,
-            step.note,
+            letter.position, _short(letter.reason, 40), _short(letter.key_text, 30),
+            str(letter.message_id or "-"), step.action, cell(step.note),
         )  # fmt: skip
     lines: list[RenderableType] = [table] if steps else []
     if len(steps) > ROWS_SHOWN:
@@ -122,14 +134,18 @@ def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, inpu
     resets = sum(1 for s in steps if s.reset_inbox)
     if outcome is None:
         lines.append(
-            f"dry run: would replay {chosen} to {input_topic} (resetting {resets} dead_lettered inbox rows), "
-            f"skip {len(steps) - chosen}"
-        )
+            line(
+                f"dry run: would replay {chosen} to ", input_topic,
+                f" (resetting {resets} dead_lettered inbox rows), skip {len(steps) - chosen}",
+            )
+        )  # fmt: skip
     else:
         lines.append(
-            f"replayed {outcome.published} to {input_topic} (reset {outcome.inbox_rows_reset} dead_lettered inbox "
-            f"rows), skipped {outcome.skipped}"
-        )
+            line(
+                f"replayed {outcome.published} to ", input_topic,
+                f" (reset {outcome.inbox_rows_reset} dead_lettered inbox rows), skipped {outcome.skipped}",
+            )
+        )  # fmt: skip
     return lines
 
 
@@ -137,7 +153,7 @@ def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> l
     table = Table("id", "message id", "type", "booking", "created at", "published at", "chosen")
     for row in rows[:ROWS_SHOWN]:
         table.add_row(
-            str(row.id), str(row.message_id), row.type, row.booking_id, _when(row.created_at),
+            str(row.id), str(row.message_id), cell(row.type), _short(row.booking_id, 40), _when(row.created_at),
             _when(row.published_at), "match" if row.chosen else "later row",
         )  # fmt: skip
     lines: list[RenderableType] = [table] if rows else []
@@ -158,12 +174,14 @@ def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> l
 
 
 def prune_report(result: PruneResult) -> list[RenderableType]:
-    older = f"{result.candidates} inbox rows processed before {_when(result.cutoff)} (oldest {_when(result.oldest)})"
+    what, cutoff, oldest = result.target.what, _when(result.cutoff), _when(result.oldest)
+    older = f"{result.candidates} {what} before {cutoff} (oldest {oldest})"
     if result.dry_run:
         return [f"dry run: would delete {older}"]
     return [f"deleted {result.deleted} of {older}, in {result.batches} batch(es)"]
 
 
-def _short(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 3] + "..."
+def _short(text: str, width: int) -> Text:
+    """One cell of untrusted text: whitespace runs as one space, controls written out, cut to ``width``."""
+    flat = visible(" ".join(text.split()))
+    return cell(flat if len(flat) <= width else flat[: width - 3] + "...")

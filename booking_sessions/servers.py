@@ -12,6 +12,8 @@ import structlog
 from pydantic import SecretStr
 
 from booking_sessions.embedded import PostgresCluster, TansuBroker, start_embedded_postgres
+from booking_sessions.logs import register_secrets
+from booking_sessions.meeting import ThrowawaySecret
 from booking_sessions.migrate import upgrade_head
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics
@@ -30,11 +32,31 @@ class Servers:
 
 
 @contextlib.asynccontextmanager
-async def servers_for(settings: Settings, say: Callable[[str], None]) -> AsyncIterator[Servers]:
-    """Yield settings that point at a broker and a database; start embedded ones when neither is configured."""
+async def servers_for(
+    settings: Settings, say: Callable[[str], None], *, forbid_embedded: bool = False
+) -> AsyncIterator[Servers]:
+    """Yield settings that point at a broker and a database; start embedded ones when neither is configured.
+
+    Embedded servers come with a throwaway meeting secret when none is set. Raises ConfigurationError when only
+    one server is configured, or when either is missing and ``forbid_embedded`` (``run`` under
+    BOOKING_EMBEDDED_SERVERS=forbid, as in the production image: fail closed, never serve on throwaway servers).
+    """
     if settings.kafka_bootstrap is not None and settings.database_url is not None:
         yield Servers(settings, embedded=False)
         return
+    if forbid_embedded:
+        unset = [
+            name
+            for name, value in (
+                ("BOOKING_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                ("BOOKING_DATABASE_URL", settings.database_url),
+            )
+            if value is None
+        ]
+        raise ConfigurationError(
+            f"{' and '.join(unset)} not set, and BOOKING_EMBEDDED_SERVERS=forbid: `run` needs both servers "
+            "configured (embedded servers are for the quick start and `demo`)"
+        )
     if not settings.embedded:
         missing = "BOOKING_DATABASE_URL" if settings.database_url is None else "BOOKING_KAFKA_BOOTSTRAP"
         raise ConfigurationError(
@@ -50,8 +72,8 @@ async def servers_for(settings: Settings, say: Callable[[str], None]) -> AsyncIt
         say(f"embedded broker:     {broker.bootstrap}")
         say(f"embedded PostgreSQL: {database.url} (data in {database.data_dir})")
         await asyncio.to_thread(upgrade_head, database.url)
-        configured = settings.model_copy(
-            update={"kafka_bootstrap": broker.bootstrap, "database_url": SecretStr(database.url)}
+        configured = with_throwaway_secret(
+            settings.model_copy(update={"kafka_bootstrap": broker.bootstrap, "database_url": SecretStr(database.url)})
         )
         await ensure_topics(
             broker.bootstrap,
@@ -71,9 +93,15 @@ async def servers_for(settings: Settings, say: Callable[[str], None]) -> AsyncIt
 def with_throwaway_secret(settings: Settings) -> Settings:
     """Throwaway servers, throwaway meeting secret: links stay unguessable and nothing outlives the process.
 
-    Made once per process, so every session of the run derives its room under the same key.
+    Made once per process, so every session of the run derives its room under the same key; random, masked in
+    logs, and never recorded in ``meeting_keys`` (``ThrowawaySecret``). A configured secret is kept.
     """
     if settings.meeting_secret is not None:
         return settings
-    log.warning("meeting_secret_generated", reason="embedded servers and no BOOKING_MEETING_SECRET")
-    return settings.model_copy(update={"meeting_secret": SecretStr(secrets.token_urlsafe(32))})
+    secret = ThrowawaySecret(secrets.token_urlsafe(32))
+    register_secrets([secret])
+    log.warning(
+        "meeting_secret_throwaway",
+        reason="no BOOKING_MEETING_SECRET: a random key for this process only; its links die with it",
+    )
+    return settings.model_copy(update={"meeting_secret": secret})

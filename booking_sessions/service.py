@@ -11,17 +11,18 @@ from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from booking_sessions.database_tls import database_connect_args
 from booking_sessions.http import GroupMembership, Readiness
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
+from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.metrics import Metrics, Sampler
+from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
 from consumer import wire
 from consumer.decode import Limits
-from consumer.ids import meeting_link
 from consumer.loop import BatchHook, ConsumerLoop
 from consumer.process import BatchProcessor, BatchResult
 from models.errors import ConfigurationError
@@ -42,6 +43,7 @@ class Service:
     metrics: Metrics
     group: GroupMembership
     sampler: Sampler
+    retention: Retention
 
     def readiness(self) -> Readiness:
         """For the HTTP server; call on the event loop the service runs on."""
@@ -54,22 +56,16 @@ class Service:
         )
 
 
-def meeting_secret(settings: Settings) -> bytes:
-    if settings.meeting_secret is not None and settings.meeting_secret.get_secret_value():
-        return settings.meeting_secret.get_secret_value().encode()
-    raise ConfigurationError(
-        "BOOKING_MEETING_SECRET is required: meeting room names are derived from it, and without it they "
-        "could be guessed (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-    )
-
-
 # Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
 FETCH_LIMITS: dict[str, int] = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
 
 
 def meeting_links(settings: Settings) -> Callable[[UUID], str]:
-    """Session id -> meeting link, under the configured base URL and secret."""
-    return partial(meeting_link, settings.meeting_base_url, secret=meeting_secret(settings))
+    """Session id -> meeting link, under the configured base URL, secret and key version.
+
+    Raises ConfigurationError when BOOKING_MEETING_SECRET is not set.
+    """
+    return partial(meeting_key(settings).link, settings.meeting_base_url)
 
 
 def input_limits(settings: Settings) -> Limits:
@@ -107,6 +103,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
+        connect_args=database_connect_args(settings),
     )
 
 
@@ -120,10 +117,8 @@ async def open_service(
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
-    meeting_secret(settings)  # first: refuse to start without the secret, before any connection
-    register_secrets(
-        [settings.meeting_secret, settings.kafka_sasl_password, settings.kafka_ssl_key_password, _password(settings)]
-    )
+    key = meeting_key(settings)  # first: refuse to start without the secret, before any connection
+    register_secrets(settings.secret_values())
     client_options = kafka_client_options(settings)
     wire.install()  # a record the client cannot read becomes a dead letter, not a crash (consumer/wire.py)
     metrics = metrics or Metrics()
@@ -131,6 +126,7 @@ async def open_service(
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
     try:
+        await check_meeting_key(engine, key)  # before any record: links under another key would differ silently
         publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -166,7 +162,15 @@ async def open_service(
             observer=metrics,
         )
         sampler = Sampler(consumer, engine, metrics, interval_s=settings.metrics_refresh_s)
-        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler)
+        retention = Retention(
+            engine,
+            inbox=settings.inbox_retention,
+            outbox=settings.outbox_retention,
+            interval_s=settings.retention_interval_s,
+            batch_rows=settings.retention_batch_rows,
+            observer=metrics,
+        )
+        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler, retention)
     finally:
         if consumer is not None:
             await consumer.stop()
@@ -179,16 +183,13 @@ async def run_until(service: Service, stop: asyncio.Event) -> None:
     """Consume and relay until ``stop``; then finish the batch in hand, commit, and flush the relay."""
     relay_task = asyncio.create_task(service.relay.run(stop), name="outbox-relay")
     sampler_task = asyncio.create_task(service.sampler.run(stop), name="metrics-sampler")
+    retention_task = asyncio.create_task(service.retention.run(stop), name="retention")
     try:
         await service.loop.run(stop)
     finally:
         stop.set()
-        await sampler_task  # first: it never raises, so a failed relay cannot leave it pending
+        # First the two that never raise, so a failed relay cannot leave them pending.
+        await sampler_task
+        await retention_task
         await relay_task
     await service.relay.drain()
-
-
-def _password(settings: Settings) -> str | None:
-    if settings.database_url is None:
-        return None
-    return make_url(settings.database_url.get_secret_value()).password

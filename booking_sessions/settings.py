@@ -3,23 +3,53 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError as UrlError
+
+from booking_sessions.arguments import ArgumentError, parse_duration
+
+
+def _retention(value: object) -> object:
+    """``30d``, ``12h``, ``2w`` (the operators' duration syntax) or ``off``; a timedelta as it is."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("off", "none", "0"):
+            return None
+        try:
+            return parse_duration(value)
+        except ArgumentError as error:
+            raise ValueError(str(error)) from None
+    return value
+
+
+def _at_least_an_hour(value: timedelta | None) -> timedelta | None:
+    # The inbox is the duplicate check of recent redeliveries: a rebalance's redeliveries are seconds old.
+    if value is not None and value < timedelta(hours=1):
+        raise ValueError("must be at least 1h (or off)")
+    return value
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_retention), AfterValidator(_at_least_an_hour)]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+DatabaseSslMode = Literal["disable", "require", "verify-ca", "verify-full"]
+
+# 256 bits: a room name can then be found only by guessing the key, never by trying a word list.
+MIN_MEETING_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
     """Every knob of the service. Nothing reads this at import time: ``cli.py`` builds it and passes it on."""
 
-    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore")
+    # hide_input_in_errors: a refused value (a short meeting secret, say) never appears in an error's text.
+    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore", hide_input_in_errors=True)
 
     kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers, host:port[,host:port]")
     database_url: SecretStr | None = Field(
@@ -30,7 +60,16 @@ class Settings(BaseSettings):
     dlq_topic: str = "booking.events.dlq"
     group_id: str = "booking-sessions"
     meeting_base_url: str = "https://meet.jit.si"
-    meeting_secret: SecretStr | None = Field(default=None, description="HMAC key for meeting room names")
+    # The meeting secret (README, "The meeting secret"): one block, checked by _meeting_secret_stripped.
+    meeting_secret: SecretStr | None = Field(
+        default=None, description=f"HMAC key of meeting room names, at least {MIN_MEETING_SECRET_BYTES} bytes"
+    )
+    meeting_key_version: int = Field(
+        default=1, ge=1, le=9999, description="version of BOOKING_MEETING_SECRET; raise it with each new secret"
+    )
+    embedded_servers: Literal["allow", "forbid"] = Field(
+        default="allow", description="forbid: `run` never starts embedded servers (the production image)"
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns the HTTP server off")
     metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz and /readyz")
     metrics_refresh_s: float = Field(default=5.0, gt=0, description="how often consumer lag and outbox are sampled")
@@ -54,6 +93,17 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: time to drain before giving up")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
+    # Retention that `run` keeps by itself (booking_sessions/retention.py); README, "Retention".
+    inbox_retention: Retention = Field(
+        default=timedelta(days=30),
+        description="inbox rows older than this are deleted (30d, 12h, 2w; off: never); at least 1h",
+    )
+    outbox_retention: Retention = Field(
+        default=timedelta(days=7), description="published outbox rows older than this are deleted (off: never)"
+    )
+    retention_interval_s: float = Field(default=300.0, gt=0, description="how often retention runs a round")
+    retention_batch_rows: int = Field(default=5000, ge=1, description="rows deleted per retention transaction")
+
     # Kafka security, for every consumer, producer and admin client (booking_sessions/kafka_options.py).
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_ssl_cafile: Path | None = Field(default=None, description="PEM CA bundle; default: the system's CAs")
@@ -64,10 +114,58 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
 
+    # Transport safety (README "Security"): a cleartext password on the wire only when asked for by this name;
+    # TLS to PostgreSQL for every engine the service builds (booking_sessions/database_tls.py).
+    kafka_allow_cleartext_password: bool = Field(
+        default=False, description="allow SASL PLAIN over SASL_PLAINTEXT: the password crosses the network readable"
+    )
+    database_ssl_mode: DatabaseSslMode | None = Field(
+        default=None, description="disable, require, verify-ca or verify-full; unset: asyncpg's default (prefer)"
+    )
+    database_ssl_rootcert: Path | None = Field(
+        default=None, description="PEM CA bundle the server is verified against; default: the system's CAs"
+    )
+
+    @field_validator("meeting_secret", mode="after")
+    @classmethod
+    def _meeting_secret_stripped(cls, value: SecretStr | None) -> SecretStr | None:
+        """The stripped secret (a file or secret mount adds a trailing newline); empty counts as not set.
+
+        Raises a validation error naming only the length, when fewer than MIN_MEETING_SECRET_BYTES bytes are left.
+        """
+        if value is None:
+            return None
+        stripped = value.get_secret_value().strip()
+        if not stripped:
+            return None
+        size = len(stripped.encode())
+        if size < MIN_MEETING_SECRET_BYTES:
+            raise PydanticCustomError(
+                "meeting_secret_short",
+                "must be at least {minimum} bytes after stripping whitespace, got {size} "
+                "(generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                {"minimum": MIN_MEETING_SECRET_BYTES, "size": size},
+            )
+        return SecretStr(stripped)
+
+    def secret_values(self) -> list[SecretStr | str | None]:
+        """Every secret of the configuration, for the log filter: meeting secret, Kafka and database passwords."""
+        password = None
+        if self.database_url is not None:
+            try:
+                password = make_url(self.database_url.get_secret_value()).password
+            except UrlError:
+                password = None  # refused by _consistent already; nothing to mask
+        return [self.meeting_secret, self.kafka_sasl_password, self.kafka_ssl_key_password, password]
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         """Refuse at start what would fail later, or silently not do what was meant; never echo a value."""
-        problems = [*_database_url_problems(self.database_url), *_kafka_security_problems(self)]
+        problems = [
+            *_database_url_problems(self.database_url),
+            *_kafka_security_problems(self),
+            *_transport_problems(self),
+        ]
         if problems:
             raise PydanticCustomError("configuration", "; ".join(problems))
         return self
@@ -88,7 +186,7 @@ def _database_url_problems(url: SecretStr | None) -> list[str]:
         return []
     try:
         parsed = make_url(url.get_secret_value())
-    except ArgumentError:
+    except UrlError:
         # Not the parser's message: it quotes the whole URL, password included.
         return ["BOOKING_DATABASE_URL is not a URL (expected postgresql+asyncpg://user:pw@host:5432/db)"]
     if parsed.drivername != "postgresql+asyncpg":
@@ -132,3 +230,35 @@ def _kafka_security_problems(s: Settings) -> list[str]:
     elif given := [name for name, value in sasl_given.items() if value is not None]:
         problems.append(f"{', '.join(given)} set, but {here} does not use SASL (SASL_PLAINTEXT or SASL_SSL)")
     return problems
+
+
+def _transport_problems(s: Settings) -> list[str]:
+    """A password readable on the wire, and PostgreSQL TLS settings that would not do what they say."""
+    problems: list[str] = []
+    if (
+        s.kafka_security_protocol == "SASL_PLAINTEXT"
+        and s.kafka_sasl_mechanism == "PLAIN"
+        and not s.kafka_allow_cleartext_password
+    ):
+        problems.append(
+            "BOOKING_KAFKA_SASL_MECHANISM=PLAIN over BOOKING_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the "
+            "password in cleartext: use SASL_SSL (or SCRAM), or set BOOKING_KAFKA_ALLOW_CLEARTEXT_PASSWORD=true"
+        )
+    rootcert = s.database_ssl_rootcert
+    if rootcert is not None:
+        if s.database_ssl_mode not in ("verify-ca", "verify-full"):
+            problems.append("BOOKING_DATABASE_SSL_ROOTCERT set, but BOOKING_DATABASE_SSL_MODE is not verify-ca/full")
+        if not (rootcert.is_file() and os.access(rootcert, os.R_OK)):
+            problems.append(f"BOOKING_DATABASE_SSL_ROOTCERT={rootcert}: no such readable file")
+    if s.database_ssl_mode not in (None, "disable") and s.database_url is None:
+        problems.append("BOOKING_DATABASE_SSL_MODE needs BOOKING_DATABASE_URL (the embedded PostgreSQL has no TLS)")
+    if s.database_ssl_mode is not None and (given := _url_tls_parameters(s.database_url)):
+        problems.append(f"BOOKING_DATABASE_SSL_MODE and ?{given[0]}= in BOOKING_DATABASE_URL: choose one")
+    return problems
+
+
+def _url_tls_parameters(url: SecretStr | None) -> list[str]:
+    """The query parameters of the URL that would also set TLS (asyncpg reads ``ssl`` and ``sslmode``)."""
+    if url is None or _database_url_problems(url):
+        return []
+    return sorted(set(make_url(url.get_secret_value()).query) & {"ssl", "sslmode"})

@@ -26,6 +26,7 @@ _OUTBOX = text(
     """
 )
 _INBOX = text("SELECT outcome, count(*) AS n FROM inbox_messages GROUP BY outcome ORDER BY outcome")
+_SESSIONS = text("SELECT status, count(*) AS n FROM live_sessions GROUP BY status ORDER BY status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Status:
     dlq_topic: str
     dlq_size: int
     inbox: dict[str, int]
+    sessions: dict[str, int]  # live sessions by status: SCHEDULED, CANCELLED
 
     @property
     def lag(self) -> int:
@@ -75,6 +77,7 @@ class Status:
             "dlq_size": self.dlq_size,
             "inbox_size": self.inbox_size,
             "inbox_by_outcome": self.inbox,
+            "sessions_by_status": self.sessions,
         }
 
 
@@ -88,7 +91,7 @@ async def read_status(settings: Settings) -> Status:
     engine = create_engine(settings)
     try:
         await check_database(engine, settings.database_url_value())
-        backlog, oldest_age_s, inbox = await _database(engine)
+        backlog, oldest_age_s, inbox, sessions = await _database(engine)
     finally:
         await engine.dispose()
     # Not started as a member: with no subscription it never joins, so the live group is not disturbed.
@@ -103,7 +106,15 @@ async def read_status(settings: Settings) -> Status:
     finally:
         await consumer.stop()
     return Status(
-        settings.input_topic, settings.group_id, lags, backlog, oldest_age_s, settings.dlq_topic, dlq_size, inbox
+        settings.input_topic,
+        settings.group_id,
+        lags,
+        backlog,
+        oldest_age_s,
+        settings.dlq_topic,
+        dlq_size,
+        inbox,
+        {"SCHEDULED": 0, "CANCELLED": 0} | sessions,
     )
 
 
@@ -119,9 +130,10 @@ async def _lags(
     ]
 
 
-async def _database(engine: AsyncEngine) -> tuple[int, float | None, dict[str, int]]:
+async def _database(engine: AsyncEngine) -> tuple[int, float | None, dict[str, int], dict[str, int]]:
     async with engine.connect() as conn:
         outbox = (await conn.execute(_OUTBOX)).one()
         inbox = {row.outcome: int(row.n) for row in await conn.execute(_INBOX)}
+        sessions = {row.status: int(row.n) for row in await conn.execute(_SESSIONS)}
     age = None if outbox.oldest_age_s is None else round(float(outbox.oldest_age_s), 3)
-    return int(outbox.backlog), age, inbox
+    return int(outbox.backlog), age, inbox, sessions

@@ -16,18 +16,20 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.progress import Progress
 
 from booking_sessions.arguments import ArgumentError
-from booking_sessions.logs import configure_logging
+from booking_sessions.logs import configure_logging, redact
 from booking_sessions.settings import Settings
+from booking_sessions.untrusted import line
 
 T = TypeVar("T")
 
 
 def fail(message: str) -> NoReturn:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {escape(message)}")
+    """``message`` on stderr as one line, secrets masked (it may quote a topic or a server: shown as
+    ``untrusted.line``); exit 2."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(line(("error:", "red"), " ", redact(message)))
     raise typer.Exit(2)
 
 
@@ -49,7 +51,7 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
     level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
-    configure_logging(level, secrets=(settings.meeting_secret, settings.kafka_sasl_password))
+    configure_logging(level, secrets=settings.secret_values())
     if kafka and settings.kafka_bootstrap is None:
         fail("BOOKING_KAFKA_BOOTSTRAP is not set (e.g. 127.0.0.1:9092): the command works on the service's broker")
     if database and settings.database_url is None:
@@ -63,13 +65,13 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
     try:
         return asyncio.run(factory())
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(f"interrupted{on_interrupt}")
+        Console(stderr=True, highlight=False).print(line("interrupted", on_interrupt))
         raise typer.Exit(130) from None
     except Exception as error:
-        line = one_line(error)
-        if line is None:
+        readable = one_line(error)
+        if readable is None:
             raise
-        fail(line)
+        fail(readable)
 
 
 def argument(parse: Callable[[], T]) -> T:

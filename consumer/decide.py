@@ -1,7 +1,8 @@
 """Pure: what one booking's new events do to its rows. No database, no clock, no logging.
 
 The result depends only on the set of events, never on their order or repetition: the session follows the
-snapshot with the newest (occurred_at, message_id), and participants and reservations only ever grow.
+snapshot with the newest (occurred_at, message_id), its cancellation is the earliest ``BookingCancelled`` (once
+cancelled, always cancelled), and participants and reservations only ever grow.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from uuid import UUID
 
 from pydantic_core import to_json
 
-from consumer.ids import session_created_id, session_id, session_updated_id
-from models.events import BookingEvent, SessionEvent, SessionEventType, rfc3339_utc
+from consumer.ids import session_cancelled_id, session_created_id, session_id, session_updated_id
+from models.events import BookingEvent, SessionEvent, SessionEventType, SessionStatus, rfc3339_utc
 
 Version = tuple[datetime, UUID]
 
@@ -32,16 +33,36 @@ class SessionDetails(NamedTuple):
     duration_minutes: int
 
 
+class Cancellation(NamedTuple):
+    """The ``BookingCancelled`` a cancelled session shows: the earliest one by (occurred_at, message_id).
+
+    The earliest, because it depends only on the set of cancellations, never on their arrival order (as any
+    minimum), and because it says when the booking really stopped: a later cancellation of an already cancelled
+    booking is a repeat of the fact. Its reason goes with it, so ``cancelled_at`` and ``cancellation_reason``
+    always come from one event.
+    """
+
+    cancelled_at: datetime  # the event's occurred_at
+    message_id: UUID
+    reason: str | None
+
+
 class SessionRow(NamedTuple):
     id: UUID
     booking_id: str
     details: SessionDetails
     meeting_link: str
     version: Version  # (occurred_at, message_id) of the snapshot the row shows
+    cancellation: Cancellation | None = None  # None: SCHEDULED
+
+    @property
+    def status(self) -> SessionStatus:
+        return "SCHEDULED" if self.cancellation is None else "CANCELLED"
 
 
 class OutboxRow(NamedTuple):
-    """One SessionCreated/SessionUpdated message: what the session row shows, sent as ``kind`` at ``now``."""
+    """One SessionCreated/SessionUpdated/SessionCancelled message: what the session row shows, sent as ``kind``
+    at ``now``."""
 
     message_id: UUID
     kind: SessionEventType
@@ -65,30 +86,36 @@ class OutboxRow(NamedTuple):
 
     def _fields_as_dict(self) -> dict[str, object]:
         details = self.row.details
+        session: dict[str, object] = {
+            "id": self.row.id,
+            "status": self.row.status,
+            "meeting_link": self.row.meeting_link,
+            "scheduled_start": rfc3339_utc(details.scheduled_start),
+            "duration_minutes": details.duration_minutes,
+            "instructor_id": details.instructor_id,
+            "student_id": details.student_id,
+            "title": details.title,
+        }
+        cancellation = self.row.cancellation
+        if cancellation is not None and cancellation.reason is not None:  # left out when not given, as the model
+            session["cancellation_reason"] = cancellation.reason
         return {  # SessionEvent's fields, in its order, as their JSON values
             "message_id": self.message_id,
             "type": self.kind,
             "schema_version": 1,
             "occurred_at": rfc3339_utc(self.now),
             "booking_id": self.row.booking_id,
-            "session": {
-                "id": self.row.id,
-                "status": "SCHEDULED",
-                "meeting_link": self.row.meeting_link,
-                "scheduled_start": rfc3339_utc(details.scheduled_start),
-                "duration_minutes": details.duration_minutes,
-                "instructor_id": details.instructor_id,
-                "student_id": details.student_id,
-                "title": details.title,
-            },
+            "session": session,
         }
 
 
 class Decision(NamedTuple):
     session_id: UUID
     session: SessionRow | None  # None: leave the session row alone
-    learners: frozenset[str]  # students to ensure as LEARNER participant with a CONFIRMED reservation
+    learners: frozenset[str]  # students to ensure as LEARNER participant with a reservation
     outbox: tuple[OutboxRow, ...]
+    cancelled: bool = False  # the session is CANCELLED after this decision: so are the learners' reservations
+    first_write: bool = False  # no row existed when this was decided: the row is to be inserted, not updated
 
 
 def version_of(event: BookingEvent) -> Version:
@@ -106,29 +133,60 @@ def details_of(event: BookingEvent) -> SessionDetails:
     )
 
 
+def cancellation_of(events: Sequence[BookingEvent]) -> Cancellation | None:
+    """The earliest ``BookingCancelled`` among ``events`` (see ``Cancellation``), or None if there is none."""
+    cancellations = [e for e in events if e.type == "BookingCancelled"]
+    if not cancellations:
+        return None
+    first = min(cancellations, key=version_of)
+    return Cancellation(first.occurred_at, first.message_id, first.cancellation_reason)
+
+
+def earlier(current: Cancellation | None, new: Cancellation | None) -> Cancellation | None:
+    """The earlier of two cancellations by (cancelled_at, message_id); None counts as none at all."""
+    if current is None or new is None:
+        return current or new
+    return min(current, new, key=lambda c: (c.cancelled_at, c.message_id))
+
+
 def decide(
     current: SessionRow | None,
     events: Sequence[BookingEvent],
     link_for: Callable[[UUID], str],
     now: datetime,
 ) -> Decision:
-    """What one booking's new (not yet in the inbox) events do to its rows.
+    """What one booking's new (not yet in the inbox) events do to its rows (CONTRACT "What each event does").
 
-    ``link_for`` maps a session id to its meeting link; ``now`` stamps the outbox events.
+    ``current`` is the booking's session row as locked in the database (None: there is none yet); ``link_for``
+    maps a session id to its meeting link; ``now`` stamps the outbox events. Raises ValueError on no events.
+
+    Announcements: a ``SessionCreated`` when the row is first written SCHEDULED, one ``SessionCancelled`` when a
+    SCHEDULED row becomes CANCELLED, a ``SessionUpdated`` when a newer snapshot changes the details of a
+    SCHEDULED row. A row first written CANCELLED is never announced, and nothing is after a cancellation.
     """
     if not events:
         raise ValueError("decide() needs at least one event")
     learners = frozenset([e.booking.student_id for e in events if e.type == "BookingConfirmed"])
     newest = max(events, key=version_of)
-    sid = session_id(newest.booking_id) if current is None else current.id
-    if current is not None and current.version >= version_of(newest):
-        return Decision(sid, None, learners, ())  # an older snapshot never overwrites a newer one
-    link = link_for(sid) if current is None else current.meeting_link
-    row = SessionRow(sid, newest.booking_id, details_of(newest), link, version_of(newest))
+    cancellation = cancellation_of(events)
     if current is None:
-        return Decision(sid, row, learners, (_outbox(row, "SessionCreated", session_created_id(sid), now),))
-    if row.details == current.details:
-        return Decision(sid, row, learners, ())  # newer snapshot, same details: move the version, tell nobody
+        sid = session_id(newest.booking_id)
+        row = SessionRow(sid, newest.booking_id, details_of(newest), link_for(sid), version_of(newest), cancellation)
+        # Cancelled before anybody was told: the video service never hears of it.
+        outbox = () if cancellation else (_outbox(row, "SessionCreated", session_created_id(sid), now),)
+        return Decision(sid, row, learners, outbox, row.cancellation is not None, first_write=True)
+    sid = current.id
+    row = current._replace(cancellation=earlier(current.cancellation, cancellation))
+    if current.version < version_of(newest):  # an older snapshot never overwrites a newer one
+        row = row._replace(details=details_of(newest), version=version_of(newest))
+    cancelled = row.cancellation is not None
+    if row == current:
+        return Decision(sid, None, learners, (), cancelled)
+    if current.cancellation is not None or (row.details == current.details and not cancelled):
+        # Cancelled before: the rows follow, nobody is told. Or a newer snapshot with the same details.
+        return Decision(sid, row, learners, (), cancelled)
+    if cancelled:
+        return Decision(sid, row, learners, (_outbox(row, "SessionCancelled", session_cancelled_id(sid), now),), True)
     updated_id = session_updated_id(sid, newest.message_id)
     return Decision(sid, row, learners, (_outbox(row, "SessionUpdated", updated_id, now),))
 

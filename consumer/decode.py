@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import NamedTuple, TypeGuard
+from typing import NamedTuple, TypeGuard, get_args
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -13,7 +13,14 @@ from pydantic_core import ErrorDetails, from_json
 
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
-from models.events import NO_CONTROL_PATTERN, SCHEMA_VERSION, BookingEvent, Envelope, control_character
+from models.events import (
+    NO_CONTROL_PATTERN,
+    SCHEMA_VERSION,
+    BookingEvent,
+    BookingType,
+    Envelope,
+    control_character,
+)
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 
@@ -156,7 +163,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
         reason: DlqReason = "unsupported_version"
         error = f"schema_version {envelope.schema_version} is newer than {SCHEMA_VERSION}"
         return _dead(record, digest, reason, error, envelope.message_id, envelope.type, booking_id)
-    if envelope.type not in ("BookingApproved", "BookingConfirmed") and envelope.schema_version >= 1:
+    if envelope.type not in get_args(BookingType) and envelope.schema_version >= 1:
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
     return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)

@@ -8,6 +8,8 @@ import re
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from models.errors import Transient
+
 # SQLSTATE classes and codes that say "try again later", not "this row is wrong".
 _TRANSIENT_SQLSTATE_CLASSES = (
     "08",  # connection exception
@@ -52,7 +54,7 @@ def is_transient(error: BaseException) -> bool:
     leader moving, or a setting wrong for every record alike (an unknown DLQ topic, a missing ACL): retried and
     alerted on until fixed, never taken for database poison (issue 12).
     """
-    if isinstance(error, (OSError, ConnectionError, TimeoutError, KafkaError)):
+    if isinstance(error, (Transient, OSError, ConnectionError, TimeoutError, KafkaError)):
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True

@@ -19,18 +19,39 @@ def session_created_id(session: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(session, "SessionCreated")
 
 
+def session_cancelled_id(session: uuid.UUID) -> uuid.UUID:
+    """One SessionCancelled id per session, ever: a cancellation is announced once, and a re-sent copy (a
+    rebuild, a republish) carries the same id."""
+    return uuid.uuid5(session, "SessionCancelled")
+
+
 def session_updated_id(session: uuid.UUID, cause: uuid.UUID) -> uuid.UUID:
     """One SessionUpdated id per (session, causing event): a replay of that event yields the same id."""
     return uuid.uuid5(session, f"SessionUpdated:{cause}")
 
 
-def room_name(session: uuid.UUID, secret: bytes) -> str:
-    """Jitsi rooms are open to whoever knows the name: derive it under a secret so it cannot be guessed
-    from the booking or session id, yet stays the same across rebuilds."""
+def room_name(session: uuid.UUID, secret: bytes, *, version: int = 1) -> str:
+    """The Jitsi room of a session under the key ``secret`` of key version ``version`` (>= 1).
+
+    Jitsi rooms are open to whoever knows the name: derived under a secret, it cannot be guessed from the
+    booking or session id, yet stays the same across rebuilds (CONTRACT, "Rows": meeting_link). Version 1
+    keeps the form links had before key versions existed (``bs-<32 hex>``), so those stay valid; a later
+    version names itself (``bs-v2-<32 hex>``), so a link shows the key it was made under.
+    Raises ValueError for a version below 1.
+    """
+    if version < 1:
+        raise ValueError(f"key version must be at least 1, got {version}")
     digest = hmac.new(secret, session.bytes, hashlib.sha256).hexdigest()
     # 128 bits are plenty against guessing and keep the link short.
-    return f"bs-{digest[:32]}"
+    return f"bs-{digest[:32]}" if version == 1 else f"bs-v{version}-{digest[:32]}"
 
 
-def meeting_link(base_url: str, session: uuid.UUID, secret: bytes) -> str:
-    return f"{base_url.rstrip('/')}/{room_name(session, secret)}"
+def meeting_link(base_url: str, session: uuid.UUID, secret: bytes, *, version: int = 1) -> str:
+    """``{base_url}/{room}``, one slash between them; see ``room_name``."""
+    return f"{base_url.rstrip('/')}/{room_name(session, secret, version=version)}"
+
+
+def session_rekeyed_id(session: uuid.UUID, key_version: int) -> uuid.UUID:
+    """The SessionUpdated id of a session's re-key to ``key_version`` (CONTRACT, "Output"): one per version,
+    so running the re-key again sends nothing new, and a re-sent copy carries the same id."""
+    return uuid.uuid5(session, f"SessionUpdated:meeting-key-v{key_version}")

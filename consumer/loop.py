@@ -156,6 +156,7 @@ class ConsumerLoop:
             dead_lettered=sum(result.dead_lettered.values()),
             sessions_created=result.sessions_created,
             sessions_updated=result.sessions_updated,
+            sessions_cancelled=result.sessions_cancelled + result.cancelled_unannounced,
             offsets={f"{t}/{p}": o for (t, p), o in sorted(result.next_offsets.items())},
             decode_ms=round(result.decode_s * 1000, 1),
             database_ms=round(result.database_s * 1000, 1),

@@ -67,6 +67,8 @@ class BatchResult:
     dead_lettered: Counter[DlqReason]
     sessions_created: int
     sessions_updated: int
+    sessions_cancelled: int = 0  # SessionCancelled written: announced sessions that were cancelled
+    cancelled_unannounced: int = 0  # sessions written CANCELLED at their first write: never announced
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     decode_s: float = 0.0  # parsing and validating the records (pure CPU)
     database_s: float = 0.0  # the transaction, dead letters sent before its commit included
@@ -75,7 +77,7 @@ class BatchResult:
 
     @property
     def outbox_rows(self) -> int:
-        return self.sessions_created + self.sessions_updated
+        return self.sessions_created + self.sessions_updated + self.sessions_cancelled
 
 
 class BatchProcessor:
@@ -277,6 +279,8 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
         dead_lettered=dead,
         sessions_created=sum(r.sessions_created for r in results),
         sessions_updated=sum(r.sessions_updated for r in results),
+        sessions_cancelled=sum(r.sessions_cancelled for r in results),
+        cancelled_unannounced=sum(r.cancelled_unannounced for r in results),
         next_offsets=offsets,
         decode_s=sum(r.decode_s for r in results),
         database_s=sum(r.database_s for r in results),
@@ -314,4 +318,6 @@ def _result(
         dead_lettered=Counter(d.reason for d in dead if d.reason is not None),
         sessions_created=kinds["SessionCreated"],
         sessions_updated=kinds["SessionUpdated"],
+        sessions_cancelled=kinds["SessionCancelled"],
+        cancelled_unannounced=sum(1 for d in decisions if d.first_write and d.cancelled),
     )

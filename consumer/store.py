@@ -1,8 +1,9 @@
 """One batch's writes, set-based: one statement per table per batch, whatever the batch size.
 
 Every statement takes whole columns as arrays (``unnest``), so a batch of thousands costs a handful of
-round trips. The session upsert is still guarded by the version in SQL: the pure decision is made under a
-row lock, and the guard keeps the row right even against a writer that does not take it.
+round trips. The session upsert is still guarded in SQL, by the snapshot version and by the cancellation: the
+pure decision is made under a row lock, and the guards keep the row right even against a writer that does not
+take it (an older snapshot never overwrites a newer one, and nothing makes a CANCELLED row SCHEDULED again).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from consumer.decide import Decision, SessionDetails, SessionRow
+from consumer.decide import Cancellation, Decision, SessionDetails, SessionRow
 from consumer.records import Decoded
+from models.errors import Transient
 
 # Returns the ids that were already there (the repeats, usually few), not the thousands that were new.
 _INSERT_INBOX = text(
@@ -43,7 +45,8 @@ _INBOX_HASHES = text(
 _LOCK_SESSIONS = text(
     """
     SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
-           meeting_link, snapshot_occurred_at, snapshot_message_id
+           meeting_link, snapshot_occurred_at, snapshot_message_id,
+           cancelled_at, cancellation_message_id, cancellation_reason
     FROM live_sessions
     WHERE booking_request_id = ANY(CAST(:booking_ids AS text[]))
     ORDER BY booking_request_id
@@ -51,31 +54,61 @@ _LOCK_SESSIONS = text(
     """
 )
 
+# The row shows the newest snapshot ...
+_NEWER = (
+    "(s.snapshot_occurred_at, s.snapshot_message_id) < (EXCLUDED.snapshot_occurred_at, EXCLUDED.snapshot_message_id)"
+)
+# ... and the earliest cancellation (consumer/decide.py, Cancellation); a row without one takes any.
+_EARLIER_CANCELLATION = (
+    "EXCLUDED.cancelled_at IS NOT NULL AND (s.cancelled_at IS NULL"
+    " OR (EXCLUDED.cancelled_at, EXCLUDED.cancellation_message_id) < (s.cancelled_at, s.cancellation_message_id))"
+)
+_SNAPSHOT_COLUMNS = (
+    "instructor_id", "student_id", "title", "scheduled_start", "duration_minutes",
+    "snapshot_occurred_at", "snapshot_message_id",
+)  # fmt: skip
+_CANCELLATION_COLUMNS = ("cancelled_at", "cancellation_message_id", "cancellation_reason")
+_SET_SNAPSHOT = ", ".join(f"{c} = CASE WHEN {_NEWER} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _SNAPSHOT_COLUMNS)
+_SET_CANCELLATION = ", ".join(
+    f"{c} = CASE WHEN {_EARLIER_CANCELLATION} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _CANCELLATION_COLUMNS
+)
+
+# One statement for the batch's session rows, and for the reservations of those it cancels. Returns the
+# booking ids of the rows it inserted, to check the decisions that expected to insert (write_decisions).
 _UPSERT_SESSIONS = text(
-    """
-    INSERT INTO live_sessions AS s
-        (id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
-         status, meeting_link, snapshot_occurred_at, snapshot_message_id)
-    SELECT u.id, u.booking_id, u.instructor_id, u.student_id, u.title, u.scheduled_start, u.duration_minutes,
-           'SCHEDULED', u.meeting_link, u.occurred_at, u.message_id
-    FROM unnest(
-        CAST(:id AS uuid[]), CAST(:booking_id AS text[]), CAST(:instructor_id AS text[]),
-        CAST(:student_id AS text[]), CAST(:title AS text[]), CAST(:scheduled_start AS timestamptz[]),
-        CAST(:duration_minutes AS integer[]), CAST(:meeting_link AS text[]),
-        CAST(:occurred_at AS timestamptz[]), CAST(:message_id AS uuid[]))
-        AS u(id, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
-             meeting_link, occurred_at, message_id)
-    ON CONFLICT (booking_request_id) DO UPDATE SET
-        instructor_id = EXCLUDED.instructor_id,
-        student_id = EXCLUDED.student_id,
-        title = EXCLUDED.title,
-        scheduled_start = EXCLUDED.scheduled_start,
-        duration_minutes = EXCLUDED.duration_minutes,
-        snapshot_occurred_at = EXCLUDED.snapshot_occurred_at,
-        snapshot_message_id = EXCLUDED.snapshot_message_id,
-        updated_at = now()
-    WHERE (s.snapshot_occurred_at, s.snapshot_message_id)
-        < (EXCLUDED.snapshot_occurred_at, EXCLUDED.snapshot_message_id)
+    f"""
+    WITH written AS (
+        INSERT INTO live_sessions AS s
+            (id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
+             status, meeting_link, snapshot_occurred_at, snapshot_message_id,
+             cancelled_at, cancellation_message_id, cancellation_reason)
+        SELECT u.id, u.booking_id, u.instructor_id, u.student_id, u.title, u.scheduled_start, u.duration_minutes,
+               CASE WHEN u.cancelled_at IS NULL THEN 'SCHEDULED' ELSE 'CANCELLED' END,
+               u.meeting_link, u.occurred_at, u.message_id,
+               u.cancelled_at, u.cancellation_message_id, u.cancellation_reason
+        FROM unnest(
+            CAST(:id AS uuid[]), CAST(:booking_id AS text[]), CAST(:instructor_id AS text[]),
+            CAST(:student_id AS text[]), CAST(:title AS text[]), CAST(:scheduled_start AS timestamptz[]),
+            CAST(:duration_minutes AS integer[]), CAST(:meeting_link AS text[]),
+            CAST(:occurred_at AS timestamptz[]), CAST(:message_id AS uuid[]),
+            CAST(:cancelled_at AS timestamptz[]), CAST(:cancellation_message_id AS uuid[]),
+            CAST(:cancellation_reason AS text[]))
+            AS u(id, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
+                 meeting_link, occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason)
+        ON CONFLICT (booking_request_id) DO UPDATE SET
+            {_SET_SNAPSHOT},
+            {_SET_CANCELLATION},
+            -- Cancellation is final: whatever this writer believes, a CANCELLED row stays CANCELLED.
+            status = CASE WHEN EXCLUDED.status = 'CANCELLED' THEN 'CANCELLED' ELSE s.status END,
+            updated_at = now()
+        WHERE ({_NEWER}) OR ({_EARLIER_CANCELLATION})
+        RETURNING s.id, s.booking_request_id, s.status, xmax = 0 AS inserted
+    ), cancelled_reservations AS (
+        UPDATE session_reservations r SET status = 'CANCELLED'
+        FROM written w
+        WHERE r.session_id = w.id AND w.status = 'CANCELLED' AND r.status <> 'CANCELLED'
+    )
+    SELECT booking_request_id FROM written WHERE inserted
     """
 )
 
@@ -88,20 +121,27 @@ _INSERT_PARTICIPANTS = text(
     """
 )
 
+# A reservation only ever goes from CONFIRMED to CANCELLED, never back.
 _INSERT_RESERVATIONS = text(
     """
-    INSERT INTO session_reservations (session_id, learner_id, status)
-    SELECT session_id, learner_id, 'CONFIRMED'
-    FROM unnest(CAST(:session_id AS uuid[]), CAST(:learner_id AS text[])) AS u(session_id, learner_id)
-    ON CONFLICT (session_id, learner_id) DO NOTHING
+    INSERT INTO session_reservations AS r (session_id, learner_id, status)
+    SELECT * FROM unnest(CAST(:session_id AS uuid[]), CAST(:learner_id AS text[]), CAST(:status AS text[]))
+    ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED'
+    WHERE EXCLUDED.status = 'CANCELLED' AND r.status <> 'CANCELLED'
     """
 )
 
+# Nothing is announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED
+# by now (a writer without the row lock) is dropped here, as the upsert above keeps that row CANCELLED.
 _INSERT_OUTBOX = text(
     """
     INSERT INTO outbox_messages (message_id, topic, key, payload)
-    SELECT * FROM unnest(
-        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]))
+    SELECT u.message_id, u.topic, u.key, u.payload
+    FROM unnest(
+        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]),
+        CAST(:kind AS text[])) AS u(message_id, topic, key, payload, kind)
+    WHERE u.kind <> 'SessionUpdated'
+        OR NOT EXISTS (SELECT FROM live_sessions s WHERE s.booking_request_id = u.key AND s.status = 'CANCELLED')
     ON CONFLICT (message_id) DO NOTHING
     """
 )
@@ -165,16 +205,30 @@ async def lock_sessions(conn: AsyncConnection, booking_ids: Iterable[str]) -> di
             row.instructor_id, row.student_id, row.title, row.scheduled_start, row.duration_minutes
         )
         version = (row.snapshot_occurred_at, row.snapshot_message_id)
+        cancellation = None
+        if row.cancelled_at is not None:
+            cancellation = Cancellation(row.cancelled_at, row.cancellation_message_id, row.cancellation_reason)
         sessions[row.booking_request_id] = SessionRow(
-            row.id, row.booking_request_id, details, row.meeting_link, version
+            row.id, row.booking_request_id, details, row.meeting_link, version, cancellation
         )
     return sessions
 
 
+class StaleDecision(Transient):
+    """A session row appeared between the lock and the write (a writer that did not wait for our lock, such as
+    a consumer that lost its partition but not yet its batch): the decision assumed no row and may announce the
+    wrong thing. Retried: the next attempt locks the row and decides again."""
+
+
 async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], output_topic: str) -> None:
+    """Write the decisions of one transaction: sessions, learners, outbox; one statement per table.
+
+    Raises StaleDecision when a decision made for a new row met an existing one (see there): nothing of the
+    transaction may then commit."""
     sessions = [d.session for d in decisions if d.session is not None]
     if sessions:
-        await conn.execute(
+        cancellations = [s.cancellation for s in sessions]
+        inserted = await conn.execute(
             _UPSERT_SESSIONS,
             {
                 "id": [s.id for s in sessions],
@@ -187,17 +241,27 @@ async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], 
                 "meeting_link": [s.meeting_link for s in sessions],
                 "occurred_at": [s.version[0] for s in sessions],
                 "message_id": [s.version[1] for s in sessions],
+                "cancelled_at": [c.cancelled_at if c else None for c in cancellations],
+                "cancellation_message_id": [c.message_id if c else None for c in cancellations],
+                "cancellation_reason": [c.reason if c else None for c in cancellations],
             },
         )
+        expected = {d.session.booking_id for d in decisions if d.first_write and d.session is not None}
+        missing = expected - {row[0] for row in inserted}
+        if missing:
+            raise StaleDecision(f"session rows appeared while deciding: {sorted(missing)[:5]}")
     learners = sorted(
-        {(d.session_id, student) for d in decisions for student in d.learners},
-        key=lambda pair: (str(pair[0]), pair[1]),  # lock order, as above
+        {(d.session_id, student, d.cancelled) for d in decisions for student in d.learners},
+        key=lambda learner: (str(learner[0]), learner[1]),  # lock order, as above
     )
     if learners:
-        session_ids = [s for s, _ in learners]
-        user_ids = [u for _, u in learners]
+        session_ids = [s for s, _, _ in learners]
+        user_ids = [u for _, u, _ in learners]
+        statuses = ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners]
         await conn.execute(_INSERT_PARTICIPANTS, {"session_id": session_ids, "user_id": user_ids})
-        await conn.execute(_INSERT_RESERVATIONS, {"session_id": session_ids, "learner_id": user_ids})
+        await conn.execute(
+            _INSERT_RESERVATIONS, {"session_id": session_ids, "learner_id": user_ids, "status": statuses}
+        )
     outbox = [row for d in decisions for row in d.outbox]
     if outbox:
         await conn.execute(
@@ -207,5 +271,6 @@ async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], 
                 "topic": [output_topic] * len(outbox),
                 "key": [o.key for o in outbox],
                 "payload": [o.payload() for o in outbox],
+                "kind": [o.kind for o in outbox],
             },
         )

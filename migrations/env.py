@@ -25,7 +25,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    # TLS options from `booking-sessions migrate` (booking_sessions/database_tls.py): an SSLContext has no URL form.
+    connect_args = context.config.attributes.get("connect_args", {})
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

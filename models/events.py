@@ -20,8 +20,9 @@ from pydantic import (
 # The newest input schema this build understands; a higher one goes to the DLQ as unsupported_version.
 SCHEMA_VERSION = 1
 
-BookingType = Literal["BookingApproved", "BookingConfirmed"]
-SessionEventType = Literal["SessionCreated", "SessionUpdated"]
+BookingType = Literal["BookingApproved", "BookingConfirmed", "BookingCancelled"]
+SessionEventType = Literal["SessionCreated", "SessionUpdated", "SessionCancelled"]
+SessionStatus = Literal["SCHEDULED", "CANCELLED"]
 
 # C0 control characters other than tab, and DEL. U+0000 among them: PostgreSQL text cannot hold it at all, so a
 # record carrying one would fail in the database and be blamed on it; the others would reach rows, SessionCreated
@@ -126,7 +127,9 @@ class BookingSnapshot(BaseModel):
 
 
 class BookingEvent(BaseModel):
-    """``BookingApproved`` or ``BookingConfirmed``, validated against every rule of the contract."""
+    """``BookingApproved``, ``BookingConfirmed`` or ``BookingCancelled``, validated against every rule of the
+    contract. Every type carries the booking snapshot; ``cancellation_reason`` means something only on a
+    ``BookingCancelled``."""
 
     model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
@@ -137,6 +140,7 @@ class BookingEvent(BaseModel):
     booking_id: BookingId
     booking: BookingSnapshot
     auto_approved: bool = False
+    cancellation_reason: ShortText | None = None
 
 
 class Envelope(BaseModel):
@@ -151,22 +155,24 @@ class Envelope(BaseModel):
 
 
 class SessionView(BaseModel):
-    """The session as the video service needs it."""
+    """The session as the video service needs it; ``cancellation_reason`` only on a cancelled session, and
+    only when the cancellation gave one (left out of the JSON otherwise)."""
 
     model_config = ConfigDict(frozen=True)
 
     id: UUID
-    status: Literal["SCHEDULED"]
+    status: SessionStatus
     meeting_link: str
     scheduled_start: UtcTimestamp
     duration_minutes: int
     instructor_id: str
     student_id: str
     title: str | None
+    cancellation_reason: str | None = Field(default=None, exclude_if=lambda reason: reason is None)
 
 
 class SessionEvent(BaseModel):
-    """``SessionCreated`` / ``SessionUpdated`` on the output topic."""
+    """``SessionCreated`` / ``SessionUpdated`` / ``SessionCancelled`` on the output topic."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -1,4 +1,4 @@
-"""The five contract tables (CONTRACT.md, "Rows"), SQLAlchemy Core on one MetaData."""
+"""The five contract tables (CONTRACT.md, "Rows") and the meeting keys, SQLAlchemy Core on one MetaData."""
 
 from __future__ import annotations
 
@@ -66,10 +66,19 @@ live_sessions = Table(
     # Kept on the row so that an older event never overwrites a newer one, also after the inbox is pruned.
     Column("snapshot_occurred_at", DateTime(timezone=True), nullable=False),
     Column("snapshot_message_id", Uuid, nullable=False),
+    # The earliest BookingCancelled (consumer/decide.py, Cancellation): its occurred_at, message id and reason.
+    # Its message id breaks ties on occurred_at, so the row is the same whatever order the cancellations came in.
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("cancellation_message_id", Uuid, nullable=True),
+    Column("cancellation_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("duration_minutes BETWEEN 1 AND 720", name="duration_minutes"),
-    CheckConstraint("status IN ('SCHEDULED')", name="status"),
+    CheckConstraint("status IN ('SCHEDULED', 'CANCELLED')", name="status"),
+    CheckConstraint(
+        "(status = 'CANCELLED') = (cancelled_at IS NOT NULL AND cancellation_message_id IS NOT NULL)",
+        name="cancellation",
+    ),
 )
 
 session_participants = Table(
@@ -90,6 +99,7 @@ session_reservations = Table(
     Column("status", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("session_id", "learner_id"),
+    CheckConstraint("status IN ('CONFIRMED', 'CANCELLED')", name="status"),
 )
 
 outbox_messages = Table(
@@ -107,3 +117,15 @@ outbox_messages = Table(
 )
 # The relay's only query: the unpublished rows in order. Published rows drop out of this index.
 Index("ix_outbox_messages_unpublished", outbox_messages.c.id, postgresql_where=text("published_at IS NULL"))
+
+# One row per version of BOOKING_MEETING_SECRET: its fingerprint (booking_sessions/meeting.py), never the key.
+# Written on the key's first use; `run` and `replay` refuse a secret whose fingerprint differs. UNIQUE: a new
+# version needs a new key.
+meeting_keys = Table(
+    "meeting_keys",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("fingerprint", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("version >= 1", name="version"),
+)

@@ -31,6 +31,7 @@ def booking_event(
     auto_approved: bool = False,
     occurred_at: datetime | None = None,
     message_id: uuid.UUID | None = None,
+    cancellation_reason: str | None = None,
 ) -> BookingEvent:
     """A validated event; a fresh message id and the current time unless given."""
     return BookingEvent(
@@ -47,6 +48,7 @@ def booking_event(
             title=title,
         ),
         auto_approved=auto_approved,
+        cancellation_reason=cancellation_reason,
     )
 
 

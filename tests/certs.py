@@ -17,6 +17,8 @@ class Certificates:
     client_key: Path
     client_key_encrypted: Path  # the same key under CLIENT_KEY_PASSWORD
     other_ca: Path  # a CA that signed nothing here: verifying the broker against it must fail
+    other_host_cert: Path  # signed by the CA, for db.elsewhere.example only: a hostname check must refuse it
+    other_host_key: Path
 
 
 CLIENT_KEY_PASSWORD = "key-password-for-tests"
@@ -53,6 +55,7 @@ def make_certificates(directory: Path) -> Certificates:
     ca("other-ca")
     signed("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     signed("client", "/CN=booking-sessions", "extendedKeyUsage=clientAuth\n")
+    signed("other-host", "/CN=db.elsewhere.example", "subjectAltName=DNS:db.elsewhere.example\n")
     run(
         "pkcs8", "-topk8", "-in", "client.key", "-out", "client-encrypted.key",
         "-v2", "aes-256-cbc", "-passout", f"pass:{CLIENT_KEY_PASSWORD}",
@@ -65,4 +68,6 @@ def make_certificates(directory: Path) -> Certificates:
         client_key=directory / "client.key",
         client_key_encrypted=directory / "client-encrypted.key",
         other_ca=directory / "other-ca.pem",
+        other_host_cert=directory / "other-host.pem",
+        other_host_key=directory / "other-host.key",
     )

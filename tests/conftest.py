@@ -201,6 +201,6 @@ def settings(kafka: KafkaHandle, database_url: str, topics: Topics) -> Settings:
         output_topic=topics.output,
         dlq_topic=topics.dlq,
         group_id=topics.group_id,
-        meeting_secret="test-secret",
+        meeting_secret="test-secret-of-at-least-32-bytes-0000",
         metrics_port=0,
     )

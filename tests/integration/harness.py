@@ -24,6 +24,7 @@ from consumer.loop import BatchHook
 from models.events import BookingEvent
 from producer.bookings import as_record
 from producer.publish import OutgoingRecord, Publisher
+from producer.relay import OutboxRelay
 from tests.waiting import eventually
 
 Partition = tuple[str, int]  # (topic, partition)
@@ -50,6 +51,23 @@ async def publish(settings: Settings, items: Sequence[BookingEvent | OutgoingRec
             produced.add(metadata.topic, metadata.partition, metadata.offset)
     finally:
         await publisher.stop()
+
+
+async def publish_raced(settings: Settings, events: Sequence[BookingEvent]) -> Produced:
+    """Each event from its own producer, all at once: the broker alone decides their order."""
+    assert settings.kafka_bootstrap is not None
+    publishers = [await Publisher.start(settings.kafka_bootstrap, client_id=f"racer-{i}") for i in range(len(events))]
+    produced = Produced()
+    try:
+        results = await asyncio.gather(
+            *(p.send_all([as_record(e, settings.input_topic)]) for p, e in zip(publishers, events, strict=True))
+        )
+    finally:
+        for p in publishers:
+            await p.stop()
+    for metadata in (m for batch in results for m in batch):
+        produced.add(metadata.topic, metadata.partition, metadata.offset)
+    return produced
 
 
 @contextlib.asynccontextmanager
@@ -84,13 +102,12 @@ async def query(database_url: str, sql: str, **params: Any) -> list[dict[str, An
         await engine.dispose()
 
 
-async def execute(database_url: str, *statements: str) -> None:
-    """Statements in one transaction (a test's DDL: a constraint, a trigger)."""
+async def execute(database_url: str, sql: str, **params: Any) -> int:
+    """Run one writing statement and commit it (``query`` rolls back); returns the rows it affected."""
     engine = create_async_engine(database_url, poolclass=NullPool)
     try:
         async with engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
+            return (await conn.execute(text(sql), params)).rowcount
     finally:
         await engine.dispose()
 
@@ -101,7 +118,8 @@ async def snapshot(database_url: str) -> dict[str, list[dict[str, Any]]]:
         "sessions": await query(
             database_url,
             "SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,"
-            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, updated_at"
+            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, cancelled_at, cancellation_message_id,"
+            " cancellation_reason, updated_at"
             " FROM live_sessions ORDER BY booking_request_id",
         ),
         "participants": await query(
@@ -162,6 +180,7 @@ def booking_env(settings: Settings) -> dict[str, str]:
         "BOOKING_DLQ_TOPIC": settings.dlq_topic,
         "BOOKING_GROUP_ID": settings.group_id,
         "BOOKING_MEETING_SECRET": settings.meeting_secret.get_secret_value(),
+        "BOOKING_MEETING_KEY_VERSION": str(settings.meeting_key_version),
         "BOOKING_METRICS_PORT": "0",
     }
 
@@ -206,3 +225,15 @@ def decode_record(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
         "partition": record.partition,
         "headers": list(record.headers or ()),
     }
+
+
+async def relay_of_the_running_service(settings: Settings, database_url: str) -> int:
+    """The relay as ``run`` builds it (same class, same lock), without the consumer: what it publishes now."""
+    assert settings.kafka_bootstrap is not None
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    publisher = await Publisher.start(settings.kafka_bootstrap, client_id="test-service-relay")
+    try:
+        return await OutboxRelay(engine, publisher, batch_rows=100).drain()
+    finally:
+        await publisher.stop()
+        await engine.dispose()

@@ -188,6 +188,9 @@ async def refuse_in_database(database_url: str, booking_id: str) -> None:
         database_url,
         """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN RAISE EXCEPTION 'booking % refused by a trigger', NEW.booking_request_id; END $$""",
+    )
+    await execute(
+        database_url,
         f"""CREATE TRIGGER refuse_poison BEFORE INSERT ON live_sessions FOR EACH ROW
            WHEN (NEW.booking_request_id = '{booking_id}') EXECUTE FUNCTION refuse_poison()""",
     )

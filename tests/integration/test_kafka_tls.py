@@ -174,7 +174,7 @@ async def test_the_service_consumes_and_relays_over_mutual_tls(
         output_topic=f"session.events.{suffix}",
         dlq_topic=f"booking.events.dlq.{suffix}",
         group_id=f"booking-sessions.{suffix}",
-        meeting_secret="test-secret",
+        meeting_secret="test-secret-of-at-least-32-bytes-0000",
         metrics_port=0,
     )
     options = kafka_client_options(settings)
@@ -247,7 +247,7 @@ async def test_run_refuses_a_wrong_password_at_start_with_a_clear_error_and_neve
     env.update(
         BOOKING_KAFKA_BOOTSTRAP=secure_kafka.sasl_bootstrap,
         BOOKING_DATABASE_URL=database_url,
-        BOOKING_MEETING_SECRET="meeting-secret-sentinel",
+        BOOKING_MEETING_SECRET="meeting-secret-sentinel-of-32-bytes-or-more",
         BOOKING_METRICS_PORT="0",
         BOOKING_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
         BOOKING_KAFKA_SSL_CAFILE=str(certs.ca),

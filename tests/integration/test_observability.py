@@ -34,7 +34,7 @@ from tests.servers import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
-MEETING_SECRET = "meeting-secret-sentinel-8c1f"
+MEETING_SECRET = "meeting-secret-sentinel-8c1f-of-32-bytes"
 DB_PASSWORD = "db-password-sentinel-51ab"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -89,11 +89,12 @@ def series(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
 
 
 def records(settings: Settings) -> list[OutgoingRecord]:
-    """3 applied, 1 duplicate, 1 ignored, 2 dead letters (invalid, unsupported_version): 7 records, 2 sessions."""
+    """4 applied, 1 duplicate, 1 ignored, 2 dead letters (invalid, unsupported_version): 8 records, 2 sessions
+    announced and 1 cancelled before it was announced."""
     topic = settings.input_topic
     confirmed_b = OutgoingRecord(topic, b"bk_obs_b", encode(event("BookingConfirmed", "bk_obs_b", 1)))
-    cancelled = json.loads(encode(event("BookingConfirmed", "bk_obs_c", 1)))
-    cancelled["type"] = "BookingCancelled"
+    unknown = json.loads(encode(event("BookingConfirmed", "bk_obs_c", 1)))
+    unknown["type"] = "BookingRescheduled"
     invalid = json.loads(encode(event("BookingConfirmed", "bk_obs_d", 1)))
     invalid["booking"]["duration_minutes"] = 0
     newer = json.loads(encode(event("BookingConfirmed", "bk_obs_e", 1)))
@@ -103,9 +104,10 @@ def records(settings: Settings) -> list[OutgoingRecord]:
         OutgoingRecord(topic, b"bk_obs_a", encode(event("BookingConfirmed", "bk_obs_a", 2))),
         confirmed_b,
         confirmed_b,
-        OutgoingRecord(topic, b"bk_obs_c", json.dumps(cancelled).encode()),
+        OutgoingRecord(topic, b"bk_obs_c", json.dumps(unknown).encode()),
         OutgoingRecord(topic, b"bk_obs_d", json.dumps(invalid).encode()),
         OutgoingRecord(topic, b"bk_obs_e", json.dumps(newer).encode()),
+        OutgoingRecord(topic, b"bk_obs_f", encode(event("BookingCancelled", "bk_obs_f", 1))),
     ]
 
 
@@ -145,7 +147,7 @@ async def test_metrics_count_what_was_sent_and_lag_reaches_zero(fast: Settings, 
 
         async def settled() -> Samples:
             samples = await scrape(run.base_url)
-            assert value(samples, "booking_sessions_events_consumed_total") == 7, "not all consumed yet"
+            assert value(samples, "booking_sessions_events_consumed_total") == 8, "not all consumed yet"
             assert value(samples, "booking_sessions_relay_published_total") == 2, "not all relayed yet"
             assert value(samples, "booking_sessions_outbox_unpublished_rows") == 0, "outbox not sampled empty yet"
             if kafka.kind != "tansu":
@@ -163,7 +165,7 @@ async def test_metrics_count_what_was_sent_and_lag_reaches_zero(fast: Settings, 
     assert {
         name: value(samples, f"booking_sessions_events_{name}_total")
         for name in ("consumed", "applied", "duplicate", "ignored")
-    } == {"consumed": 7, "applied": 3, "duplicate": 1, "ignored": 1}
+    } == {"consumed": 8, "applied": 4, "duplicate": 1, "ignored": 1}
     dead = series(samples, "booking_sessions_events_dead_lettered_total")
     assert {labels: n for labels, n in dead.items() if n} == {
         (("reason", "invalid"),): 1,
@@ -173,16 +175,21 @@ async def test_metrics_count_what_was_sent_and_lag_reaches_zero(fast: Settings, 
     assert series(samples, "booking_sessions_session_events_written_total") == {
         (("type", "SessionCreated"),): 2,
         (("type", "SessionUpdated"),): 0,
+        (("type", "SessionCancelled"),): 0,
+    }
+    assert series(samples, "booking_sessions_sessions_cancelled_total") == {
+        (("announced", "true"),): 0,
+        (("announced", "false"),): 1,
     }
     batches = value(samples, "booking_sessions_batch_records_count")
-    assert batches >= 1 and value(samples, "booking_sessions_batch_records_sum") == 7
+    assert batches >= 1 and value(samples, "booking_sessions_batch_records_sum") == 8
     for stage in ("decode", "database", "commit", "total"):
         assert value(samples, "booking_sessions_batch_duration_seconds_count", stage=stage) == batches
     assert value(samples, "booking_sessions_relay_publish_duration_seconds_count") >= 1
     assert value(samples, "booking_sessions_outbox_oldest_unpublished_age_seconds") == 0
     assert value(samples, "booking_sessions_assigned_partitions") == 12
     retries = series(samples, "booking_sessions_retries_total")
-    assert len(retries) == 14 and sum(retries.values()) == 0
+    assert len(retries) == 3 * 7 and sum(retries.values()) == 0  # consumer, relay, retention; 7 causes each
     assert value(samples, "process_cpu_seconds_total") > 0
     assert health == (200, b'{"status": "ok"}')
     status, body = ready
@@ -249,7 +256,7 @@ async def test_logs_find_each_message_and_show_no_secret(
 
         async def consumed() -> Samples:
             samples = await scrape(run.base_url)
-            assert value(samples, "booking_sessions_events_consumed_total") == 7
+            assert value(samples, "booking_sessions_events_consumed_total") == 8
             assert value(samples, "booking_sessions_relay_published_total") == 2
             return samples
 
@@ -267,6 +274,13 @@ async def test_logs_find_each_message_and_show_no_secret(
     # One INFO line per batch, none per message.
     batch_lines = [line for line in lines if line["event"] == "batch_committed"]
     assert len(batch_lines) == value(samples, "booking_sessions_batch_records_count")
-    assert sum(line["records"] for line in batch_lines) == 7
-    per_batch_or_rarer = {"batch_committed", "outbox_published", "partitions_assigned", "http_serving"}
+    assert sum(line["records"] for line in batch_lines) == 8
+    assert sum(line["sessions_cancelled"] for line in batch_lines) == 1
+    per_batch_or_rarer = {
+        "batch_committed",
+        "outbox_published",
+        "partitions_assigned",
+        "http_serving",
+        "meeting_key_checked",
+    }
     assert {line["event"] for line in lines if line["level"] == "info"} <= per_batch_or_rarer

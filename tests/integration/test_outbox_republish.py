@@ -6,15 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import NullPool
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.ids import session_id
-from producer.publish import Publisher
-from producer.relay import OutboxRelay
-from tests.integration.harness import Produced, consume_all, query, service
+from tests.integration.harness import Produced, consume_all, query, relay_of_the_running_service, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, publish_one_by_one
 from tests.integration.test_scenarios import event
 
@@ -30,18 +25,6 @@ async def three_bookings_one_rescheduled(settings: Settings) -> list[Any]:
         await consume_all(svc, later)
         await svc.relay.drain()
     return await output(settings, 4)
-
-
-async def relay_of_the_running_service(settings: Settings, database_url: str) -> int:
-    """The relay as ``run`` builds it (same class, same lock), without the consumer: what it publishes now."""
-    assert settings.kafka_bootstrap is not None
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    publisher = await Publisher.start(settings.kafka_bootstrap, client_id="test-service-relay")
-    try:
-        return await OutboxRelay(engine, publisher, batch_rows=100).drain()
-    finally:
-        await publisher.stop()
-        await engine.dispose()
 
 
 async def output(settings: Settings, expected: int) -> list[Any]:

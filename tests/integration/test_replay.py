@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
-from consumer.ids import meeting_link, session_created_id, session_id
+from consumer.ids import meeting_link, session_cancelled_id, session_created_id, session_id
 from producer.bookings import as_record, encode
 from producer.publish import OutgoingRecord
 from tests.conftest import migrated_database
@@ -40,7 +40,8 @@ async def contract_rows(database_url: str) -> dict[str, list[dict[str, Any]]]:
         "sessions": await query(
             database_url,
             "SELECT id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,"
-            " status, meeting_link, snapshot_occurred_at, snapshot_message_id FROM live_sessions ORDER BY 2",
+            " status, meeting_link, snapshot_occurred_at, snapshot_message_id, cancelled_at, cancellation_message_id,"
+            " cancellation_reason FROM live_sessions ORDER BY 2",
         ),
         "participants": await query(
             database_url, "SELECT session_id, user_id, role FROM session_participants ORDER BY 1, 2"
@@ -67,7 +68,7 @@ async def outbox_ids(database_url: str, kind: str) -> set[str]:
 
 def other_type(topic: str) -> OutgoingRecord:
     body = json.loads(encode(event("BookingConfirmed", "bk_other", 2)))
-    body["type"] = "BookingCancelled"  # a type this build does not know: ignored, recorded in the inbox
+    body["type"] = "BookingRescheduled"  # a type this build does not know: ignored, recorded in the inbox
     return OutgoingRecord(topic, b"bk_other", json.dumps(body).encode())
 
 
@@ -96,45 +97,55 @@ async def test_rebuild_into_an_empty_database_reproduces_rows_session_ids_links_
     first_records = [as_record(e, settings.input_topic) for e in first]
     extras = [first_records[0], other_type(settings.input_topic), invalid(settings.input_topic)]  # a repeat too
     reschedule = event("BookingConfirmed", "bk_0", 5, scheduled_start=START + timedelta(days=1))
+    cancellation = event("BookingCancelled", "bk_1", 5, cancellation_reason="ill")
     produced = Produced()
     await publish_one_by_one(settings, [*first_records, *extras], produced)
     later = Produced()
     async with service(settings) as svc:
         await consume_all(svc, produced)
-        await publish_one_by_one(settings, [reschedule], later)  # a later batch: a SessionUpdated
+        # A later batch: a SessionUpdated, and a SessionCancelled of an announced session.
+        await publish_one_by_one(settings, [reschedule, as_record(cancellation, settings.input_topic)], later)
         await consume_all(svc, later)
         await svc.relay.drain()
     produced.ends.update(later.ends)
     original = await contract_rows(database_url)
     created = await outbox_ids(database_url, "SessionCreated")
     updated = await outbox_ids(database_url, "SessionUpdated")
-    assert len(created) == 6 and len(updated) == 1
+    cancelled = await outbox_ids(database_url, "SessionCancelled")
+    assert len(created) == 6 and len(updated) == 1 and cancelled == {str(session_cancelled_id(session_id("bk_1")))}
 
     summary = await invoke_json(settings, "replay", "--relay", BOOKING_DATABASE_URL=empty_database_url)
 
-    total = len(first_records) + len(extras) + 1
+    total = len(first_records) + len(extras) + 2
     assert summary["records"] == total
     assert (summary["applied"], summary["duplicates"], summary["ignored"]) == (total - 3, 1, 1)
     assert summary["dead_lettered"] == {"invalid": 1}
-    assert summary["sessions_created"] == 6
-    assert summary["outbox_published"] == summary["sessions_created"] + summary["sessions_updated"]
+    # bk_1 is rebuilt CANCELLED; announced again (created, then cancelled) only if its batches say so.
+    assert summary["sessions_created"] + summary["sessions_cancelled_unannounced"] == 6
+    assert summary["sessions_cancelled"] + summary["sessions_cancelled_unannounced"] == 1
+    assert summary["outbox_published"] == (
+        summary["sessions_created"] + summary["sessions_updated"] + summary["sessions_cancelled"]
+    )
     assert summary["outbox_backlog"] == 0
     rebuilt = await contract_rows(empty_database_url)
     assert rebuilt == original
     assert {s["booking_request_id"]: (s["id"], s["meeting_link"]) for s in rebuilt["sessions"]} == {
-        b: (session_id(b), meeting_link("https://meet.jit.si", session_id(b), b"test-secret")) for b in bookings
+        b: (session_id(b), meeting_link("https://meet.jit.si", session_id(b), b"test-secret-of-at-least-32-bytes-0000"))
+        for b in bookings
     }
-    assert await outbox_ids(empty_database_url, "SessionCreated") == created
+    assert await outbox_ids(empty_database_url, "SessionCreated") <= created
     # A SessionUpdated exists only where a batch saw the change; its id is the same when it does.
     assert await outbox_ids(empty_database_url, "SessionUpdated") <= updated
+    assert await outbox_ids(empty_database_url, "SessionCancelled") <= cancelled
     # The rebuild's relay sent each SessionCreated again under its one id: the video service drops the copy.
-    expected = len(created) + len(updated) + summary["outbox_published"]
+    expected = len(created) + len(updated) + len(cancelled) + summary["outbox_published"]
     out = await read_topic(settings.kafka_bootstrap or "", settings.output_topic, expected=expected)
     assert len(out) == expected
     sent = [json.loads(r.value or b"") for r in out]
     for b in bookings:
         ids = [m["message_id"] for m in sent if m["type"] == "SessionCreated" and m["booking_id"] == b]
-        assert ids == [str(session_created_id(session_id(b)))] * 2
+        again = 1 if b != "bk_1" or summary["sessions_cancelled"] else 0  # not re-sent: rebuilt already cancelled
+        assert ids == [str(session_created_id(session_id(b)))] * (1 + again)
     # The live group's offsets are where the service left them.
     assert await committed(settings, settings.group_id, produced.ends) == produced.ends
 

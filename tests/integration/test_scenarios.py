@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link, session_created_id, session_id
 from models.events import BookingEvent
-from producer.bookings import as_record, booking_event
-from producer.publish import Publisher
-from tests.integration.harness import Produced, consume_all, publish, query, read_json, service
+from producer.bookings import booking_event
+from tests.integration.harness import Produced, consume_all, publish, publish_raced, query, read_json, service
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 START = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
@@ -71,7 +69,7 @@ async def test_auto_approved_booking_creates_one_session_and_one_session_created
     assert row["id"] == sid
     assert row["status"] == "SCHEDULED"
     assert row["scheduled_start"] == START
-    assert row["meeting_link"] == meeting_link("https://meet.jit.si", sid, b"test-secret")
+    assert row["meeting_link"] == meeting_link("https://meet.jit.si", sid, b"test-secret-of-at-least-32-bytes-0000")
     assert "bk_auto" not in str(row["meeting_link"]) and str(sid) not in str(row["meeting_link"])
     assert await learners(database_url) == set()  # approved, not yet confirmed: no learner
     messages = await output_messages(settings, 1)
@@ -106,20 +104,9 @@ async def test_the_same_confirmation_three_times_applies_once(settings: Settings
 
 
 async def test_two_confirmations_raced_from_two_producers(settings: Settings, database_url: str) -> None:
-    assert settings.kafka_bootstrap is not None
-    first, second = event("BookingConfirmed", "bk_race", 3), event("BookingConfirmed", "bk_race", 3)
-    publishers = [await Publisher.start(settings.kafka_bootstrap, client_id=f"racer-{i}") for i in (1, 2)]
-    produced = Produced()
-    try:
-        results = await asyncio.gather(
-            publishers[0].send_all([as_record(first, settings.input_topic)]),
-            publishers[1].send_all([as_record(second, settings.input_topic)]),
-        )
-    finally:
-        for p in publishers:
-            await p.stop()
-    for metadata in (m for batch in results for m in batch):
-        produced.add(metadata.topic, metadata.partition, metadata.offset)
+    produced = await publish_raced(
+        settings, [event("BookingConfirmed", "bk_race", 3), event("BookingConfirmed", "bk_race", 3)]
+    )
     assert len({(t, p) for t, p in produced.ends}) == 1  # keyed by booking id: one partition, one order
 
     async with service(settings) as svc:

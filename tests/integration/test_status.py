@@ -21,7 +21,13 @@ UNREACHABLE_DATABASE = "postgresql+asyncpg://booking:secret-pw@127.0.0.1:1/booki
 async def test_status_reports_lag_outbox_backlog_dead_letters_and_inbox(settings: Settings, database_url: str) -> None:
     consumed = Produced()
     await publish_one_by_one(
-        settings, [*(event("BookingApproved", f"bk_{i}", 0) for i in range(5)), invalid(settings.input_topic)], consumed
+        settings,
+        [
+            *(event("BookingApproved", f"bk_{i}", 0) for i in range(5)),
+            invalid(settings.input_topic),
+            event("BookingCancelled", "bk_gone", 0),  # cancelled before it was approved: a row, nothing to send
+        ],
+        consumed,
     )
     async with service(settings) as svc:  # consumes, but its relay does not run: five rows wait in the outbox
         await consume_all(svc, consumed)
@@ -33,10 +39,11 @@ async def test_status_reports_lag_outbox_backlog_dead_letters_and_inbox(settings
     committed = {p["partition"]: p["committed"] for p in found["partitions"] if p["committed"] is not None}
     assert committed == {p: end for (_, p), end in consumed.ends.items()}
     assert found["lag"] == 3 and sum(p["lag"] for p in found["partitions"]) == 3
-    assert sum(p["end"] for p in found["partitions"]) == 9
-    assert (found["outbox_backlog"], found["dlq_size"], found["inbox_size"]) == (5, 1, 6)
+    assert sum(p["end"] for p in found["partitions"]) == 10
+    assert (found["outbox_backlog"], found["dlq_size"], found["inbox_size"]) == (5, 1, 7)
     assert found["outbox_oldest_age_s"] >= 0
-    assert found["inbox_by_outcome"] == {"applied": 5, "dead_lettered": 1}
+    assert found["inbox_by_outcome"] == {"applied": 6, "dead_lettered": 1}
+    assert found["sessions_by_status"] == {"SCHEDULED": 5, "CANCELLED": 1}
     assert found["group_id"] == settings.group_id
 
     text = await invoke(settings, "status")
@@ -44,7 +51,8 @@ async def test_status_reports_lag_outbox_backlog_dead_letters_and_inbox(settings
     assert f"{settings.input_topic} as group {settings.group_id}" in text.stdout
     assert "outbox backlog: 5 rows, oldest" in text.stdout
     assert f"dead letters: 1 in {settings.dlq_topic}" in text.stdout
-    assert "inbox: 6 rows (applied 5, dead_lettered 1)" in text.stdout
+    assert "inbox: 7 rows (applied 6, dead_lettered 1)" in text.stdout
+    assert "live sessions: 6 (CANCELLED 1, SCHEDULED 5)" in text.stdout
 
 
 async def test_wrong_topic_unreachable_servers_and_missing_settings_end_in_one_line(settings: Settings) -> None:

@@ -78,6 +78,7 @@ def event(
     scheduled_start: datetime = datetime(2026, 12, 1, 15, tzinfo=UTC),
     duration_minutes: int = 60,
     title: str | None = "Algebra II",
+    cancellation_reason: str | None = None,
 ) -> BookingEvent:
     return booking_event(
         type,  # type: ignore[arg-type]
@@ -89,4 +90,5 @@ def event(
         title=title,
         occurred_at=occurred_at,
         message_id=UUID(str(message_id)),
+        cancellation_reason=cancellation_reason,
     )

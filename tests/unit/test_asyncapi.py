@@ -81,12 +81,32 @@ def test_input_schema_follows_the_contract(doc: dict[str, Any]) -> None:
     assert (duration["minimum"], duration["maximum"]) == (1, 720)
     approved = doc["components"]["messages"]["BookingApproved"]["payload"]["allOf"]
     assert approved[1] == {"properties": {"type": {"const": "BookingApproved"}}}
+    # No control character in a stored string (CONTRACT: no U+0000; issue 16: nor the others but tab).
+    no_control = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$"
+    assert event["properties"]["cancellation_reason"]["anyOf"][0] == {
+        "maxLength": 200,
+        "pattern": no_control,
+        "type": "string",
+    }
+    assert schemas["BookingSnapshot"]["properties"]["student_id"]["pattern"] == no_control
+    received = doc["operations"]["receiveBookingEvents"]["messages"]
+    assert {m["$ref"].rsplit("/", 1)[1] for m in received} == {
+        "bookingApproved",
+        "bookingConfirmed",
+        "bookingCancelled",
+    }
+    sent = doc["operations"]["sendSessionEvents"]["messages"]
+    assert {m["$ref"].rsplit("/", 1)[1] for m in sent} == {"sessionCreated", "sessionUpdated", "sessionCancelled"}
 
 
 def test_output_schema_lists_every_field_as_always_present(doc: dict[str, Any]) -> None:
     schemas = doc["components"]["schemas"]
     assert set(schemas["SessionEvent"]["required"]) == set(schemas["SessionEvent"]["properties"])
-    assert set(schemas["SessionView"]["required"]) == set(schemas["SessionView"]["properties"])
+    # cancellation_reason is written only when a cancelled session has one.
+    assert set(schemas["SessionView"]["required"]) == set(schemas["SessionView"]["properties"]) - {
+        "cancellation_reason"
+    }
+    assert schemas["SessionView"]["properties"]["status"]["enum"] == ["SCHEDULED", "CANCELLED"]
     assert schemas["SessionEvent"]["properties"]["occurred_at"]["format"] == "date-time"
     assert schemas["SessionView"]["properties"]["scheduled_start"]["format"] == "date-time"
 

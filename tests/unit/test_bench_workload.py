@@ -32,6 +32,7 @@ def test_counts(workload: Workload) -> None:
     assert workload.bookings == EVENTS // 10
     assert counts["approved"] == counts["confirmed"] == workload.bookings
     assert counts["redelivered"] == EVENTS * 5 // 100
+    assert counts["cancelled"] == workload.cancelled_bookings == EVENTS * 5 // 100
     assert counts["rescheduled"] > 0 and counts["reconfirmed"] > counts["rescheduled"]
     assert workload.unique_message_ids == EVENTS - counts["redelivered"]
     assert len({BookingEvent.model_validate_json(r.value).message_id for r in workload.records}) == (
@@ -46,6 +47,21 @@ def test_every_record_is_a_contract_valid_event_keyed_by_its_booking(workload: W
         assert decoded.booking_id == r.key.decode() == workload.booking_id(r.booking)
     sizes = [len(r.value) for r in workload.records]
     assert 360 <= sum(sizes) / len(sizes) <= 400  # the reference workload's ~380 bytes
+
+
+def test_half_the_bookings_are_cancelled_once_after_their_approval_and_confirmation(workload: Workload) -> None:
+    seen: dict[int, list[str]] = {}
+    for r in workload.records:
+        if r.kind != "redelivered":
+            seen.setdefault(r.booking, []).append(r.kind)
+    cancelled = {b for b, kinds in seen.items() if "cancelled" in kinds}
+    assert len(cancelled) == workload.cancelled_bookings == workload.bookings // 2
+    for b in cancelled:
+        assert seen[b].count("cancelled") == 1 and seen[b].index("cancelled") >= 2
+    events = events_of([r for r in workload.records if r.kind == "cancelled"])
+    assert {(e.type, e.cancellation_reason) for e in events} == {("BookingCancelled", "the student cancelled")}
+    some_newer_after = sum(1 for b in cancelled if seen[b][-1] != "cancelled")
+    assert some_newer_after > 0  # snapshots newer than the cancellation: the rows follow, nothing is announced
 
 
 def test_redeliveries_are_exact_copies_placed_after_their_original(workload: Workload) -> None:

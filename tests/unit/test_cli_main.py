@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
         (["replay", "--bogus"], "No such option: --bogus"),
         (["inbox", "prune"], "Missing option '--older-than'"),
         (["nosuch"], "No such command 'nosuch'"),
+        # Not markup, not a terminal control: shown as typed, escapes written out.
+        (["status", "--x[/y]\x1b]0;t\x07"], "No such option: --x[/y]\\x1b]0;t\\x07"),
     ],
 )
 def test_usage_error_is_one_line_and_exit_code_2(args: list[str], says: str) -> None:

@@ -43,7 +43,7 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", "postgres", "migrate", "booking-sessions"}
+    assert set(services) == {"kafka", "topics", "postgres", "migrate", "booking-sessions", "prometheus", "grafana"}
 
 
 def test_images_are_the_ones_the_testcontainers_rung_runs(services: dict[str, Any]) -> None:
@@ -121,7 +121,9 @@ def test_dockerfile_final_stage_is_slim_non_root_without_build_tools() -> None:
     stages = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
     assert len(stages) == 2, "a build stage and the final one"
     final = stages[-1]
-    assert re.search(r"^ARG PYTHON=python:3\.\d+-slim$", text, flags=re.MULTILINE)
+    # Pinned by digest, the tag kept for readers (the comment above it says how to bump it).
+    assert re.search(r"^ARG PYTHON=python:3\.\d+-slim@sha256:[0-9a-f]{64}$", text, flags=re.MULTILINE)
+    assert "docker buildx imagetools inspect" in text
     assert final.startswith("${PYTHON}\n")
     [user] = re.findall(r"^USER (\S+)$", final, flags=re.MULTILINE)
     assert user.split(":")[0] not in ("0", "root")
@@ -133,3 +135,13 @@ def test_dockerfile_final_stage_is_slim_non_root_without_build_tools() -> None:
     listed = re.search(r"^packages = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), flags=re.MULTILINE)
     assert listed is not None
     assert {p.strip(' "').split(".")[0] for p in listed.group(1).split(",")} <= copied
+
+
+def test_dockerfile_installs_the_locked_dependencies_with_hashes_and_the_project_alone() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    build, final = re.split(r"^FROM ", text, flags=re.MULTILINE)[1:]
+    assert re.search(r"pip wheel .*--no-deps .* \.$", build, flags=re.MULTILINE)
+    assert "source=requirements.lock" in final
+    assert re.search(r"pip install [^\n]*--require-hashes -r /tmp/requirements\.lock", final)
+    assert re.search(r"pip install [^\n]*--no-deps --no-index /wheels/booking_sessions-\*\.whl", final)
+    assert "requirements.lock" not in (ROOT / ".dockerignore").read_text()

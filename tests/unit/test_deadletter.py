@@ -222,7 +222,7 @@ def test_classify_repeats_against_the_inbox_hashes() -> None:
 
 def test_group_events_per_booking_in_batch_order_skipping_what_is_not_applied() -> None:
     a1, b1, bad, a2 = d(ID_1, "A", 0, "bk_a"), d(ID_2, "B", 1, "bk_b"), d(None, offset=2), d(ID_2, "C", 3, "bk_a")
-    ignored = decode(record(body({"type": "BookingCancelled"})), MAX_BYTES)
+    ignored = decode(record(body({"type": "BookingRescheduled"})), MAX_BYTES)
 
     groups = group_events([a1, b1, bad, ignored, a2])
 

@@ -2,11 +2,13 @@
 
 The model mirrors consumer/process.py + consumer/store.py: decode, drop in-batch repeats (split_repeats), drop
 message ids already in the inbox, group per booking, decide on the new events, then apply as the SQL does
-(session upsert guarded by the version, learners and outbox rows ON CONFLICT DO NOTHING).
+(session upsert guarded by the version and the cancellation, the reservations of a session it cancels
+cancelled, learners and outbox rows ON CONFLICT DO NOTHING, a reservation only ever CONFIRMED -> CANCELLED).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -16,10 +18,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumer.decide import Decision, OutboxRow, SessionDetails, SessionRow, decide, details_of, version_of
+from consumer.decide import (
+    Cancellation,
+    Decision,
+    OutboxRow,
+    SessionDetails,
+    SessionRow,
+    cancellation_of,
+    decide,
+    details_of,
+    earlier,
+    version_of,
+)
 from consumer.decode import decode
 from consumer.grouping import classify_repeats, group_events, split_repeats
-from consumer.ids import meeting_link, session_created_id, session_id, session_updated_id
+from consumer.ids import meeting_link, session_cancelled_id, session_created_id, session_id, session_updated_id
 from consumer.records import Record
 from models.events import BookingEvent
 from producer.bookings import encode
@@ -42,6 +55,7 @@ class Db:
     inbox: dict[UUID, str] = field(default_factory=dict)  # message_id -> payload_sha256
     sessions: dict[str, SessionRow] = field(default_factory=dict)  # booking_request_id UNIQUE
     learners: set[tuple[UUID, str]] = field(default_factory=set)  # (session_id, user_id) UNIQUE
+    reservations: dict[tuple[UUID, str], str] = field(default_factory=dict)  # (session_id, learner_id) -> status
     outbox: dict[UUID, tuple[int, OutboxRow]] = field(default_factory=dict)  # message_id UNIQUE -> (batch, row)
 
     def process(self, records: Sequence[Record], batch: int) -> None:
@@ -64,15 +78,27 @@ class Db:
         row = decision.session
         if row is not None:
             current = self.sessions.get(row.booking_id)
+            assert decision.first_write == (current is None)  # else write_decisions raises StaleDecision
             if current is None:
                 self.sessions[row.booking_id] = row
-            elif current.version < row.version:  # the WHERE of ON CONFLICT (booking_request_id) DO UPDATE
-                # DO UPDATE sets the details and the version, never the id or the meeting link.
-                self.sessions[row.booking_id] = current._replace(details=row.details, version=row.version)
+            else:
+                # DO UPDATE: each column pair under its own guard, never the id or the meeting link.
+                if current.version < row.version:
+                    current = current._replace(details=row.details, version=row.version)
+                current = current._replace(cancellation=earlier(current.cancellation, row.cancellation))
+                self.sessions[row.booking_id] = current
+            if self.sessions[row.booking_id].cancellation is not None:  # cancelled_reservations in the upsert
+                for pair in self.reservations:
+                    if pair[0] == row.id:
+                        self.reservations[pair] = "CANCELLED"
         if decision.learners:
             # session_participants / session_reservations point at the session row.
             assert decision.session_id in {s.id for s in self.sessions.values()}
         self.learners |= {(decision.session_id, student) for student in decision.learners}
+        for student in decision.learners:
+            pair = (decision.session_id, student)
+            if decision.cancelled or pair not in self.reservations:
+                self.reservations[pair] = "CANCELLED" if decision.cancelled else "CONFIRMED"
         for o in decision.outbox:
             self.outbox.setdefault(o.message_id, (batch, o))
 
@@ -115,13 +141,16 @@ def booking_events(draw: st.DrawFn) -> list[BookingEvent]:
             event(
                 mid,
                 draw(in_some_offset(OCCURRED)),
-                type=draw(st.sampled_from(["BookingApproved", "BookingConfirmed"])),
+                type=draw(
+                    st.sampled_from(["BookingApproved", "BookingConfirmed", "BookingConfirmed", "BookingCancelled"])
+                ),
                 booking_id=bookings[i % len(bookings)],
                 student_id=draw(st.sampled_from(["u_1", "u_2"])),
                 instructor_id=draw(st.sampled_from(["i_1", "i_2"])),
                 scheduled_start=draw(in_some_offset(STARTS)),
                 duration_minutes=draw(st.sampled_from([30, 60])),
                 title=draw(st.sampled_from([None, "Algebra", "Geometry"])),
+                cancellation_reason=draw(st.sampled_from([None, "ill", "moved"])),
             )
         )
     return events
@@ -171,16 +200,17 @@ def test_any_permutation_duplication_and_batching_leaves_the_rows_of_the_clean_s
 
     assert db.sessions == reference.sessions
     assert db.learners == reference.learners
+    assert db.reservations == reference.reservations
     for booking_id in {e.booking_id for e in events}:
         mine = [e for e in events if e.booking_id == booking_id]
         check_booking(db, booking_id, mine, batches)
         check_booking(reference, booking_id, mine, [[as_record(e, 0)] for e in sorted(events, key=version_of)])
 
     # A redelivery of everything, also after the inbox was pruned, changes nothing and tells nobody.
-    before = (dict(db.sessions), set(db.learners), list(db.outbox))
+    before = (dict(db.sessions), set(db.learners), dict(db.reservations), list(db.outbox))
     run(batches, prune, db)
     run([[r for batch in batches for r in batch]], [True], db)
-    assert (db.sessions, db.learners, list(db.outbox)) == before
+    assert (db.sessions, db.learners, db.reservations, list(db.outbox)) == before
 
 
 def check_booking(db: Db, booking_id: str, events: list[BookingEvent], batches: list[list[Record]]) -> None:
@@ -199,21 +229,37 @@ def check_booking(db: Db, booking_id: str, events: list[BookingEvent], batches: 
         scheduled_start=start,
         duration_minutes=newest.booking.duration_minutes,
     )
+    cancellation = cancellation_of(events)
+    assert row.cancellation == cancellation
+    assert row.status == ("SCHEDULED" if cancellation is None else "CANCELLED")
     confirmed = {(sid, e.booking.student_id) for e in events if e.type == "BookingConfirmed"}
     assert {pair for pair in db.learners if pair[0] == sid} == confirmed
+    status = "CONFIRMED" if cancellation is None else "CANCELLED"
+    assert {pair: s for pair, s in db.reservations.items() if pair[0] == sid} == dict.fromkeys(confirmed, status)
 
     outbox = db.outbox_of(booking_id)
-    created = [(b, o) for b, o in outbox if o.event.type == "SessionCreated"]
     first_batch = min(i for i, batch in enumerate(batches) for r in batch if r.key == booking_id.encode())
-    assert [(b, o.message_id) for b, o in created] == [(first_batch, session_created_id(sid))]
-    assert outbox[0][1].event.type == "SessionCreated"
+    first_types = {json.loads(r.value or b"")["type"] for r in batches[first_batch] if r.key == booking_id.encode()}
+    if "BookingCancelled" in first_types:  # cancelled before anybody was told: never announced
+        assert outbox == []
+        return
+    kinds = [o.event.type for _, o in outbox]
+    assert kinds[0] == "SessionCreated" and kinds.count("SessionCreated") == 1
+    assert outbox[0][:2] == (first_batch, outbox[0][1]) and outbox[0][1].message_id == session_created_id(sid)
+    assert kinds.count("SessionCancelled") == (cancellation is not None)
+    if cancellation is not None:  # announced once, last: nothing after a cancellation
+        assert kinds[-1] == "SessionCancelled"
+        assert outbox[-1][1].message_id == session_cancelled_id(sid)
+        assert outbox[-1][1].event.session.status == "CANCELLED"
+    assert set(kinds[1 : len(kinds) - (cancellation is not None)]) <= {"SessionUpdated"}
     causes = {session_updated_id(sid, e.message_id) for e in events}
-    for _, o in outbox[1:]:
-        assert o.event.type == "SessionUpdated"
-        assert o.message_id in causes
     for _, o in outbox:
+        assert o.event.type != "SessionUpdated" or o.message_id in causes
         assert (o.key, o.event.booking_id, o.event.session.id) == (booking_id, booking_id, sid)
         assert o.event.session.meeting_link == row.meeting_link
+        assert o.event.session.status == ("CANCELLED" if o.event.type == "SessionCancelled" else "SCHEDULED")
+    if cancellation is not None:
+        return  # details may change after the cancellation, and nobody is told
     # The video service ends with what the row says: the last event carries the final details.
     last = outbox[-1][1].event.session
     assert (last.instructor_id, last.student_id, last.title, last.duration_minutes) == (
@@ -380,3 +426,86 @@ def test_several_new_events_on_an_existing_session_emit_at_most_one_update() -> 
 def test_decide_on_no_events_raises() -> None:
     with pytest.raises(ValueError):
         decide(None, [], link_for, NOW)
+
+
+# --- cancellation examples ----------------------------------------------------------------------------------
+
+
+def cancelled(message_id: UUID, occurred_at: datetime, reason: str | None = "ill", **fields: object) -> BookingEvent:
+    return event(message_id, occurred_at, type="BookingCancelled", cancellation_reason=reason, **fields)  # type: ignore[arg-type]
+
+
+def test_a_cancellation_before_any_approval_creates_the_row_cancelled_and_tells_nobody() -> None:
+    decision = decide(None, [cancelled(ID_A, T0)], link_for, NOW)
+
+    assert decision.session is not None
+    assert (decision.session.status, decision.session.cancellation) == ("CANCELLED", Cancellation(T0, ID_A, "ill"))
+    assert (decision.outbox, decision.cancelled, decision.first_write) == ((), True, True)
+
+
+def test_a_late_approval_and_confirmation_cannot_open_a_cancelled_session() -> None:
+    current = created_row(cancelled(ID_B, T0 + timedelta(minutes=5)))
+    late = [event(ID_A, T0, type="BookingApproved"), event(ID_C, T0 + timedelta(minutes=1), student_id="u_9")]
+
+    decision = decide(current, late, link_for, NOW)
+
+    assert (decision.session, decision.outbox) == (None, ())
+    assert (decision.learners, decision.cancelled) == (frozenset({"u_9"}), True)  # a CANCELLED reservation
+
+
+def test_cancelling_an_announced_session_sends_one_session_cancelled_with_the_reason() -> None:
+    current = created_row(event(ID_A, T0, type="BookingApproved"))
+
+    decision = decide(current, [cancelled(ID_B, T0 + timedelta(minutes=1), reason="moved away")], link_for, NOW)
+
+    assert decision.session == current._replace(
+        version=(T0 + timedelta(minutes=1), ID_B),
+        cancellation=Cancellation(T0 + timedelta(minutes=1), ID_B, "moved away"),
+    )
+    [out] = decision.outbox
+    assert (out.message_id, out.event.type) == (session_cancelled_id(SID), "SessionCancelled")
+    assert (out.event.session.status, out.event.session.cancellation_reason) == ("CANCELLED", "moved away")
+    assert json.loads(out.payload())["session"]["cancellation_reason"] == "moved away"
+    assert out.payload() == out.event.model_dump_json()
+
+
+def test_a_session_cancelled_without_a_reason_leaves_the_field_out() -> None:
+    current = created_row(event(ID_A, T0))
+
+    [out] = decide(current, [cancelled(ID_B, T0 - timedelta(minutes=1), reason=None)], link_for, NOW).outbox
+
+    assert "cancellation_reason" not in json.loads(out.payload())["session"]
+    assert out.event.session.status == "CANCELLED"
+    assert out.event.session.title == "Algebra II"  # the older cancellation's snapshot does not overwrite
+
+
+def test_a_newer_snapshot_after_the_cancellation_moves_the_row_silently() -> None:
+    current = created_row(cancelled(ID_A, T0))
+    newer = event(ID_B, T0 + timedelta(minutes=1), title="Geometry", type="BookingApproved")
+
+    decision = decide(current, [newer], link_for, NOW)
+
+    assert decision.session == current._replace(details=details_of(newer), version=(newer.occurred_at, ID_B))
+    assert decision.outbox == ()
+
+
+def test_an_earlier_cancellation_arriving_later_takes_over_the_row_silently() -> None:
+    current = created_row(cancelled(ID_B, T0 + timedelta(minutes=5), reason="second thoughts"))
+
+    decision = decide(current, [cancelled(ID_C, T0, reason="first")], link_for, NOW)
+
+    assert decision.session is not None
+    assert decision.session.cancellation == Cancellation(T0, ID_C, "first")
+    assert decision.session.version == current.version  # the details stay those of the newest snapshot
+    assert decision.outbox == ()
+    repeat = decide(decision.session, [cancelled(ID_A, T0 + timedelta(minutes=1))], link_for, NOW)
+    assert (repeat.session, repeat.outbox) == (None, ())  # neither newer nor earlier: nothing to write
+
+
+def test_approval_and_cancellation_in_one_batch_of_a_new_session_tell_nobody() -> None:
+    events = [event(ID_A, T0, type="BookingApproved"), cancelled(ID_B, T0 + timedelta(minutes=1))]
+
+    decision = decide(None, events, link_for, NOW)
+
+    assert decision.session is not None and decision.session.status == "CANCELLED"
+    assert decision.outbox == ()

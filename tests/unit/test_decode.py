@@ -222,12 +222,12 @@ def test_auto_approved_defaults_to_false() -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        pytest.param({"type": "BookingCancelled"}, id="same-shape"),
+        pytest.param({"type": "BookingRescheduled"}, id="same-shape"),
         pytest.param(
             {"type": "BookingRescheduled", "booking": {"whatever": True}, "occurred_at": 12, "auto_approved": "x"},
             id="other-shape",
         ),
-        pytest.param({"type": "BookingCancelled", "booking": DROP, "occurred_at": DROP}, id="minimal"),
+        pytest.param({"type": "BookingRescheduled", "booking": DROP, "occurred_at": DROP}, id="minimal"),
     ],
 )
 def test_an_unknown_type_is_ignored_and_its_message_id_recorded(changes: dict[str, Any]) -> None:
@@ -239,7 +239,7 @@ def test_an_unknown_type_is_ignored_and_its_message_id_recorded(changes: dict[st
 
 
 def test_an_unknown_type_with_a_malformed_booking_id_records_no_booking_id() -> None:
-    d = decode(record(body({"type": "BookingCancelled", "booking_id": "not a booking id"})), MAX_BYTES)
+    d = decode(record(body({"type": "BookingRescheduled", "booking_id": "not a booking id"})), MAX_BYTES)
 
     assert (d.outcome, d.message_id, d.booking_id) == ("ignored", MID, None)
 
@@ -271,7 +271,7 @@ def test_a_newer_schema_version_is_unsupported(changes: dict[str, Any]) -> None:
     [
         pytest.param({"schema_version": 2, "booking_id": {"id": "bk_123"}}, "dead_lettered", "unsupported_version"),
         pytest.param({"schema_version": 2, "booking_id": 123}, "dead_lettered", "unsupported_version"),
-        pytest.param({"type": "BookingCancelled", "booking_id": 123}, "ignored", None),
+        pytest.param({"type": "BookingRescheduled", "booking_id": 123}, "ignored", None),
     ],
 )
 def test_a_newer_or_unknown_event_with_another_booking_id_shape_is_still_classified(
@@ -407,7 +407,7 @@ def test_an_unreadable_value_is_invalid(value: bytes | None, reason: str) -> Non
     [
         pytest.param(json.dumps(body()).encode(), id="applied"),
         pytest.param(json.dumps(body({"booking.duration_minutes": 0})).encode(), id="invalid"),
-        pytest.param(json.dumps(body({"type": "BookingCancelled"})).encode(), id="ignored"),
+        pytest.param(json.dumps(body({"type": "BookingRescheduled"})).encode(), id="ignored"),
         pytest.param(b"x" * (MAX_BYTES + 1), id="too-large"),
         pytest.param(b"\xff", id="binary"),
     ],

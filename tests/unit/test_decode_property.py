@@ -35,6 +35,7 @@ PATHS = [
     "booking.duration_minutes",
     "booking.title",
     "auto_approved",
+    "cancellation_reason",
     "extra",
 ]
 
@@ -110,7 +111,8 @@ def storable(d: Decoded) -> None:
     if d.event is None:
         return
     booking = d.event.booking
-    for text in (d.event.booking_id, d.event.type, booking.student_id, booking.instructor_id, booking.title):
+    texts = (d.event.booking_id, d.event.type, booking.student_id, booking.instructor_id, booking.title)
+    for text in (*texts, d.event.cancellation_reason):
         storable_text(text)
     for moment in (d.event.occurred_at, booking.scheduled_start):
         moment.astimezone(UTC)  # raises OverflowError outside the years 1 to 9999 in UTC

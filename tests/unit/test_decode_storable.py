@@ -17,7 +17,7 @@ from tests.unit.test_decode import MID, assert_invalid, check_invariants, no_par
 # The example's occurred_at, 2026-11-24T10:15:00Z, as a Kafka timestamp.
 OCCURRED_MS = int(datetime(2026, 11, 24, 10, 15, tzinfo=UTC).timestamp() * 1000)
 
-STORED_STRINGS = ["booking.student_id", "booking.instructor_id", "booking.title"]
+STORED_STRINGS = ["booking.student_id", "booking.instructor_id", "booking.title", "cancellation_reason"]
 
 
 @pytest.mark.parametrize("field", STORED_STRINGS)

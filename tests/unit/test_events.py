@@ -34,7 +34,7 @@ def test_schema_version_known_today_is_1() -> None:
         pytest.param({"occurred_at": "2026-11-24T10:15:00"}, ("occurred_at",), id="occurred_at-naive"),
         pytest.param({"booking.scheduled_start": "2026-12-01T16:00:00"}, ("booking", "scheduled_start"), id="naive"),
         pytest.param({"auto_approved": "false"}, ("auto_approved",), id="auto_approved-string"),
-        pytest.param({"type": "BookingCancelled"}, ("type",), id="type-unknown"),
+        pytest.param({"type": "BookingRescheduled"}, ("type",), id="type-unknown"),
     ],
 )
 def test_the_model_is_strict(changes: dict[str, object], loc: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from consumer.ids import (
     room_name,
     session_created_id,
     session_id,
+    session_rekeyed_id,
     session_updated_id,
 )
 
@@ -116,3 +117,22 @@ def test_meeting_link_joins_base_and_room_with_one_slash(base: str, prefix: str)
 
     assert meeting_link(base, sid, SECRET) == prefix + room_name(sid, SECRET)
     assert "//" not in meeting_link(base, sid, SECRET).removeprefix("https://")
+
+
+def test_a_later_key_version_names_itself_in_the_room() -> None:
+    sid = session_id("bk_123")
+    digest = hmac.new(OTHER_SECRET, sid.bytes, hashlib.sha256).hexdigest()[:32]
+
+    assert room_name(sid, OTHER_SECRET, version=2) == f"bs-v2-{digest}"
+    assert room_name(sid, SECRET, version=1) == room_name(sid, SECRET)  # version 1: the links made before versions
+    assert meeting_link("https://meet.jit.si", sid, OTHER_SECRET, version=12).endswith(f"/bs-v12-{digest}")
+    with pytest.raises(ValueError, match="at least 1"):
+        room_name(sid, SECRET, version=0)
+
+
+def test_the_rekey_id_is_pinned_and_differs_per_version() -> None:
+    sid = session_id("bk_123")
+
+    assert session_rekeyed_id(sid, 2) == uuid.uuid5(sid, "SessionUpdated:meeting-key-v2")
+    assert len({session_rekeyed_id(sid, 2), session_rekeyed_id(sid, 3), session_rekeyed_id(session_id("b"), 2)}) == 3
+    assert session_rekeyed_id(sid, 2) not in (session_created_id(sid), session_updated_id(sid, CAUSE))

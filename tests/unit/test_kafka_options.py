@@ -132,6 +132,21 @@ def test_sasl_without_tls_has_no_ssl_context() -> None:
     }
 
 
+def test_plain_over_plaintext_only_when_the_risk_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "BOOKING_KAFKA_BOOTSTRAP": "broker:9092",
+        "BOOKING_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "BOOKING_KAFKA_SASL_MECHANISM": "PLAIN",
+        "BOOKING_KAFKA_SASL_USERNAME": "u",
+        "BOOKING_KAFKA_SASL_PASSWORD": SASL_PASSWORD,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="sends the password in cleartext"):
+        Settings()
+    monkeypatch.setenv("BOOKING_KAFKA_ALLOW_CLEARTEXT_PASSWORD", "true")
+    assert kafka_client_options(Settings())["sasl_mechanism"] == "PLAIN"
+
+
 def test_the_environment_names(monkeypatch: pytest.MonkeyPatch, certs: Certificates) -> None:
     for name, value in {
         "BOOKING_KAFKA_BOOTSTRAP": "broker:9093",
@@ -178,6 +193,16 @@ REFUSED = [
     ),
     ({"kafka_security_protocol": "SSL", "kafka_ssl_cafile": "/nonexistent/ca.pem"}, "/nonexistent/ca.pem: no such"),
     ({"kafka_security_protocol": "SSL", "kafka_ssl_key_password": "pw"}, "KEY_PASSWORD set without"),
+    (
+        {
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "PLAIN",
+            "kafka_sasl_username": "u",
+            "kafka_sasl_password": SASL_PASSWORD,
+        },
+        "BOOKING_KAFKA_SASL_MECHANISM=PLAIN over BOOKING_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the password "
+        "in cleartext: use SASL_SSL (or SCRAM), or set BOOKING_KAFKA_ALLOW_CLEARTEXT_PASSWORD=true",
+    ),
     ({"kafka_security_protocol": "TLS"}, "Input should be 'PLAINTEXT', 'SSL', 'SASL_PLAINTEXT' or 'SASL_SSL'"),
     ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "GSSAPI"}, "'PLAIN', 'SCRAM-SHA-256'"),
 ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 from collections.abc import Iterator
 from uuid import UUID
 
@@ -16,13 +18,14 @@ from typer.testing import CliRunner
 
 from booking_sessions import logs
 from booking_sessions.cli import app
+from booking_sessions.settings import Settings
 from consumer.deadletter import log_dead_letters
 from consumer.decode import decode
 from consumer.records import Record
 
 DB_PASSWORD = "db-password-sentinel"
 SASL_PASSWORD = "sasl-password-sentinel"
-MEETING_SECRET = "meeting-secret-sentinel"
+MEETING_SECRET = "meeting-secret-sentinel-of-32-bytes-or-more"
 SECRETS = (DB_PASSWORD, SASL_PASSWORD, MEETING_SECRET)
 
 
@@ -31,11 +34,13 @@ def restore_logging() -> Iterator[None]:
     config = structlog.get_config()
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    excepthooks = sys.excepthook, threading.excepthook
     yield
     structlog.configure(**config)
     root.handlers[:] = handlers
     root.setLevel(level)
     logs._secrets.clear()
+    sys.excepthook, threading.excepthook = excepthooks
 
 
 def lines(captured: str) -> list[dict[str, object]]:
@@ -107,9 +112,42 @@ def test_url_passwords_and_registered_secrets_never_reach_a_line(capsys: pytest.
     assert "Traceback" in str(pool["exception"]) and "booking:***@db" in str(pool["event"])
 
 
-def test_short_values_are_not_registered_as_secrets() -> None:
-    logs.register_secrets(["pw", "abc"])
-    assert logs.redact("pw abc") == "pw abc"
+def test_short_secrets_are_masked_where_they_stand_alone() -> None:
+    logs.register_secrets(["pw", "abc", " padded-secret-value\n"])
+    assert logs.redact("login pw abc failed: 'abc'") == "login *** *** failed: '***'"
+    assert logs.redact("abcdef and pwd stay readable") == "abcdef and pwd stay readable"
+    # The stripped form too: the value a setting keeps after stripping a file's trailing newline.
+    assert logs.redact("key=padded-secret-value.") == "key=***."
+
+
+def test_a_crash_traceback_never_shows_a_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception that escapes every handler: its message and the line holding the secret are masked."""
+    logs.configure_logging("INFO", json=True, secrets=[SecretStr(MEETING_SECRET)])
+
+    def crash(secret: str = MEETING_SECRET) -> None:
+        raise RuntimeError(f"cannot derive a room under {secret}; local={secret!r}")
+
+    try:
+        crash()
+    except RuntimeError as error:
+        sys.excepthook(type(error), error, error.__traceback__)
+        structlog.get_logger("t").exception("crashed", secret_in_locals=MEETING_SECRET)
+    thread = threading.Thread(target=crash, name="crasher")
+    thread.start()
+    thread.join(timeout=10)
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") >= 2 and "Exception in thread crasher" in err
+    assert "RuntimeError: cannot derive a room under ***" in err
+    assert MEETING_SECRET not in err
+
+
+def test_settings_never_show_the_meeting_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOOKING_MEETING_SECRET", MEETING_SECRET + "\n")
+    settings = Settings()
+    assert settings.meeting_secret is not None
+    assert settings.meeting_secret.get_secret_value() == MEETING_SECRET  # the mount's newline is stripped
+    assert MEETING_SECRET not in repr(settings) and MEETING_SECRET not in str(settings)
+    assert MEETING_SECRET not in settings.model_dump_json()
 
 
 def test_help_never_shows_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:

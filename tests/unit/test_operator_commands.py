@@ -12,7 +12,7 @@ COMMANDS = [["replay"], ["status"], ["outbox", "republish"], ["dlq", "list"], ["
 ENV = {
     "BOOKING_KAFKA_BOOTSTRAP": "127.0.0.1:1",
     "BOOKING_DATABASE_URL": "postgresql+asyncpg://u:pw@127.0.0.1:1/db",
-    "BOOKING_MEETING_SECRET": "unit-test-secret",
+    "BOOKING_MEETING_SECRET": "unit-test-secret-of-at-least-32-bytes",
     "BOOKING_GROUP_ID": "booking-sessions",
 }
 

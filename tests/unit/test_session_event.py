@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.decide import OutboxRow, SessionDetails, SessionRow, decide
+from consumer.decide import Cancellation, OutboxRow, SessionDetails, SessionRow, decide
 from consumer.decode import decode
 from consumer.ids import meeting_link, session_created_id, session_id
 from models.events import SessionEvent, SessionView
@@ -157,13 +157,22 @@ TEXT = st.text(max_size=80)  # any unicode, quotes, backslashes and control char
     link=TEXT,
     start=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))])),
     now=st.datetimes(timezones=st.just(UTC)),
-    kind=st.sampled_from(["SessionCreated", "SessionUpdated"]),
+    kind=st.sampled_from(["SessionCreated", "SessionUpdated", "SessionCancelled"]),
+    reason=st.none() | TEXT,
 )
 def test_the_fast_payload_is_the_models_json_for_any_values(
-    instructor: str, student: str, title: str | None, link: str, start: datetime, now: datetime, kind: str
+    instructor: str,
+    student: str,
+    title: str | None,
+    link: str,
+    start: datetime,
+    now: datetime,
+    kind: str,
+    reason: str | None,
 ) -> None:
     details = SessionDetails(instructor, student, title, start, 45)
-    row = SessionRow(SID, "bk_123", details, link, (now, session_created_id(SID)))
+    cancellation = Cancellation(now, SID, reason) if kind == "SessionCancelled" else None
+    row = SessionRow(SID, "bk_123", details, link, (now, session_created_id(SID)), cancellation)
     out = OutboxRow(session_created_id(SID), kind, row, now)  # type: ignore[arg-type]
 
     assert out.payload() == out.event.model_dump_json()

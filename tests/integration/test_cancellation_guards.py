@@ -1,0 +1,102 @@
+"""The SQL guards of the session upsert, against writers that decided on a stale view (no row lock): a CANCELLED
+row is never reopened, and a decision made for a booking without a row is refused once the row exists."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from consumer import store
+from consumer.decide import Decision, SessionRow, decide
+from consumer.faults import is_transient
+from consumer.ids import session_id
+from models.events import BookingEvent
+from producer.bookings import booking_event
+from tests.integration.harness import query
+
+T0 = datetime(2026, 11, 24, 10, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def event(kind: str, minute: int, **fields: object) -> BookingEvent:
+    return booking_event(
+        kind,  # type: ignore[arg-type]
+        "bk_guard",
+        student_id="u_42",
+        instructor_id="u_7",
+        scheduled_start=datetime(2026, 12, 1, 15, tzinfo=UTC),
+        duration_minutes=60,
+        occurred_at=T0 + timedelta(minutes=minute),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def link_for(sid: UUID) -> str:
+    return f"https://meet.jit.si/{sid.hex}"
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    yield engine
+    await engine.dispose()
+
+
+async def write(engine: AsyncEngine, *decisions: Decision) -> None:
+    async with engine.begin() as conn:
+        await store.write_decisions(conn, decisions, "session.events")
+
+
+async def session_row(engine: AsyncEngine) -> SessionRow:
+    async with engine.connect() as conn:
+        return (await store.lock_sessions(conn, ["bk_guard"]))["bk_guard"]
+
+
+async def test_a_stale_writer_cannot_reopen_a_cancelled_row_nor_confirm_its_reservation(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    approved = event("BookingApproved", 0)
+    await write(engine, decide(None, [approved], link_for, NOW))
+    scheduled = await session_row(engine)
+    cancelled = event("BookingCancelled", 5, cancellation_reason="ill")
+    await write(engine, decide(scheduled, [event("BookingConfirmed", 1), cancelled], link_for, NOW))
+    # A writer that still sees the SCHEDULED row decides a newer snapshot and a CONFIRMED reservation.
+    stale = decide(scheduled, [event("BookingConfirmed", 9, title="Geometry")], link_for, NOW)
+    assert stale.session is not None and stale.session.status == "SCHEDULED" and not stale.cancelled
+
+    await write(engine, stale)
+
+    [row] = await query(database_url, "SELECT status, title, cancelled_at, cancellation_reason FROM live_sessions")
+    assert row == {
+        "status": "CANCELLED",
+        "title": "Geometry",
+        "cancelled_at": T0 + timedelta(minutes=5),
+        "cancellation_reason": "ill",
+    }
+    assert await query(database_url, "SELECT learner_id, status FROM session_reservations") == [
+        {"learner_id": "u_42", "status": "CANCELLED"}
+    ]
+    kinds = await query(database_url, "SELECT CAST(payload AS jsonb) ->> 'type' AS t FROM outbox_messages ORDER BY id")
+    assert [k["t"] for k in kinds] == ["SessionCreated", "SessionCancelled"]  # the stale SessionUpdated dropped
+
+
+async def test_a_decision_for_a_new_row_that_meets_an_existing_one_is_retried(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    cancelled_first = decide(None, [event("BookingCancelled", 5)], link_for, NOW)
+    approved_first = decide(None, [event("BookingApproved", 0)], link_for, NOW)
+    await write(engine, cancelled_first)
+
+    with pytest.raises(store.StaleDecision) as raised:
+        await write(engine, approved_first)  # it would announce a session that is already cancelled
+
+    assert is_transient(raised.value)
+    assert await query(database_url, "SELECT id FROM outbox_messages") == []  # rolled back: nothing announced
+    [row] = await query(database_url, "SELECT id, status FROM live_sessions")
+    assert row == {"id": session_id("bk_guard"), "status": "CANCELLED"}
