@@ -144,13 +144,22 @@ def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
     return DeadLetter(
         record.partition,
         record.offset,
-        datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        record_time(record.timestamp),
         record.key,
         record.value,
         # Exactly as stored: a null value stays None, and is replayed as null. A header name the client could not
         # read is left out (consumer.wire), as the consumer leaves it out of a dead letter.
         wire.split_unreadable(tuple(record.headers or ()))[0],
     )
+
+
+def record_time(timestamp_ms: int) -> datetime:
+    """A record's Kafka timestamp as a time; one no datetime can hold (a producer may write any 64-bit number)
+    reads as the earliest time, so that listing the DLQ never fails on it."""
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, ValueError, OSError):
+        return datetime.min.replace(tzinfo=UTC)
 
 
 async def scan(

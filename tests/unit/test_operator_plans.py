@@ -136,3 +136,21 @@ def test_a_dead_letter_whose_value_was_left_out_is_not_replayed_from_the_dlq() -
         "not replayable from the DLQ: its value (1048400 bytes) was left out; it is at booking.events/3/41"
     )
     assert dead.original_headers() == (("null", None),)
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "expected"),
+    [
+        (1_764_000_000_000, datetime(2025, 11, 24, 16, 0, tzinfo=UTC)),
+        (2**63 - 1, datetime.min.replace(tzinfo=UTC)),
+        (-(2**63), datetime.min.replace(tzinfo=UTC)),
+    ],
+)
+def test_a_dead_letter_with_any_kafka_timestamp_reads(timestamp_ms: int, expected: datetime) -> None:
+    from aiokafka import ConsumerRecord
+
+    from booking_sessions.dlq import from_record
+
+    record = ConsumerRecord("dlq", 0, 1, timestamp_ms, 0, b"k", b"v", None, 1, 1, (("null", None),))
+
+    assert from_record(record).timestamp == expected
