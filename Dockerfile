@@ -14,9 +14,11 @@ COPY bench bench
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON}
+# In a container the probes and Prometheus come from outside it: all addresses (the process alone binds 127.0.0.1).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    BOOKING_METRICS_PORT=9108
+    BOOKING_METRICS_PORT=9108 \
+    BOOKING_METRICS_HOST=0.0.0.0
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home booking
 WORKDIR /app
 # A bind mount, not a COPY: the wheels never become a layer of the final image.
