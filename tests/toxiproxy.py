@@ -119,6 +119,8 @@ class Toxiproxy:
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=5) as response:
             payload = response.read()
+        if response.headers.get_content_type() != "application/json":  # /version answers plain text
+            return payload.decode()
         return json.loads(payload) if payload.strip() else None
 
     def proxy(self, name: str, upstream: str, listen_port: int | None = None) -> Proxy:
