@@ -124,10 +124,11 @@ class HttpServer:
 
     async def _main(self, host: str, port: int) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.ServerRunner(_CappedServer(self.handle, keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None))
+        server = _CappedServer(self.handle, keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port, backlog=128, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, host, port, backlog=128)
             await site.start()
             self.port = runner.addresses[0][1]
             self._started.set()
