@@ -53,13 +53,19 @@ def assess(seen: Observed, *, stall_after_s: float, stale_after_s: float) -> Ver
     for ``stall_after_s``: not ready, and not alive either, so that a liveness probe restarts the process. A
     database that stopped answering only makes it not ready: the service retries, and a restart would fix nothing
     unless work piles up, which the stall checks then see."""
-    consumer = _stall_check(seen.now, seen.lag, seen.consumer_progress_at, seen.consumer_error, stall_after_s)
-    consumer["lag_records"] = seen.lag
-    relay = _stall_check(seen.now, seen.outbox_rows, seen.relay_progress_at, seen.relay_error, stall_after_s)
-    relay["unpublished_rows"] = seen.outbox_rows
+    database = _answers(seen.now, seen.database_ok_at, seen.database_error, stale_after_s)
+    kafka = _answers(seen.now, seen.kafka_ok_at, seen.kafka_error, stale_after_s)
+    # A stale sample says nothing about what waits now: unknown, so no stall is claimed on it (the server's own
+    # check fails instead; a restart would not bring it back).
+    lag = seen.lag if kafka["ok"] else None
+    outbox_rows = seen.outbox_rows if database["ok"] else None
+    consumer = _stall_check(seen.now, lag, seen.consumer_progress_at, seen.consumer_error, stall_after_s)
+    consumer["lag_records"] = lag
+    relay = _stall_check(seen.now, outbox_rows, seen.relay_progress_at, seen.relay_error, stall_after_s)
+    relay["unpublished_rows"] = outbox_rows
     checks = {
-        "database": _answers(seen.now, seen.database_ok_at, seen.database_error, stale_after_s),
-        "kafka": _answers(seen.now, seen.kafka_ok_at, seen.kafka_error, stale_after_s),
+        "database": database,
+        "kafka": kafka,
         "kafka_group": seen.group,
         "consumer": consumer,
         "relay": relay,

@@ -159,6 +159,21 @@ async def all_answer_ready(*runs: Watched) -> bool:
     return True
 
 
+async def lift_and_recover(
+    proxy: Proxy, toxics: list[str], database_url: str, events: list[BookingEvent], *runs: Watched
+) -> tuple[float, float]:
+    """End the fault; wait until every event is applied and published and every process ready and alive again.
+    Returns when the fault was lifted (monotonic) and how long the work took to complete after it."""
+    for name in toxics:
+        proxy.remove(name)
+    lifted = time.monotonic()
+    await all_applied_and_published(database_url, events, timeout_s=HANG_S)
+    recovered_s = time.monotonic() - lifted
+    await eventually(lambda: all_answer_ready(*runs), what="ready and alive again", timeout_s=HANG_S)
+    assert all(run.process.returncode is None for run in runs), "a process ended"
+    return lifted, recovered_s
+
+
 async def test_silent_database_connections_two_processes_recover_with_nothing_lost(
     settings: Settings, database_url: str, database_proxy: Proxy
 ) -> None:
@@ -169,6 +184,7 @@ async def test_silent_database_connections_two_processes_recover_with_nothing_lo
     proxied = through(settings, database_proxy, database=True)
     async with watched_run(proxied) as one, watched_run(proxied) as two:
         await some_applied(database_url, timeout_s=HANG_S)
+        await eventually(lambda: all_answer_ready(one, two), what="both ready before the fault", timeout_s=HANG_S)
         started = time.monotonic()
         one.fault_at = two.fault_at = started
         silenced = database_proxy.silence()
@@ -176,16 +192,13 @@ async def test_silent_database_connections_two_processes_recover_with_nothing_lo
 
         async def both_stalled() -> bool:
             assert all(r.first(alive=False) is not None for r in (one, two)), "a /healthz still answers 200"
+            said = [r.said()["readyz_failing"] for r in (one, two)]
+            assert all("database" in failing for failing in said), f"the database check not failed yet: {said}"
             return True
 
-        await eventually(both_stalled, what="both /healthz to report the stall", timeout_s=HANG_S)
-        for name in silenced:
-            database_proxy.remove(name)
-        lifted = time.monotonic()
-        await all_applied_and_published(database_url, first + later, timeout_s=HANG_S)
-        recovered_s = time.monotonic() - lifted
-        await eventually(lambda: all_answer_ready(one, two), what="both ready and alive again", timeout_s=HANG_S)
-        assert one.process.returncode is None and two.process.returncode is None
+        what = "both /healthz to report the stall, and /readyz the database"
+        await eventually(both_stalled, what=what, timeout_s=HANG_S)
+        lifted, recovered_s = await lift_and_recover(database_proxy, silenced, database_url, first + later, one, two)
         report(
             "silent database connections",
             detect_not_ready_s=[one.first(ready=False), two.first(ready=False)],
@@ -206,6 +219,7 @@ async def test_a_lock_held_elsewhere_delays_the_work_boundedly_and_keeps_the_gro
     await publish(settings, first, Produced())
     async with watched_run(settings) as run:
         await all_applied_and_published(database_url, first, timeout_s=HANG_S)
+        await eventually(lambda: all_answer_ready(run), what="ready before the fault", timeout_s=HANG_S)
         engine = create_async_engine(database_url, poolclass=NullPool)
         try:
             async with engine.connect() as operator, operator.begin():
@@ -256,23 +270,18 @@ async def test_broker_silence_is_reported_and_recovered(
     await publish(settings, first, Produced())
     async with watched_run(through(settings, kafka_proxy, kafka=True)) as run:
         await all_applied_and_published(database_url, first, timeout_s=HANG_S)
+        await eventually(lambda: all_answer_ready(run), what="ready before the fault", timeout_s=HANG_S)
         run.fault_at = started = time.monotonic()
         silenced = kafka_proxy.silence()
         await publish(settings, later, Produced())  # straight to the broker: work waits
 
         async def broker_reported() -> bool:
             latest = run.probes[-1]
-            assert latest.at > 0 and latest.readiness["checks"]["kafka"]["ok"] is False, "kafka check still ok"
+            assert latest.at > 1 and latest.readiness["checks"]["kafka"]["ok"] is False, "kafka check still ok"
             return True
 
         await eventually(broker_reported, what="/readyz to report the broker", timeout_s=HANG_S)
-        for name in silenced:
-            kafka_proxy.remove(name)
-        lifted = time.monotonic()
-        await all_applied_and_published(database_url, first + later, timeout_s=HANG_S)
-        recovered_s = time.monotonic() - lifted
-        await eventually(lambda: all_answer_ready(run), what="ready and alive again", timeout_s=HANG_S)
-        assert run.process.returncode is None
+        lifted, recovered_s = await lift_and_recover(kafka_proxy, silenced, database_url, first + later, run)
         report(
             "broker silence",
             detect_not_ready_s=run.first(ready=False),

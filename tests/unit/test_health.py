@@ -89,3 +89,14 @@ def test_no_sample_yet_is_not_ready() -> None:
 def test_a_lost_group_is_not_ready() -> None:
     ready, alive, _, _ = judge(observed(group={"ok": False, "state": "joining", "partitions": 0, "since_s": 1.0}))
     assert not ready and alive
+
+
+def test_a_stale_sample_claims_no_stall() -> None:
+    """The broker stopped answering the sampler: the last lag known says nothing about now."""
+    seen = observed(lag=1000, consumer_progress_at=0.0, kafka_ok_at=900.0, kafka_error="kafka (KafkaTimeoutError)")
+    ready, alive, readiness, _ = judge(seen)
+    assert not ready and alive
+    consumer = readiness["checks"]["consumer"]
+    assert consumer["stalled"] is False and consumer["lag_records"] is None
+    stale_db = observed(outbox_rows=40, relay_progress_at=0.0, database_ok_at=900.0, database_error="timeout (X)")
+    assert judge(stale_db)[1] is True
