@@ -50,7 +50,7 @@ class Service:
         """What a shutdown that gives up leaves behind (read from the signal's timer thread: plain attributes)."""
         return {
             "stage": self.stage,
-            "batch_in_hand": self.loop.in_hand,
+            "batch_not_committed": self.loop.in_hand,
             "outbox_rows_unpublished_at_last_sample": self.metrics.outbox_waiting,
         }
 

@@ -71,7 +71,7 @@ class ConsumerLoop:
         self._commit_timeout_s = commit_timeout_s
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
-        self.in_hand: dict[str, int] = {}  # the batch being applied: records per partition, for shutdown's log
+        self.in_hand: dict[str, int] = {}  # records per partition of the batch applied but not yet committed
 
     @property
     def processor(self) -> BatchProcessor:

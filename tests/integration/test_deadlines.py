@@ -353,4 +353,29 @@ async def test_sigterm_ends_run_in_time_while_the_database_is_silent(
     assert code in (0, 1)
     if code == 1:  # it gave up: the last line says what was left
         assert b"shutdown_timed_out" in stderr and b"unfinished" in stderr
-    report("SIGTERM with a silent database", exit_code=code, exited_after_s=round(took_s, 1))
+    last = [line for line in run.stderr if b"shutdown_" in line][-1:]
+    report("SIGTERM with a silent database", exit_code=code, exited_after_s=round(took_s, 1), said=last)
+
+
+async def test_a_second_sigterm_ends_run_at_once(settings: Settings, database_url: str, database_proxy: Proxy) -> None:
+    """Issue 12 (3): the operator who does not want to wait sends the signal again."""
+    events = workload(100)
+    await publish(settings, events[:50], Produced())
+    async with watched_run(through(settings, database_proxy, database=True), BOOKING_SHUTDOWN_TIMEOUT_S="60") as run:
+        await some_applied(database_url, timeout_s=HANG_S)
+        database_proxy.silence()
+        await publish(settings, events[50:], Produced())  # a batch now waits on a silent connection
+        run.process.send_signal(signal.SIGTERM)
+        await eventually(
+            lambda: _logged(run, b"shutdown_requested"), what="the first signal to be taken", timeout_s=HANG_S
+        )
+        sent = time.monotonic()
+        run.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(run.process.wait(), timeout=10)
+        took_s = time.monotonic() - sent
+    assert code == 1 and took_s < 3, f"exit {code} after {took_s:.1f} s"
+    report("second SIGTERM", exit_code=code, exited_after_s=round(took_s, 2))
+
+
+async def _logged(run: Watched, event_name: bytes) -> bool:
+    return any(event_name in line for line in run.stderr)
