@@ -164,7 +164,8 @@ async def open_service(
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
     try:
-        await check_meeting_key(engine, key)  # before any record: links under another key would differ silently
+        # Before any record: links under another key would differ silently. A database that is away is waited for.
+        await check_meeting_key(engine, key, wait_for_database=True)
         publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
