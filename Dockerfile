@@ -20,9 +20,11 @@ RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM ${PYTHON}
 # BOOKING_EMBEDDED_SERVERS=forbid: `run` fails closed without both servers; throwaway ones are for development.
+# In a container the probes and Prometheus come from outside it: all addresses (the process alone binds 127.0.0.1).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     BOOKING_METRICS_PORT=9108 \
+    BOOKING_METRICS_HOST=0.0.0.0 \
     BOOKING_EMBEDDED_SERVERS=forbid
 RUN useradd --system --uid 10001 --user-group --home-dir /app --create-home booking
 WORKDIR /app

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -60,26 +62,18 @@ async def _serve(settings: Settings) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    shutdown = Shutdown(settings.shutdown_timeout_s)
 
-    # Structured lines, not console prints: JSON like every other line when not on a terminal.
     def on_signal(signum: int) -> None:
         if stop.is_set():
-            log.warning("shutdown_forced", signal=signal.Signals(signum).name, reason="second signal")
-            os._exit(1)
-        timeout_s = settings.shutdown_timeout_s
-        log.info(
-            "shutdown_requested",
-            signal=signal.Signals(signum).name,
-            doing="finishing the batch in hand, committing, flushing the relay; a second signal exits at once",
-            timeout_s=timeout_s,
-        )
+            shutdown.forced(signal.Signals(signum).name)
+        shutdown.begin(signal.Signals(signum).name)
         stop.set()
-        loop.call_later(timeout_s, _give_up, timeout_s)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await _serve_until(settings, stop)
+        await _serve_until(settings, stop, shutdown)
     except KafkaConnectionError as error:
         # aiokafka says only "Unable to bootstrap"; its log line just before says why (TLS, SASL, address).
         raise ConfigurationError(
@@ -88,7 +82,43 @@ async def _serve(settings: Settings) -> None:
         ) from None
 
 
-async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
+class Shutdown:
+    """SIGTERM's deadline, kept by a timer thread: it fires however busy or stuck the event loop is (a callback on
+    the loop would wait for the loop). ``unfinished`` says what the service had not finished, for the last line."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.unfinished: Callable[[], dict[str, Any]] = dict
+
+    def begin(self, signal_name: str) -> None:
+        # Structured lines, not console prints: JSON like every other line when not on a terminal.
+        log.info(
+            "shutdown_requested",
+            signal=signal_name,
+            doing="finishing the batch in hand, committing, flushing the relay; a second signal exits at once",
+            timeout_s=self.timeout_s,
+        )
+        timer = threading.Timer(self.timeout_s, self.give_up)
+        timer.daemon = True
+        timer.start()
+
+    def give_up(self) -> None:
+        # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
+        # drops what was already applied; unpublished outbox rows wait for the next relay.
+        log.error(
+            "shutdown_timed_out",
+            timeout_s=self.timeout_s,
+            unfinished=self.unfinished(),
+            outcome="exiting now; the next owner redelivers what was not committed",
+        )
+        os._exit(1)
+
+    def forced(self, signal_name: str) -> None:
+        log.warning("shutdown_forced", signal=signal_name, reason="second signal", unfinished=self.unfinished())
+        os._exit(1)
+
+
+async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
     from booking_sessions.http import serving
     from booking_sessions.runtime import tune_gc
     from booking_sessions.servers import servers_for
@@ -107,18 +137,14 @@ async def _serve_until(settings: Settings, stop: asyncio.Event) -> None:
             kafka_security_protocol=servers.settings.kafka_security_protocol,
         )
         tune_gc()
-        if settings.metrics_port == 0:
+        if shutdown is not None:
+            shutdown.unfinished = service.unfinished
+        with contextlib.ExitStack() as http:
+            if settings.metrics_port != 0:
+                http.enter_context(
+                    serving(service.metrics.registry, service.health, settings.metrics_host, settings.metrics_port)
+                )
             await run_until(service, stop)
-            return
-        with serving(service.metrics.registry, service.readiness(), settings.metrics_host, settings.metrics_port):
-            await run_until(service, stop)
-
-
-def _give_up(timeout_s: float) -> None:
-    # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
-    # drops what was already applied.
-    log.error("shutdown_timed_out", timeout_s=timeout_s, outcome="exiting without the last offset commit")
-    os._exit(1)
 
 
 @app.command()

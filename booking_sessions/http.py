@@ -1,7 +1,9 @@
-"""``/metrics``, ``/healthz`` and ``/readyz`` on one port: prometheus-client's WSGI app and the standard library.
+"""``/metrics``, ``/healthz`` and ``/readyz`` on one port, served by aiohttp on an event loop of its own thread.
 
-The server runs in its own threads, so a scrape never waits for a batch; the readiness checks that need the
-database run on the service's event loop, each bounded by a short timeout.
+Why aiohttp, in its own thread: a well-kept asyncio server, so a held connection costs a socket and a few KiB,
+not a thread; it closes a connection that sends nothing (or half a request) within its keep-alive timeout; and on
+its own loop, a flood of connections never queues behind a batch on the service's loop, nor a batch behind it.
+Every answer comes from memory: the health verdict (booking_sessions/health.py) and the metrics registry.
 """
 
 from __future__ import annotations
@@ -11,28 +13,29 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-from wsgiref.types import StartResponse, WSGIEnvironment
 
 import structlog
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from prometheus_client import CollectorRegistry, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
-from booking_sessions.logs import redact
+from booking_sessions.health import Health
 from models.errors import ConfigurationError
 
 log = structlog.get_logger(__name__)
 
-DATABASE_TIMEOUT_S = 2.0
 # A rebalance normally takes a few seconds; only one that lasts is worth taking the instance out of rotation.
 REBALANCE_GRACE_S = 60.0
+# A connection idle (or half-sent) for this long is closed: a probe or a scrape takes milliseconds.
+KEEPALIVE_TIMEOUT_S = 5.0
+# Open connections at most; more are closed at once. Probes and scrapes need a handful.
+MAX_CONNECTIONS = 1000
+START_TIMEOUT_S = 10.0
 
 PATHS = ("/metrics", "/healthz", "/readyz")
 
@@ -62,109 +65,93 @@ class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]  # aioka
         return {"ok": ok, "state": self.state, "partitions": self.partitions, "since_s": round(since_s, 1)}
 
 
-@dataclass
-class Readiness:
-    """Ready: the group joined (partitions assigned, or none to spare), the database answers, the relay moves."""
+class _CappedServer(web.Server):
+    """aiohttp's low-level server with a cap on open connections (aiohttp has no setting for one)."""
 
-    engine: AsyncEngine
-    group: GroupMembership
-    relay_progress_at: Callable[[], float]  # time.monotonic() of the relay's last step that ended without error
-    relay_stuck_after_s: float
-    loop: asyncio.AbstractEventLoop
-
-    def check(self) -> tuple[bool, dict[str, Any]]:
-        """Called from the HTTP server's thread."""
-        relay_idle_s = time.monotonic() - self.relay_progress_at()
-        checks = {
-            "database": self._database(),
-            "kafka_group": self.group.check(),
-            "relay": {
-                "ok": relay_idle_s < self.relay_stuck_after_s,
-                "since_progress_s": round(relay_idle_s, 1),
-                "stuck_after_s": self.relay_stuck_after_s,
-            },
-        }
-        ready = all(check["ok"] for check in checks.values())
-        return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
-
-    def _database(self) -> dict[str, Any]:
-        future = asyncio.run_coroutine_threadsafe(self._ping(), self.loop)
-        try:
-            future.result(timeout=DATABASE_TIMEOUT_S + 0.5)  # the margin: the loop may be busy with a batch
-        except Exception as error:
-            future.cancel()
-            reason = "timeout" if isinstance(error, TimeoutError) else _first_line(error)
-            return {"ok": False, "error": redact(reason)}
-        return {"ok": True}
-
-    async def _ping(self) -> None:
-        async with asyncio.timeout(DATABASE_TIMEOUT_S), self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Probes and scrapes every few seconds: not worth a log line each."""
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        if len(self.connections) >= MAX_CONNECTIONS:
+            transport.abort()
+        super().connection_made(handler, transport)
 
 
 class HttpServer:
-    """The WSGI app and its server thread; ``port`` is the bound one (useful when asked for port 0)."""
+    """The endpoints on ``host:port`` (port 0: any free one, ``port`` then says which), in a thread of their own."""
 
-    def __init__(self, registry: CollectorRegistry, readiness: Readiness | None) -> None:
-        self._metrics_app = make_wsgi_app(registry)
-        self._readiness = readiness
-        self._server: WSGIServer | None = None
+    def __init__(self, registry: CollectorRegistry, health: Health | None) -> None:
+        self._registry = registry
+        self._health = health
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
         self.port = 0
 
-    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            return self._metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/healthz":
-            return _json(start_response, "200 OK", {"status": "ok"})
-        if path == "/readyz":
-            if self._readiness is None:
-                return _json(start_response, "503 Service Unavailable", {"status": "not_ready", "checks": {}})
-            ready, body = self._readiness.check()
-            return _json(start_response, "200 OK" if ready else "503 Service Unavailable", body)
-        return _json(start_response, "404 Not Found", {"error": "not found", "paths": list(PATHS)})
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/metrics":
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
+        if request.path in ("/healthz", "/readyz"):
+            if self._health is None:
+                ok, body = request.path == "/healthz", {"status": "starting"}
+            elif request.path == "/healthz":
+                ok, body = self._health.liveness()
+            else:
+                ok, body = self._health.readiness()
+            return _json(200 if ok else 503, body)
+        return _json(404, {"error": "not found", "paths": list(PATHS)})
 
     def start(self, host: str, port: int) -> None:
-        try:
-            self._server = make_server(host, port, self.app, ThreadingWSGIServer, handler_class=_QuietHandler)
-        except OSError as error:
-            raise ConfigurationError(
-                f"cannot serve /metrics on {host}:{port} ({error.strerror or error}): set BOOKING_METRICS_PORT "
-                "to a free port, or 0 to turn the server off"
-            ) from None
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-metrics", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(host, port), name="http-endpoints", daemon=True)
         self._thread.start()
+        if not self._started.wait(START_TIMEOUT_S):
+            raise ConfigurationError(f"the HTTP server on {host}:{port} did not start within {START_TIMEOUT_S} s")
+        if isinstance(self._error, OSError):
+            raise ConfigurationError(
+                f"cannot serve /metrics on {host}:{port} ({self._error.strerror or self._error}): set "
+                "BOOKING_METRICS_PORT to a free port, or 0 to turn the server off"
+            ) from None
+        if self._error is not None:
+            raise self._error
+
+    def _serve(self, host: str, port: int) -> None:
+        try:
+            asyncio.run(self._main(host, port))
+        except BaseException as error:  # reported by start(); a thread's exception would only be printed
+            self._error = error
+        finally:
+            self._started.set()
+
+    async def _main(self, host: str, port: int) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        server = _CappedServer(self.handle, keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=None)
+        runner = web.ServerRunner(server, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, backlog=128)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
 
-def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> list[bytes]:
-    payload = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
-    return [payload]
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
 
 @contextlib.contextmanager
-def serving(registry: CollectorRegistry, readiness: Readiness | None, host: str, port: int) -> Iterator[HttpServer]:
+def serving(registry: CollectorRegistry, health: Health | None, host: str, port: int) -> Iterator[HttpServer]:
     """The server runs inside the block and is stopped, its port freed, after it."""
-    server = HttpServer(registry, readiness)
+    server = HttpServer(registry, health)
     server.start(host, port)
     log.info("http_serving", host=host, port=server.port, paths=list(PATHS))
     try:

@@ -17,7 +17,7 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     Settings already refused inconsistent combinations; what is left to fail here is the content of the files.
     """
     protocol = settings.kafka_security_protocol
-    options: dict[str, Any] = {"security_protocol": protocol}
+    options: dict[str, Any] = {"security_protocol": protocol, **kafka_deadlines(settings)}
     if protocol in ("SSL", "SASL_SSL"):
         options["ssl_context"] = ssl_context(settings)
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
@@ -26,6 +26,19 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
     return options
+
+
+# Below the idle timeout of common NATs and load balancers (350 s on some clouds), so the client closes an idle
+# connection itself before a middlebox forgets it silently (aiokafka's default is 540 s).
+CONNECTIONS_MAX_IDLE_MS = 300_000
+
+
+def kafka_deadlines(settings: Settings) -> dict[str, Any]:
+    """The bound on every broker request (a silent connection fails it and is replaced) for every client kind."""
+    return {
+        "request_timeout_ms": int(settings.kafka_request_timeout_s * 1000),
+        "connections_max_idle_ms": CONNECTIONS_MAX_IDLE_MS,
+    }
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.settings import Settings
-from consumer.faults import first_line, sqlstate
+from consumer.faults import first_line, is_transient, jittered, sqlstate
 from consumer.ids import meeting_link
 from models.errors import ConfigurationError
 
@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 
 _FINGERPRINT_LABEL = b"booking-sessions meeting-key fingerprint"
 CHECK_TIMEOUT_S = 30.0  # the database must answer the fingerprint check within this, or the command stops
+# `run` waits for an absent database between these bounds (seconds), as the consumer's batch retries do.
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 10.0
 
 _RECORD = text("INSERT INTO meeting_keys (version, fingerprint) VALUES (:version, :fingerprint) ON CONFLICT DO NOTHING")
 _STORED = text("SELECT version, fingerprint FROM meeting_keys ORDER BY version")
@@ -111,36 +114,60 @@ def key_problem(key_version: int, key_fingerprint: str, stored: Mapping[int, str
     return None
 
 
-async def check_meeting_key(engine: AsyncEngine, key: MeetingKey, *, record: bool = True) -> bool:
+async def check_meeting_key(
+    engine: AsyncEngine, key: MeetingKey, *, record: bool = True, wait_for_database: bool = False
+) -> bool:
     """Record the key's fingerprint on its version's first use (unless not ``record``: a dry run), and refuse a
     key that does not fit. Returns whether the version's fingerprint is on record now.
 
     Raises ConfigurationError naming both fingerprints and what to do (see ``key_problem``), or when the database
-    cannot be asked (no answer within CHECK_TIMEOUT_S, no ``meeting_keys`` table: not migrated). A throwaway key
-    is neither checked nor recorded: it dies with its process, and so does the embedded database it is used with.
+    cannot be asked (no answer within CHECK_TIMEOUT_S, no ``meeting_keys`` table: not migrated). With
+    ``wait_for_database`` (``run``: a service must not crash-loop while its database is away) a database that is
+    away, silent or not migrated yet is waited for instead, with capped backoff, until SIGTERM; a key that does not
+    fit is still refused at once. A throwaway key is neither checked nor recorded: it dies with its process, and so
+    does the embedded database it is used with.
     """
     if key.throwaway:
         log.warning("meeting_key_throwaway", fingerprint=key.fingerprint, recorded=False)
         return False
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with engine.connect() as conn:
-                stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
-            problem = key_problem(key.version, key.fingerprint, stored)
-            if problem is None and record and key.version not in stored:
-                async with engine.begin() as conn:
-                    await conn.execute(_RECORD, {"version": key.version, "fingerprint": key.fingerprint})
-                    stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
-                problem = key_problem(key.version, key.fingerprint, stored)  # another instance may have won
-    except TimeoutError:
-        raise ConfigurationError(
-            f"cannot check the meeting key: the database did not answer within {CHECK_TIMEOUT_S:g} s"
-        ) from None
-    except (OSError, SQLAlchemyError) as error:
-        if isinstance(error, DBAPIError) and sqlstate(error) == "42P01":
-            raise ConfigurationError("the database has no meeting_keys table: run `booking-sessions migrate`") from None
-        raise ConfigurationError(f"cannot check the meeting key in the database: {first_line(error)}") from None
+    delay_s = RETRY_INITIAL_S
+    while True:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                stored, problem = await _check_once(engine, key, record)
+            break
+        except (OSError, SQLAlchemyError) as error:  # TimeoutError is an OSError
+            if wait_for_database and is_transient(error):
+                wait_s = jittered(delay_s)
+                log.warning("meeting_key_check_retry", error=first_line(error, 300), retry_in_s=round(wait_s, 2))
+                await asyncio.sleep(wait_s)  # a back-off, not synchronisation
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
+                continue
+            raise _unreadable(error) from None
     if problem is not None:
         raise ConfigurationError(problem)
     log.info("meeting_key_checked", key_version=key.version, fingerprint=key.fingerprint)
     return key.version in stored
+
+
+async def _check_once(engine: AsyncEngine, key: MeetingKey, record: bool) -> tuple[dict[int, str], str | None]:
+    """The stored fingerprints (after recording this key's, when it fits and is new) and the problem, if any."""
+    async with engine.connect() as conn:
+        stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
+    problem = key_problem(key.version, key.fingerprint, stored)
+    if problem is None and record and key.version not in stored:
+        async with engine.begin() as conn:
+            await conn.execute(_RECORD, {"version": key.version, "fingerprint": key.fingerprint})
+            stored = {row.version: row.fingerprint for row in await conn.execute(_STORED)}
+        problem = key_problem(key.version, key.fingerprint, stored)  # another instance may have won
+    return stored, problem
+
+
+def _unreadable(error: BaseException) -> ConfigurationError:
+    if isinstance(error, TimeoutError):
+        return ConfigurationError(
+            f"cannot check the meeting key: the database did not answer within {CHECK_TIMEOUT_S:g} s"
+        )
+    if isinstance(error, DBAPIError) and sqlstate(error) == "42P01":
+        return ConfigurationError("the database has no meeting_keys table: run `booking-sessions migrate`")
+    return ConfigurationError(f"cannot check the meeting key in the database: {first_line(error)}")

@@ -68,6 +68,12 @@ def retry_cause(error: BaseException) -> str:
     return "other"
 
 
+def describe(error: BaseException) -> str:
+    """An error as a probe may show it: its cause, class and SQLSTATE; never its text (hosts, users, values)."""
+    code = sqlstate(error)
+    return f"{retry_cause(error)} ({type(error).__name__}{f', SQLSTATE {code}' if code else ''})"
+
+
 class Metrics:
     """Every metric of the service; the consumer loop and the relay report through its methods."""
 
@@ -146,6 +152,13 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.stalled = Gauge(
+            f"{NAMESPACE}_stalled",
+            "1 while work waits for this component (lag; unpublished outbox rows) and it made no progress for "
+            "BOOKING_STALL_AFTER_S; /healthz then fails",
+            ["component"],
+            registry=r,
+        )
         # Every known label value present from the start: rate() and increase() need a zero to begin from.
         for table in ("inbox", "outbox"):
             self.retention_deleted_rows.labels(table)
@@ -162,7 +175,18 @@ class Metrics:
         for component in ("consumer", "relay", "retention"):
             for cause in RETRY_CAUSES:
                 self.retries.labels(component, cause)
-        self.relay_progress_at = time.monotonic()
+        self.stalled.labels("consumer").set(0)
+        self.stalled.labels("relay").set(0)
+        # What booking_sessions.health assesses (monotonic seconds; errors as ``describe`` gives them).
+        self.relay_progress_at = self.consumer_progress_at = time.monotonic()
+        self.relay_error: str | None = None
+        self.consumer_error: str | None = None
+        self.lag_total: int | None = None
+        self.outbox_waiting: int | None = None
+        self.database_ok_at: float | None = None
+        self.database_error: str | None = None
+        self.kafka_ok_at: float | None = None
+        self.kafka_error: str | None = None
         self._oldest_age_s: float | None = None
         self._oldest_sampled_at = 0.0
         self.outbox_age.set_function(self._outbox_age_now)
@@ -170,6 +194,7 @@ class Metrics:
     # --- consumer loop (consumer.loop.LoopObserver) -----------------------------------------------------------
 
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        self.consumer_progress_at, self.consumer_error = time.monotonic(), None
         self.consumed.inc(result.records)
         self.applied.inc(result.applied)
         self.duplicates.inc(result.duplicates)
@@ -194,18 +219,20 @@ class Metrics:
 
     def batch_retried(self, error: BaseException) -> None:
         self.retries.labels("consumer", retry_cause(error)).inc()
+        self.consumer_error = describe(error)
 
     # --- outbox relay (producer.relay.RelayObserver) -------------------------------------------------------------
 
     def relay_stepped(self, published: int, duration_s: float) -> None:
         """A relay step ended without error (nothing waiting, another instance leading, or rows published)."""
-        self.relay_progress_at = time.monotonic()
+        self.relay_progress_at, self.relay_error = time.monotonic(), None
         if published:
             self.published.inc(published)
             self.publish_duration.observe(duration_s)
 
     def relay_retried(self, error: BaseException) -> None:
         self.retries.labels("relay", retry_cause(error)).inc()
+        self.relay_error = describe(error)
 
     # --- retention (booking_sessions.retention.RetentionObserver) ---------------------------------------------
 
@@ -219,6 +246,7 @@ class Metrics:
 
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace the lag series: partitions this instance no longer owns disappear (another one reports them)."""
+        self.lag_total, self.kafka_ok_at = sum(lags.values()), time.monotonic()
         self.lag.clear()
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)
@@ -226,6 +254,7 @@ class Metrics:
 
     def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
         self.outbox_rows.set(rows)
+        self.outbox_waiting, self.database_ok_at = rows, time.monotonic()
         self._oldest_age_s = oldest_age_s
         self._oldest_sampled_at = time.monotonic()
 
@@ -242,15 +271,38 @@ class Metrics:
 class Sampler:
     """Refreshes the gauges that cost a round trip (lag, outbox) every ``interval_s``, not per message."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, engine: AsyncEngine, metrics: Metrics, *, interval_s: float) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        timeout_s: float = 30.0,
+    ) -> None:
         self._consumer = consumer
         self._engine = engine
         self._metrics = metrics
         self._interval_s = interval_s
+        # aiokafka's committed() and end_offsets() retry while the coordinator is away, without a deadline of
+        # their own: bounded here, so that one silent broker cannot freeze the gauges the health check reads.
+        self._timeout_s = timeout_s
 
     async def sample_once(self) -> None:
-        await self.sample_lag()
-        await self.sample_outbox()
+        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn."""
+        failures: list[BaseException] = []
+        for sample in (self.sample_lag, self.sample_outbox):
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await sample()
+            except Exception as error:
+                failures.append(error)
+                if sample == self.sample_outbox:
+                    self._metrics.database_error = describe(error)
+                else:
+                    self._metrics.kafka_error = describe(error)
+        if failures:
+            raise failures[0]
 
     async def sample_lag(self) -> None:
         assigned = sorted(self._consumer.assignment())

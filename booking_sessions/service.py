@@ -7,14 +7,18 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from booking_sessions.database_tls import database_connect_args
-from booking_sessions.http import GroupMembership, Readiness
+from booking_sessions.health import Health
+from booking_sessions.http import GroupMembership
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
 from booking_sessions.meeting import check_meeting_key, meeting_key
@@ -44,16 +48,16 @@ class Service:
     group: GroupMembership
     sampler: Sampler
     retention: Retention
+    health: Health
+    stage: str = "consuming"
 
-    def readiness(self) -> Readiness:
-        """For the HTTP server; call on the event loop the service runs on."""
-        return Readiness(
-            self.engine,
-            self.group,
-            lambda: self.metrics.relay_progress_at,
-            self.settings.relay_stuck_after_s,
-            asyncio.get_running_loop(),
-        )
+    def unfinished(self) -> dict[str, Any]:
+        """What a shutdown that gives up leaves behind (read from the signal's timer thread: plain attributes)."""
+        return {
+            "stage": self.stage,
+            "batch_not_committed": self.loop.in_hand,
+            "outbox_rows_unpublished_at_last_sample": self.metrics.outbox_waiting,
+        }
 
 
 # Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
@@ -95,16 +99,64 @@ def batch_processor(
     )
 
 
+# How often readiness and liveness are re-assessed (from memory: no I/O).
+HEALTH_INTERVAL_S = 1.0
+
+# The driver's own deadline trails the server's statement_timeout: while the server answers, its clean error (the
+# connection stays usable) comes first; the driver's fires only when nothing comes back at all.
+DRIVER_MARGIN_S = 5.0
+
+
+def database_deadlines(settings: Settings) -> dict[str, Any]:
+    """asyncpg ``connect()`` arguments that bound every wait on PostgreSQL: the connection, each command, and
+    server-side the statement, each lock wait and a transaction left idle (its locks freed when a client vanished).
+    """
+    return {
+        "timeout": settings.database_connect_timeout_s,
+        "command_timeout": settings.database_statement_timeout_s + DRIVER_MARGIN_S,
+        "server_settings": {
+            "statement_timeout": _ms(settings.database_statement_timeout_s),
+            "lock_timeout": _ms(settings.database_lock_timeout_s),
+            "idle_in_transaction_session_timeout": _ms(settings.database_idle_in_transaction_timeout_s),
+        },
+    }
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
-    return create_async_engine(
+    """The one engine factory of every command: pool sizes and every database deadline (``database_deadlines``)."""
+    engine = create_async_engine(
         settings.database_url_value(),
         # One connection per transaction in flight, one for the relay, one for the metrics sampler; the overflow
-        # covers /readyz and the repeat lookup of the batch fetched ahead.
+        # covers the repeat lookup of the batch fetched ahead.
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
-        connect_args=database_connect_args(settings),
+        pool_timeout=settings.database_pool_timeout_s,
+        pool_recycle=settings.database_pool_recycle_s,
+        connect_args={**database_connect_args(settings), **database_deadlines(settings)},
     )
+    event.listen(engine.sync_engine, "handle_error", drop_silent_connections)
+    return engine
+
+
+def drop_silent_connections(context: ExceptionContext) -> None:
+    """SQLAlchemy ``handle_error`` hook: a driver timeout means the connection stopped answering (a failover behind
+    a load balancer, a NAT that forgot the flow). Such a connection must never go back to the pool, nor its
+    siblings opened at the same time: marked a disconnect, it is closed and every older pooled connection is
+    replaced on its next checkout. The error itself stays transient: the work is retried on a new connection."""
+    if isinstance(context.original_exception, TimeoutError):
+        context.is_disconnect = True
+
+
+def relay_step_timeout_s(settings: Settings) -> float:
+    """A relay step reads rows, sends them and waits for the acks, then marks them: each wait is bounded by its
+    client, but the producer's accumulator may hold a batch for a partition without a leader beyond any one request
+    timeout. The step as a whole gets a deadline that only a silent broker or database reaches."""
+    return settings.database_statement_timeout_s + DRIVER_MARGIN_S + 2 * settings.kafka_request_timeout_s
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +178,8 @@ async def open_service(
     publisher: Publisher | None = None
     consumer: AIOKafkaConsumer | None = None
     try:
-        await check_meeting_key(engine, key)  # before any record: links under another key would differ silently
+        # Before any record: links under another key would differ silently. A database that is away is waited for.
+        await check_meeting_key(engine, key, wait_for_database=True)
         publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -145,7 +198,13 @@ async def open_service(
         consumer.subscribe([settings.input_topic], listener=group)
         await consumer.start()
         processor = batch_processor(settings, engine, publisher)
-        relay = OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows, observer=metrics)
+        relay = OutboxRelay(
+            engine,
+            publisher,
+            batch_rows=settings.relay_batch_rows,
+            observer=metrics,
+            step_timeout_s=relay_step_timeout_s(settings),
+        )
 
         async def after_commit(result: BatchResult) -> None:
             if result.outbox_rows:
@@ -160,8 +219,15 @@ async def open_service(
             before_offset_commit=before_offset_commit,
             after_commit=after_commit,
             observer=metrics,
+            commit_timeout_s=settings.kafka_commit_timeout_s,
         )
-        sampler = Sampler(consumer, engine, metrics, interval_s=settings.metrics_refresh_s)
+        sampler = Sampler(
+            consumer,
+            engine,
+            metrics,
+            interval_s=settings.metrics_refresh_s,
+            timeout_s=settings.kafka_request_timeout_s + DRIVER_MARGIN_S,
+        )
         retention = Retention(
             engine,
             inbox=settings.inbox_retention,
@@ -170,7 +236,14 @@ async def open_service(
             batch_rows=settings.retention_batch_rows,
             observer=metrics,
         )
-        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler, retention)
+        health = Health(
+            metrics,
+            group.check,
+            stall_after_s=settings.stall_after_s,
+            interval_s=min(HEALTH_INTERVAL_S, settings.metrics_refresh_s),
+            refresh_s=settings.metrics_refresh_s,
+        )
+        yield Service(settings, engine, publisher, consumer, loop, relay, metrics, group, sampler, retention, health)
     finally:
         if consumer is not None:
             await consumer.stop()
@@ -184,12 +257,17 @@ async def run_until(service: Service, stop: asyncio.Event) -> None:
     relay_task = asyncio.create_task(service.relay.run(stop), name="outbox-relay")
     sampler_task = asyncio.create_task(service.sampler.run(stop), name="metrics-sampler")
     retention_task = asyncio.create_task(service.retention.run(stop), name="retention")
+    health_task = asyncio.create_task(service.health.run(stop), name="health")
     try:
         await service.loop.run(stop)
     finally:
+        service.stage = "stopping the relay, sampler, retention and health check"
         stop.set()
-        # First the two that never raise, so a failed relay cannot leave them pending.
+        # First the three that never raise, so a failed relay cannot leave them pending.
         await sampler_task
         await retention_task
+        await health_task
         await relay_task
+    service.stage = "flushing the outbox relay"
     await service.relay.drain()
+    service.stage = "closing the Kafka clients and the database pool"

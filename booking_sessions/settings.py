@@ -71,11 +71,10 @@ class Settings(BaseSettings):
         default="allow", description="forbid: `run` never starts embedded servers (the production image)"
     )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns the HTTP server off")
-    metrics_host: str = Field(default="0.0.0.0", description="address of /metrics, /healthz and /readyz")
-    metrics_refresh_s: float = Field(default=5.0, gt=0, description="how often consumer lag and outbox are sampled")
-    relay_stuck_after_s: float = Field(
-        default=60.0, gt=0, description="/readyz fails when the relay made no progress for this long"
+    metrics_host: str = Field(
+        default="127.0.0.1", description="address of /metrics, /healthz and /readyz; 0.0.0.0 in a container"
     )
+    metrics_refresh_s: float = Field(default=5.0, gt=0, description="how often consumer lag and outbox are sampled")
     max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="larger records are dead-lettered")
     max_key_bytes: int = Field(default=1024, ge=64, description="records with a larger key are dead-lettered")
     max_header_count: int = Field(default=64, ge=0, description="records with more headers are dead-lettered")
@@ -91,6 +90,30 @@ class Settings(BaseSettings):
     )
     relay_batch_rows: int = Field(default=1000, ge=1, description="outbox rows published per relay step")
     shutdown_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: time to drain before giving up")
+
+    # Deadlines: no wait on PostgreSQL or Kafka is unbounded (CONTRACT "it never hangs"). Applied in one place each:
+    # booking_sessions/service.py create_engine (database) and booking_sessions/kafka_options.py (Kafka).
+    database_statement_timeout_s: float = Field(
+        default=30.0, gt=0, description="PostgreSQL statement_timeout; the driver gives up 5 s later"
+    )
+    database_lock_timeout_s: float = Field(
+        default=10.0, gt=0, description="PostgreSQL lock_timeout: a row locked elsewhere fails the batch, retried"
+    )
+    database_idle_in_transaction_timeout_s: float = Field(
+        default=60.0, gt=0, description="PostgreSQL idle_in_transaction_session_timeout"
+    )
+    database_connect_timeout_s: float = Field(default=10.0, gt=0, description="opening one connection")
+    database_pool_timeout_s: float = Field(default=30.0, gt=0, description="waiting for a pooled connection")
+    database_pool_recycle_s: float = Field(default=1800.0, gt=0, description="connections older are replaced")
+    kafka_request_timeout_s: float = Field(default=30.0, gt=0, description="any one request to a broker")
+    kafka_commit_timeout_s: float = Field(
+        default=30.0, gt=0, description="an offset commit (aiokafka retries it without end while the broker is away)"
+    )
+    stall_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="work waiting and nothing moved for this long: /readyz and /healthz fail, metric stalled=1",
+    )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     # Retention that `run` keeps by itself (booking_sessions/retention.py); README, "Retention".

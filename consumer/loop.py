@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -65,6 +66,7 @@ class ConsumerLoop:
         before_offset_commit: BatchHook | None = None,
         after_commit: BatchHook | None = None,
         observer: LoopObserver | None = None,
+        commit_timeout_s: float = 30.0,
     ) -> None:
         self._consumer = consumer
         self._processor = processor
@@ -77,8 +79,10 @@ class ConsumerLoop:
         self._before_offset_commit = before_offset_commit
         self._after_commit = after_commit
         self._observer = observer
+        self._commit_timeout_s = commit_timeout_s
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
+        self.in_hand: dict[str, int] = {}  # records per partition of the batch applied but not yet committed
 
     @property
     def processor(self) -> BatchProcessor:
@@ -137,6 +141,7 @@ class ConsumerLoop:
 
     async def _apply_and_commit(self, batch: Prepared) -> BatchResult:
         started = time.perf_counter()
+        self.in_hand = dict(Counter(f"{r.topic}/{r.partition}" for r in batch.records))
         result = await self._apply_with_retry(batch)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
@@ -163,6 +168,7 @@ class ConsumerLoop:
             commit_ms=round((committed_at - commit_started) * 1000, 1),
             total_ms=round((committed_at - started) * 1000, 1),
         )
+        self.in_hand = {}
         if self._after_commit is not None:
             await self._after_commit(result)
         return result
@@ -177,8 +183,12 @@ class ConsumerLoop:
         lost = len(result.next_offsets) - len(offsets)
         try:
             if offsets:
-                await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as error:
+                # aiokafka retries a commit without end while the group coordinator is unreachable (a silent
+                # broker): bounded here. Skipping one is safe: the next batch's commit covers these partitions, and
+                # what a crash before it redelivers, the inbox drops.
+                async with asyncio.timeout(self._commit_timeout_s):
+                    await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, RebalanceInProgressError, TimeoutError) as error:
             lost = len(result.next_offsets)
             log.warning("offset_commit_lost", error=type(error).__name__)
         if lost:

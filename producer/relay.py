@@ -54,6 +54,7 @@ class OutboxRelay:
         idle_poll_s: float = 1.0,
         retry_max_s: float = 10.0,
         observer: RelayObserver | None = None,
+        step_timeout_s: float = 90.0,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
@@ -61,6 +62,7 @@ class OutboxRelay:
         self._idle_poll_s = idle_poll_s
         self._retry_max_s = retry_max_s
         self._observer = observer
+        self._step_timeout_s = step_timeout_s
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -70,7 +72,11 @@ class OutboxRelay:
     async def run_once(self) -> int:
         """Publish the next rows in order; return how many went out (0: none waiting, or another relay leads)."""
         started = time.perf_counter()
-        sent = await self._step()
+        # Each wait inside has its client's deadline; this one bounds the step as a whole (see
+        # booking_sessions.service.relay_step_timeout_s). Its TimeoutError is transient: the rows stay unpublished
+        # and the step is retried with backoff, on a new connection (the old one is invalidated, not pooled).
+        async with asyncio.timeout(self._step_timeout_s):
+            sent = await self._step()
         if self._observer is not None:
             self._observer.relay_stepped(sent, time.perf_counter() - started)
         return sent

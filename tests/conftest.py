@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 from sqlalchemy import NullPool, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.embedded import ServerError
 from booking_sessions.migrate import upgrade_head
 from booking_sessions.settings import Settings
 from tests.servers import (
+    ApacheKafka,
     KafkaHandle,
     PostgresHandle,
     choose_kafka,
@@ -33,6 +36,7 @@ from tests.servers import (
     postgres_kind,
     postgres_server,
 )
+from tests.toxiproxy import HOW_TO_GET_IT, Proxy, Toxiproxy, server_binary
 from tests.waiting import eventually
 
 log = structlog.get_logger(__name__)
@@ -204,3 +208,40 @@ def settings(kafka: KafkaHandle, database_url: str, topics: Topics) -> Settings:
         meeting_secret="test-secret-of-at-least-32-bytes-0000",
         metrics_port=0,
     )
+
+
+# --- the fault-injecting proxy (tests/toxiproxy.py) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def toxiproxy() -> Iterator[Toxiproxy]:
+    """A toxiproxy server; skipped where none is built, but never in CI (.ci/run builds it)."""
+    binary = server_binary()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail(HOW_TO_GET_IT)
+        pytest.skip(HOW_TO_GET_IT)
+    with Toxiproxy.running(binary) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def database_proxy(toxiproxy: Toxiproxy, postgres: PostgresHandle) -> Iterator[Proxy]:
+    """A proxy in front of PostgreSQL, for this test (point a database URL at ``listen_port``)."""
+    url = make_url(postgres.url)
+    name = f"postgres-{uuid.uuid4().hex[:8]}"
+    proxy = toxiproxy.proxy(name, f"{url.host}:{url.port}")
+    yield proxy
+    toxiproxy.delete(name)
+
+
+@pytest.fixture
+def kafka_proxy(toxiproxy: Toxiproxy, kafka: KafkaHandle) -> Iterator[Proxy]:
+    """A proxy in front of the broker's PROXIED listener (tests/servers.py), whose advertised address is the
+    proxy's: a client bootstrapped at ``127.0.0.1:listen_port`` talks to the broker through it only."""
+    if not isinstance(kafka.server, ApacheKafka):
+        pytest.skip(f"the {kafka.kind} broker has no listener advertised through a proxy (Apache Kafka has)")
+    server = kafka.server
+    proxy = toxiproxy.proxy("kafka", f"127.0.0.1:{server.proxied_port}", listen_port=server.proxy_port)
+    yield proxy
+    toxiproxy.delete("kafka")

@@ -173,10 +173,13 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},PROXIED://127.0.0.1:{proxied_port}
+# PROXIED: for the fault tests' TCP proxy (tests/toxiproxy.py). A client that bootstraps through the proxy is told
+# the proxy's address, so every later connection of it passes the proxy too.
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},PROXIED://127.0.0.1:{proxy_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,PROXIED:PLAINTEXT
 log.dirs={data_dir}
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
@@ -223,6 +226,8 @@ class ApacheKafka(RestartableServer):
         self.data_dir = data_dir
         self.port = port
         self.controller_port = free_port()
+        # The broker listens on proxied_port; a proxy listening on proxy_port forwards to it (see SERVER_PROPERTIES).
+        self.proxied_port, self.proxy_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{port}"
         self.log_path = work_dir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -272,7 +277,11 @@ class ApacheKafka(RestartableServer):
     def _configure(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
+            port=self.port,
+            controller_port=self.controller_port,
+            proxied_port=self.proxied_port,
+            proxy_port=self.proxy_port,
+            data_dir=self.data_dir,
         )
         (self.work_dir / "server.properties").write_text(properties)
         (self.work_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)

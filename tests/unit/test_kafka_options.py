@@ -33,12 +33,20 @@ def no_booking_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+# Every client gets the same deadlines (defaults: BOOKING_KAFKA_REQUEST_TIMEOUT_S 30 s).
+DEADLINES = {"request_timeout_ms": 30_000, "connections_max_idle_ms": 300_000}
+
+
 def settings(**values: Any) -> Settings:
     return Settings(kafka_bootstrap="broker:9093", **values)
 
 
-def test_plaintext_by_default_adds_nothing_but_the_protocol() -> None:
-    assert kafka_client_options(settings()) == {"security_protocol": "PLAINTEXT"}
+def test_plaintext_by_default_adds_nothing_but_the_protocol_and_the_deadlines() -> None:
+    assert kafka_client_options(settings(kafka_request_timeout_s=12.5)) == {
+        "security_protocol": "PLAINTEXT",
+        "request_timeout_ms": 12_500,
+        "connections_max_idle_ms": 300_000,
+    }
 
 
 def test_ssl_with_ca_and_client_certificate(certs: Certificates) -> None:
@@ -50,7 +58,7 @@ def test_ssl_with_ca_and_client_certificate(certs: Certificates) -> None:
             kafka_ssl_keyfile=certs.client_key,
         )
     )
-    assert set(options) == {"security_protocol", "ssl_context"}
+    assert set(options) == {"security_protocol", "ssl_context", "request_timeout_ms", "connections_max_idle_ms"}
     assert options["security_protocol"] == "SSL"
     context = options["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
@@ -112,6 +120,7 @@ def test_sasl_over_tls(certs: Certificates, mechanism: str) -> None:
         "sasl_mechanism": mechanism,
         "sasl_plain_username": "booking-sessions",
         "sasl_plain_password": SASL_PASSWORD,
+        **DEADLINES,
     }
 
 
@@ -129,6 +138,7 @@ def test_sasl_without_tls_has_no_ssl_context() -> None:
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "u",
         "sasl_plain_password": SASL_PASSWORD,
+        **DEADLINES,
     }
 
 
