@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from booking_sessions.retention import RETENTION_LOCK, Retention
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
-from tests.integration.harness import Produced, consume_all, query, service
+from tests.integration.harness import Produced, consume_all, execute, query, service
 from tests.integration.operator_cli import invoke, publish_one_by_one
 from tests.integration.test_scenarios import event
 from tests.waiting import eventually
@@ -30,16 +30,6 @@ class Deleted:
 
     def retention_retried(self, error: BaseException) -> None:
         self.errors.append(error)
-
-
-async def execute(database_url: str, *statements: str) -> None:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    try:
-        async with engine.begin() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def counts(database_url: str) -> dict[str, int]:
@@ -70,11 +60,16 @@ AGE_SEVEN_OLD = [
 ]
 
 
+async def age(database_url: str) -> None:
+    for statement in AGE_SEVEN_OLD:
+        await execute(database_url, statement)
+
+
 async def test_retention_deletes_old_rows_in_bounded_batches_and_keeps_the_rest(
     settings: Settings, database_url: str
 ) -> None:
     await ten_bookings_published(settings, database_url)
-    await execute(database_url, *AGE_SEVEN_OLD)
+    await age(database_url)
     async with service(settings) as svc:
         observer = Deleted()
         retention = Retention(
@@ -92,7 +87,7 @@ async def test_retention_deletes_old_rows_in_bounded_batches_and_keeps_the_rest(
 
 async def test_one_instance_at_a_time_the_other_skips_its_round(settings: Settings, database_url: str) -> None:
     await ten_bookings_published(settings, database_url)
-    await execute(database_url, *AGE_SEVEN_OLD)
+    await age(database_url)
     holder = create_async_engine(database_url, poolclass=NullPool)
     try:
         async with holder.connect() as other, service(settings) as svc:
@@ -109,7 +104,7 @@ async def test_one_instance_at_a_time_the_other_skips_its_round(settings: Settin
 
 async def test_run_keeps_retention_by_itself_and_counts_it(settings: Settings, database_url: str) -> None:
     await ten_bookings_published(settings, database_url)
-    await execute(database_url, *AGE_SEVEN_OLD)
+    await age(database_url)
     configured = settings.model_copy(
         update={"inbox_retention": timedelta(days=30), "outbox_retention": timedelta(days=7)}
     )
@@ -138,7 +133,7 @@ async def test_run_keeps_retention_by_itself_and_counts_it(settings: Settings, d
 
 async def test_outbox_prune_by_hand_never_deletes_unpublished_rows(settings: Settings, database_url: str) -> None:
     await ten_bookings_published(settings, database_url)
-    await execute(database_url, *AGE_SEVEN_OLD)
+    await age(database_url)
 
     dry = await invoke(settings, "outbox", "prune", "--older-than", "7d", "--dry-run")
     assert dry.exit_code == 0, dry.output
