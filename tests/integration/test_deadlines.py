@@ -135,7 +135,7 @@ def through(settings: Settings, proxy: Proxy, *, database: bool = False, kafka: 
         update["database_url"] = url.render_as_string(hide_password=False)
     if kafka:
         update["kafka_bootstrap"] = f"127.0.0.1:{proxy.listen_port}"
-    return Settings.model_validate(settings.model_dump() | update | {"meeting_secret": "test-secret"})
+    return Settings.model_validate(settings.model_dump() | update)
 
 
 def second_wave(bookings: int, step: int = 3) -> list[BookingEvent]:
