@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from booking_sessions.metrics import Metrics
+from consumer.parking import Hold
 
 # A sample older than this many sampling intervals (10 s at least) means that server stopped answering the sampler.
 STALE_INTERVALS = 3
@@ -35,6 +36,7 @@ class Observed:
     kafka_ok_at: float | None  # the last lag sample (the broker answered)
     kafka_error: str | None
     group: dict[str, Any] = field(default_factory=dict)  # GroupMembership.check()
+    held: dict[str, Hold] = field(default_factory=dict)  # partitions held at a parked booking, by "topic/partition"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ def assess(seen: Observed, *, stall_after_s: float, stale_after_s: float) -> Ver
     outbox_rows = seen.outbox_rows if database["ok"] else None
     consumer = _stall_check(seen.now, lag, seen.consumer_progress_at, seen.consumer_error, stall_after_s)
     consumer["lag_records"] = lag
+    _held_check(consumer, seen, stall_after_s)
     relay = _stall_check(seen.now, outbox_rows, seen.relay_progress_at, seen.relay_error, stall_after_s)
     relay["unpublished_rows"] = outbox_rows
     checks = {
@@ -100,6 +103,26 @@ def _stall_check(
     return check
 
 
+def _held_check(consumer: dict[str, Any], seen: Observed, stall_after_s: float) -> None:
+    """A partition held at a parked booking (its session row locked elsewhere) while the rest goes on: not a stall
+    of the process (a restart would not free the lock, and would cost the group a rebalance), but after
+    ``stall_after_s`` not ready, saying which partitions and bookings wait on the lock."""
+    if not seen.held:
+        return
+    consumer["held"] = {
+        partition: {"offset": h.offset, "bookings": sorted(h.bookings)[:5], "held_s": round(seen.now - h.since, 1)}
+        for partition, h in sorted(seen.held.items())
+    }
+    held_s = seen.now - min(h.since for h in seen.held.values())
+    if held_s >= stall_after_s and not consumer["stalled"]:
+        bookings = sorted({b for h in seen.held.values() for b in h.bookings})
+        consumer["ok"] = False
+        consumer["why"] = (
+            f"partition(s) {', '.join(sorted(seen.held))} held for {held_s:.0f} s at booking(s) "
+            f"{', '.join(bookings[:5])}: session row locked by another session (lock not available, SQLSTATE 55P03)"
+        )
+
+
 class Health:
     """Re-assesses every ``interval_s`` on the service's event loop; ``verdict`` is read from any thread."""
 
@@ -128,6 +151,7 @@ class Health:
             kafka_ok_at=m.kafka_ok_at,
             kafka_error=m.kafka_error,
             group=self._group_check(),
+            held=dict(m.held),
         )
         verdict = assess(seen, stall_after_s=self.stall_after_s, stale_after_s=self._stale_after_s)
         for component in ("consumer", "relay"):

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.faults import sqlstate
+from consumer.parking import Hold
 from consumer.process import BatchResult
 from models.errors import DlqReason
 from models.events import SessionEventType
@@ -159,6 +160,17 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.bookings_parked = Counter(
+            f"{NAMESPACE}_bookings_parked",
+            "Bookings set aside in a committed batch because another session holds their session row locked "
+            "(counted each round they are tried again and still locked)",
+            registry=r,
+        )
+        self.held_partitions = Gauge(
+            f"{NAMESPACE}_held_partitions",
+            "Input partitions held at a parked booking's first record (their offset commit stops there)",
+            registry=r,
+        )
         # Every known label value present from the start: rate() and increase() need a zero to begin from.
         for table in ("inbox", "outbox"):
             self.retention_deleted_rows.labels(table)
@@ -181,6 +193,7 @@ class Metrics:
         self.relay_progress_at = self.consumer_progress_at = time.monotonic()
         self.relay_error: str | None = None
         self.consumer_error: str | None = None
+        self.held: dict[str, Hold] = {}  # by "topic/partition"
         self.lag_total: int | None = None
         self.outbox_waiting: int | None = None
         self.database_ok_at: float | None = None
@@ -220,6 +233,12 @@ class Metrics:
     def batch_retried(self, error: BaseException) -> None:
         self.retries.labels("consumer", retry_cause(error)).inc()
         self.consumer_error = describe(error)
+
+    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None:
+        """A committed batch parked ``parked`` bookings, or released a partition; ``held`` is every hold now."""
+        self.bookings_parked.inc(parked)
+        self.held = dict(held)
+        self.held_partitions.set(len(held))
 
     # --- outbox relay (producer.relay.RelayObserver) -------------------------------------------------------------
 

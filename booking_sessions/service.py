@@ -84,9 +84,10 @@ def input_limits(settings: Settings) -> Limits:
 
 
 def batch_processor(
-    settings: Settings, engine: AsyncEngine, publisher: Publisher, *, dry_run: bool = False
+    settings: Settings, engine: AsyncEngine, publisher: Publisher, *, dry_run: bool = False, park_locked: bool = False
 ) -> BatchProcessor:
-    """The one way batches are applied, for ``run`` and for ``replay`` alike."""
+    """The one way batches are applied, for ``run`` and for ``replay`` alike; ``park_locked`` for ``run``'s loop,
+    which holds a partition at a booking locked elsewhere (consumer.parking) while the others go on."""
     return BatchProcessor(
         engine,
         publisher,
@@ -96,6 +97,7 @@ def batch_processor(
         limits=input_limits(settings),
         parallel_transactions=settings.parallel_transactions,
         dry_run=dry_run,
+        park_locked=park_locked,
     )
 
 
@@ -197,7 +199,7 @@ async def open_service(
         group = GroupMembership()
         consumer.subscribe([settings.input_topic], listener=group)
         await consumer.start()
-        processor = batch_processor(settings, engine, publisher)
+        processor = batch_processor(settings, engine, publisher, park_locked=True)
         relay = OutboxRelay(
             engine,
             publisher,

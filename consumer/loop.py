@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 import structlog
@@ -14,6 +14,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.faults import is_transient, jittered
+from consumer.parking import Hold
 from consumer.process import BatchProcessor, BatchResult, Prepared
 from consumer.records import Record
 from consumer.wire import split_unreadable
@@ -29,6 +30,8 @@ class LoopObserver(Protocol):
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None: ...
 
     def batch_retried(self, error: BaseException) -> None: ...
+
+    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None: ...
 
 
 class Stopped(Exception):
@@ -83,6 +86,7 @@ class ConsumerLoop:
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
         self.in_hand: dict[str, int] = {}  # records per partition of the batch applied but not yet committed
+        self.held: dict[TopicPartition, Hold] = {}  # partitions held at a parked booking (consumer.parking)
 
     @property
     def processor(self) -> BatchProcessor:
@@ -125,6 +129,7 @@ class ConsumerLoop:
                     log.warning("fetch_ahead_failed", error=repr(ahead.exception()))
 
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
+        self._resume_due()
         batch = await self._consumer.getmany(
             timeout_ms=self._fetch_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=max_records or self._max_records,
@@ -169,6 +174,7 @@ class ConsumerLoop:
             total_ms=round((committed_at - started) * 1000, 1),
         )
         self.in_hand = {}
+        await self._hold(result)
         if self._after_commit is not None:
             await self._after_commit(result)
         return result
@@ -220,7 +226,7 @@ class ConsumerLoop:
             raise Stopped
         if self._ahead is not None:
             await asyncio.wait([self._ahead])  # its getmany first: one fetch at a time (its result is kept)
-        paused = self._consumer.assignment()
+        paused = self._consumer.assignment() - self._consumer.paused()  # a held partition stays paused after
         self._consumer.pause(*paused)
         try:
             unexpected = await self._consumer.getmany(timeout_ms=int(delay_s * 1000))
@@ -231,3 +237,65 @@ class ConsumerLoop:
             self._consumer.resume(*(paused & self._consumer.assignment()))
         if self._stop.is_set():
             raise Stopped
+
+    async def _hold(self, result: BatchResult) -> None:
+        """After a commit: each partition holding a parked booking is sought back to its first parked record and
+        paused for a backoff (the other partitions go on); one that committed past its hold is released."""
+        owned = self._consumer.assignment()
+        released = [
+            tp
+            for tp in self.held
+            if tp not in owned
+            or ((tp.topic, tp.partition) in result.next_offsets and (tp.topic, tp.partition) not in result.held)
+        ]
+        for tp in released:
+            del self.held[tp]
+            log.info("partition_released", partition=f"{tp.topic}/{tp.partition}")
+        if result.held:
+            await self._drop_ahead(result.held)
+            now = time.monotonic()
+            for (topic, partition), offset in result.held.items():
+                tp = TopicPartition(topic, partition)
+                if tp not in owned:  # moved away: its new owner starts at the committed offset, before the record
+                    continue
+                before = self.held.get(tp)
+                delay_s = self._retry_initial_s if before is None else min(before.delay_s * 2, self._retry_max_s)
+                since = now if before is None else before.since
+                self._consumer.seek(tp, offset)
+                self._consumer.pause(tp)
+                self.held[tp] = Hold(offset, result.parked, since, delay_s, now + jittered(delay_s))
+            log.warning(
+                "partitions_held",
+                partitions={f"{t}/{p}": o for (t, p), o in sorted(result.held.items())},
+                bookings=sorted(result.parked)[:20],
+                reason="session row locked by another session (SQLSTATE 55P03)",
+                retry_in_s=round(max((h.delay_s for h in self.held.values()), default=0.0), 2),
+            )
+        if (released or result.held) and self._observer is not None:
+            self._observer.holds_changed(
+                len(result.parked), {f"{tp.topic}/{tp.partition}": h for tp, h in self.held.items()}
+            )
+
+    async def _drop_ahead(self, held: Mapping[tuple[str, int], int]) -> None:
+        """The batch fetched ahead must not apply what a partition sought back will deliver again, in order."""
+        if self._ahead is None:
+            return
+        await asyncio.wait([self._ahead])  # its getmany ends before the seek: one fetch at a time
+        if self._ahead.cancelled() or self._ahead.exception() is not None:
+            return  # the run loop meets it when it awaits the task
+        ahead = self._ahead.result()
+        if ahead is None:
+            return
+        kept = ahead.without(lambda r: r.offset >= held.get((r.topic, r.partition), r.offset + 1))
+        self._ahead = asyncio.create_task(_given(kept if kept.records else None), name="fetch-ahead")
+
+    def _resume_due(self) -> None:
+        """Resume each held partition whose backoff is over: its parked booking is tried again."""
+        now = time.monotonic()
+        due = [tp for tp, hold in self.held.items() if hold.resume_at <= now]
+        if due:
+            self._consumer.resume(*(set(due) & self._consumer.paused()))
+
+
+async def _given(batch: Prepared | None) -> Prepared | None:
+    return batch

@@ -20,6 +20,7 @@ from consumer.decide import Decision, decide
 from consumer.decode import Limits, decode, message_id_hint, payload_digest
 from consumer.faults import first_line, is_transient, refusal_text
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
+from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
 from consumer.records import Decoded, Record
 from models.errors import DlqReason
 from producer.publish import Publisher
@@ -55,6 +56,13 @@ class Prepared:
             self.lookup_s + later.lookup_s,
         )
 
+    def without(self, drop: Callable[[Record], bool]) -> Prepared:
+        """The batch less the records ``drop`` picks (those of a partition sought back, fetched too early)."""
+        records = [r for r in self.records if not drop(r)]
+        decoded = [d for d in self.decoded if not drop(d.record)]
+        # Every record is either decoded or a known repeat: what is left of the repeats is the difference.
+        return Prepared(records, len(records) - len(decoded), decoded, self.decode_s, self.lookup_s)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
@@ -74,6 +82,10 @@ class BatchResult:
     database_s: float = 0.0  # the transaction, dead letters sent before its commit included
     # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
     dlq_refused: Counter[str] = field(default_factory=Counter)
+    # Bookings set aside because another session holds their session row locked (consumer.parking), and per
+    # partition the offset of its first parked record: ``next_offsets`` stops there, and consumption resumes there.
+    parked: frozenset[str] = frozenset()
+    held: dict[tuple[str, int], int] = field(default_factory=dict)
 
     @property
     def outbox_rows(self) -> int:
@@ -93,6 +105,7 @@ class BatchProcessor:
         parallel_transactions: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
+        park_locked: bool = False,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
@@ -104,6 +117,8 @@ class BatchProcessor:
         self._clock = clock
         self._look_for_repeats = False  # set while batches are mostly repeats (a replay, a redelivery)
         self._dry_run = dry_run  # report what a batch would do (replay --dry-run) without writing or sending
+        # Only for a caller that honours ``BatchResult.held`` (the consumer loop); others retry the whole batch.
+        self._parking = Parking(engine) if park_locked else None
 
     async def process(self, records: Sequence[Record]) -> BatchResult:
         """Decode the batch, then apply it (``prepare``, then ``apply``)."""
@@ -164,21 +179,26 @@ class BatchProcessor:
         if failures:
             raise _worst(failures)
         results = [batch.committed[i] for i in range(len(parts))]
+        merged = merge(results)
+        # Every record of a parked booking (its repeats in this batch too) comes again with it: judged then.
+        parked = [d for d in batch.decoded if d.booking_id in merged.parked] if merged.parked else []
+        held = held_offsets(d.record for d in parked)
         # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
         # commits, it is found and sent again if a crash comes before the offset commit.
-        conflicts = [as_conflict(d) for d in in_batch.conflicts]
+        conflicts = [as_conflict(d) for d in in_batch.conflicts if d.booking_id not in merged.parked]
+        duplicates = [d for d in in_batch.duplicates if d.booking_id not in merged.parked]
         refused: Counter[str] = Counter()
         if conflicts and not self._dry_run:
             refused = await send_dead_letters(self._publisher, dead_letters(conflicts, self._dlq_topic, now))
             log_dead_letters(conflicts)
-        merged = merge(results)
         result = replace(
             merged,
-            records=len(batch.records),
-            duplicates=merged.duplicates + batch.seen + len(in_batch.duplicates),
+            records=len(batch.records) - len(parked),
+            duplicates=merged.duplicates + batch.seen + len(duplicates),
             dead_lettered=merged.dead_lettered + Counter(d.reason for d in conflicts if d.reason is not None),
             dlq_refused=merged.dlq_refused + refused,
-            next_offsets=offsets_after(batch.records),
+            next_offsets=hold_back(offsets_after(batch.records), held),
+            held=held,
             decode_s=batch.decode_s,
             database_s=batch.lookup_s + time.perf_counter() - started,
         )
@@ -188,13 +208,26 @@ class BatchProcessor:
         return result
 
     async def _settle(self, part: list[Decoded], now: datetime) -> BatchResult:
-        try:
-            return await self._transact(part, now)
-        except Exception as error:
-            if is_transient(error) or not part:
-                raise
-            log.warning("batch_rejected_isolating", records=len(part), error=first_line(error))
-            return await self._bisect(part, error, now)
+        parked = await self._parking.still_locked(part) if self._parking is not None else set()
+        kept = without(part, parked)
+        while True:
+            try:
+                return replace(await self._transact(kept, now), parked=frozenset(parked))
+            except Exception as error:
+                # Each round parks one booking at least (the lock found), so this ends; a lock on anything but a
+                # session row (none found) is retried with the whole batch.
+                if (
+                    self._parking is not None
+                    and is_lock_wait(error)
+                    and (found := await self._parking.locked(bookings_of(kept)))
+                ):
+                    parked |= found
+                    kept = without(kept, found)
+                    continue
+                if is_transient(error) or not kept:
+                    raise
+                log.warning("batch_rejected_isolating", records=len(kept), error=first_line(error))
+                return replace(await self._bisect(kept, error, now), parked=frozenset(parked))
 
     async def _bisect(self, part: list[Decoded], error: Exception, now: datetime) -> BatchResult:
         if len(part) == 1:
@@ -264,11 +297,13 @@ class BatchProcessor:
 
 def merge(results: Sequence[BatchResult]) -> BatchResult:
     offsets: dict[tuple[str, int], int] = {}
+    parked: set[str] = set()
     dead: Counter[DlqReason] = Counter()
     refused: Counter[str] = Counter()
     for r in results:
         dead.update(r.dead_lettered)
         refused.update(r.dlq_refused)
+        parked |= r.parked
         for tp, offset in r.next_offsets.items():
             offsets[tp] = max(offsets.get(tp, 0), offset)
     return BatchResult(
@@ -285,6 +320,7 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
         decode_s=sum(r.decode_s for r in results),
         database_s=sum(r.database_s for r in results),
         dlq_refused=refused,
+        parked=frozenset(parked),
     )
 
 

@@ -1,0 +1,113 @@
+"""Bookings whose session row another session holds locked, set aside ("parked") so the rest goes on.
+
+A part's transaction that meets a row lock held elsewhere (an operator's open transaction, say) fails after
+``lock_timeout`` with SQLSTATE 55P03. Rather than retry the whole batch, and hold every partition with it, the
+bookings that are locked are found without waiting (``FOR UPDATE SKIP LOCKED``) and the part is applied without any
+of their records. Their partitions commit no further than the first parked record (CONTRACT: offsets only after
+the effects are durable), and the loop comes back to it from there after a backoff: the records after it come again
+and the inbox drops them as repeats, so each booking's events still apply in partition order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.faults import sqlstate
+from consumer.records import Decoded, Record
+
+log = structlog.get_logger(__name__)
+
+LOCK_NOT_AVAILABLE = "55P03"
+
+_EXISTING = text("SELECT booking_request_id FROM live_sessions WHERE booking_request_id = ANY(CAST(:ids AS text[]))")
+_LOCKABLE = text(
+    "SELECT booking_request_id FROM live_sessions WHERE booking_request_id = ANY(CAST(:ids AS text[]))"
+    " FOR UPDATE SKIP LOCKED"
+)
+
+
+def is_lock_wait(error: BaseException) -> bool:
+    """True when PostgreSQL gave up waiting for a lock (``lock_timeout``, SQLSTATE 55P03)."""
+    return sqlstate(error) == LOCK_NOT_AVAILABLE
+
+
+def bookings_of(part: Iterable[Decoded]) -> set[str]:
+    """The booking ids the records of ``part`` name (undecodable records name none)."""
+    return {d.booking_id for d in part if d.booking_id is not None}
+
+
+def without(part: Sequence[Decoded], parked: Collection[str]) -> list[Decoded]:
+    """``part`` less every record of a parked booking, in the same order."""
+    if not parked:
+        return list(part)
+    return [d for d in part if d.booking_id not in parked]
+
+
+def held_offsets(parked: Iterable[Record]) -> dict[tuple[str, int], int]:
+    """Per partition, the offset of its first parked record: where its consumption resumes, and the most its
+    committed offset may be (every record before it was applied; it was not)."""
+    held: dict[tuple[str, int], int] = {}
+    for r in parked:
+        tp = (r.topic, r.partition)
+        held[tp] = min(held.get(tp, r.offset), r.offset)
+    return held
+
+
+def hold_back(
+    offsets: Mapping[tuple[str, int], int], held: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], int]:
+    """The offsets to commit: ``offsets`` (past each partition's last record), but never past a held record."""
+    return {**offsets, **{tp: min(offsets.get(tp, offset), offset) for tp, offset in held.items()}}
+
+
+class Parking:
+    """Finds the bookings held by a lock elsewhere, and remembers them: a booking parked before is looked at first
+    (without waiting) when its records come again, so a lock still held costs the batch no ``lock_timeout``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._remembered: set[str] = set()
+
+    async def still_locked(self, part: Sequence[Decoded]) -> set[str]:
+        """The bookings of ``part`` parked before and still locked elsewhere (an empty set costs no round trip)."""
+        again = bookings_of(part) & self._remembered
+        if not again:
+            return set()
+        locked = await self.locked(again)
+        self._remembered -= again - locked
+        return locked
+
+    async def locked(self, booking_ids: Collection[str]) -> set[str]:
+        """Which of ``booking_ids`` have a session row another transaction holds locked, now: rows that exist but
+        that ``SKIP LOCKED`` passes over. A short transaction, rolled back; it never waits for a row lock.
+
+        Raises what the database raises (transient or not), like any statement."""
+        ids = sorted(booking_ids)
+        if not ids:
+            return set()
+        async with self._engine.connect() as conn, conn.begin() as transaction:
+            existing = set((await conn.scalars(_EXISTING, {"ids": ids})).all())
+            free = set((await conn.scalars(_LOCKABLE, {"ids": ids})).all()) if existing else set()
+            await transaction.rollback()
+        locked = existing - free
+        if locked:
+            self._remembered |= locked
+            log.warning("bookings_parked", bookings=sorted(locked), reason="session row locked by another session")
+        return locked
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A partition held at its first parked record: paused until ``resume_at``, then consumed from ``offset``
+    again (monotonic seconds throughout; ``delay_s`` is this round's backoff, doubled each round up to a cap)."""
+
+    offset: int
+    bookings: frozenset[str]  # the bookings parked in the batch that held it
+    since: float  # first held (a partition held round after round keeps it)
+    delay_s: float
+    resume_at: float
