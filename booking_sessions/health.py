@@ -37,6 +37,7 @@ class Observed:
     kafka_error: str | None
     group: dict[str, Any] = field(default_factory=dict)  # GroupMembership.check()
     held: dict[str, Hold] = field(default_factory=dict)  # partitions held at a parked booking, by "topic/partition"
+    held_lag: int = 0  # the part of ``lag`` in those partitions: it waits for the lock, not for the consumer
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,8 @@ def assess(seen: Observed, *, stall_after_s: float, stale_after_s: float) -> Ver
     # check fails instead; a restart would not bring it back).
     lag = seen.lag if kafka["ok"] else None
     outbox_rows = seen.outbox_rows if database["ok"] else None
-    consumer = _stall_check(seen.now, lag, seen.consumer_progress_at, seen.consumer_error, stall_after_s)
+    waiting = None if lag is None else max(0, lag - seen.held_lag)
+    consumer = _stall_check(seen.now, waiting, seen.consumer_progress_at, seen.consumer_error, stall_after_s)
     consumer["lag_records"] = lag
     _held_check(consumer, seen, stall_after_s)
     relay = _stall_check(seen.now, outbox_rows, seen.relay_progress_at, seen.relay_error, stall_after_s)
@@ -105,7 +107,8 @@ def _stall_check(
 
 def _held_check(consumer: dict[str, Any], seen: Observed, stall_after_s: float) -> None:
     """A partition held at a parked booking (its session row locked elsewhere) while the rest goes on: not a stall
-    of the process (a restart would not free the lock, and would cost the group a rebalance), but after
+    of the process (its lag waits for the lock, not for the consumer, and is not counted as waiting work; a restart
+    would not free the lock, and would cost the group a rebalance), but after
     ``stall_after_s`` not ready, saying which partitions and bookings wait on the lock."""
     if not seen.held:
         return
@@ -152,6 +155,7 @@ class Health:
             kafka_error=m.kafka_error,
             group=self._group_check(),
             held=dict(m.held),
+            held_lag=sum(m.partition_lag.get(partition, 0) for partition in m.held),
         )
         verdict = assess(seen, stall_after_s=self.stall_after_s, stale_after_s=self._stale_after_s)
         for component in ("consumer", "relay"):

@@ -194,6 +194,7 @@ class Metrics:
         self.relay_error: str | None = None
         self.consumer_error: str | None = None
         self.held: dict[str, Hold] = {}  # by "topic/partition"
+        self.partition_lag: dict[str, int] = {}  # by "topic/partition", as last sampled
         self.lag_total: int | None = None
         self.outbox_waiting: int | None = None
         self.database_ok_at: float | None = None
@@ -266,6 +267,7 @@ class Metrics:
     def set_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         """Replace the lag series: partitions this instance no longer owns disappear (another one reports them)."""
         self.lag_total, self.kafka_ok_at = sum(lags.values()), time.monotonic()
+        self.partition_lag = {f"{topic}/{partition}": lag for (topic, partition), lag in lags.items()}
         self.lag.clear()
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)

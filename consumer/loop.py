@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -95,7 +96,10 @@ class ConsumerLoop:
     async def run_once(self) -> BatchResult | None:
         """One batch end to end; None when nothing arrived within the fetch timeout."""
         batch = await self._fetch()
-        return None if batch is None else await self._apply_and_commit(batch)
+        if batch is None:
+            await self._release_due()
+            return None
+        return await self._apply_and_commit(batch)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; the batch in hand is finished and committed first, unless it is waiting
@@ -112,6 +116,7 @@ class ConsumerLoop:
                 batch = await (self._ahead if self._ahead is not None else self._fetch())
                 self._ahead = None
                 if batch is None:
+                    await self._release_due()
                     continue
                 batch = await self._top_up(batch)
                 self._ahead = asyncio.create_task(self._fetch(), name="fetch-ahead")
@@ -129,7 +134,6 @@ class ConsumerLoop:
                     log.warning("fetch_ahead_failed", error=repr(ahead.exception()))
 
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
-        self._resume_due()
         batch = await self._consumer.getmany(
             timeout_ms=self._fetch_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=max_records or self._max_records,
@@ -147,7 +151,7 @@ class ConsumerLoop:
     async def _apply_and_commit(self, batch: Prepared) -> BatchResult:
         started = time.perf_counter()
         self.in_hand = dict(Counter(f"{r.topic}/{r.partition}" for r in batch.records))
-        result = await self._apply_with_retry(batch)
+        result = self._held_back(await self._apply_with_retry(batch))
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
         commit_started = time.perf_counter()
@@ -174,7 +178,8 @@ class ConsumerLoop:
             total_ms=round((committed_at - started) * 1000, 1),
         )
         self.in_hand = {}
-        await self._hold(result)
+        self._hold(result)
+        await self._release_due()
         if self._after_commit is not None:
             await self._after_commit(result)
         return result
@@ -226,7 +231,7 @@ class ConsumerLoop:
             raise Stopped
         if self._ahead is not None:
             await asyncio.wait([self._ahead])  # its getmany first: one fetch at a time (its result is kept)
-        paused = self._consumer.assignment() - self._consumer.paused()  # a held partition stays paused after
+        paused = self._consumer.assignment()
         self._consumer.pause(*paused)
         try:
             unexpected = await self._consumer.getmany(timeout_ms=int(delay_s * 1000))
@@ -238,43 +243,79 @@ class ConsumerLoop:
         if self._stop.is_set():
             raise Stopped
 
-    async def _hold(self, result: BatchResult) -> None:
-        """After a commit: each partition holding a parked booking is sought back to its first parked record and
-        paused for a backoff (the other partitions go on); one that committed past its hold is released."""
+    def _held_back(self, result: BatchResult) -> BatchResult:
+        """The batch's offsets, none past the first parked record of a partition held since an earlier batch."""
+        held = {(tp.topic, tp.partition): hold.offset for tp, hold in self.held.items()}
+        offsets = {tp: min(offset, held.get(tp, offset)) for tp, offset in result.next_offsets.items()}
+        return result if offsets == result.next_offsets else replace(result, next_offsets=offsets)
+
+    def _hold(self, result: BatchResult) -> None:
+        """After a commit: a partition where the batch parked a booking is held at its first parked record. It is
+        still consumed (its other bookings go on; the parked booking's later records are parked too, without
+        waiting), but its commits stop there until ``_release_due`` finds the lock gone."""
         owned = self._consumer.assignment()
-        released = [
-            tp
-            for tp in self.held
-            if tp not in owned
-            or ((tp.topic, tp.partition) in result.next_offsets and (tp.topic, tp.partition) not in result.held)
-        ]
-        for tp in released:
-            del self.held[tp]
-            log.info("partition_released", partition=f"{tp.topic}/{tp.partition}")
+        gone = [tp for tp in self.held if tp not in owned]  # moved away: its new owner starts at the hold
+        if gone:
+            forgotten = frozenset().union(*(self.held.pop(tp).bookings for tp in gone))
+            self._processor.release(forgotten - self._held_bookings())
+        now = time.monotonic()
+        for (topic, partition), offset in result.held.items():
+            tp = TopicPartition(topic, partition)
+            if tp not in owned:
+                continue
+            before = self.held.get(tp)
+            if before is None:
+                delay_s = self._retry_initial_s
+                self.held[tp] = Hold(offset, result.parked, now, delay_s, now + jittered(delay_s))
+            else:
+                self.held[tp] = replace(
+                    before, offset=min(before.offset, offset), bookings=before.bookings | result.parked
+                )
         if result.held:
-            await self._drop_ahead(result.held)
-            now = time.monotonic()
-            for (topic, partition), offset in result.held.items():
-                tp = TopicPartition(topic, partition)
-                if tp not in owned:  # moved away: its new owner starts at the committed offset, before the record
-                    continue
-                before = self.held.get(tp)
-                delay_s = self._retry_initial_s if before is None else min(before.delay_s * 2, self._retry_max_s)
-                since = now if before is None else before.since
-                self._consumer.seek(tp, offset)
-                self._consumer.pause(tp)
-                self.held[tp] = Hold(offset, result.parked, since, delay_s, now + jittered(delay_s))
             log.warning(
                 "partitions_held",
-                partitions={f"{t}/{p}": o for (t, p), o in sorted(result.held.items())},
+                partitions={f"{tp.topic}/{tp.partition}": h.offset for tp, h in sorted(self.held.items())},
                 bookings=sorted(result.parked)[:20],
                 reason="session row locked by another session (SQLSTATE 55P03)",
-                retry_in_s=round(max((h.delay_s for h in self.held.values()), default=0.0), 2),
             )
-        if (released or result.held) and self._observer is not None:
-            self._observer.holds_changed(
-                len(result.parked), {f"{tp.topic}/{tp.partition}": h for tp, h in self.held.items()}
-            )
+        if (gone or result.held) and self._observer is not None:
+            self._observer.holds_changed(len(result.parked), self._holds())
+
+    async def _release_due(self) -> None:
+        """Each held partition whose backoff is over: if its parked bookings are no longer locked, it is sought back
+        to its first parked record, which comes again with everything after it (the inbox drops the repeats), so
+        each booking's events still apply in order; else the backoff doubles, up to the retry cap. Only between two
+        batches: no batch in hand may commit the partition past that record once its hold is gone."""
+        now = time.monotonic()
+        due = [(tp, hold) for tp, hold in self.held.items() if hold.resume_at <= now]
+        if not due:
+            return
+        asked = frozenset().union(*(hold.bookings for _, hold in due))
+        free = asked - await self._processor.locked(asked)
+        if not free:
+            for tp, hold in due:
+                delay_s = min(hold.delay_s * 2, self._retry_max_s)
+                self.held[tp] = replace(hold, delay_s=delay_s, resume_at=now + jittered(delay_s))
+            return
+        # Every partition where a freed booking was parked goes back, together: none of its events may overtake
+        # another. A booking still locked stays parked, and is held again where its records come again.
+        released = {tp: hold.offset for tp, hold in self.held.items() if hold.bookings & free}
+        await self._drop_ahead({(tp.topic, tp.partition): offset for tp, offset in released.items()})
+        owned = self._consumer.assignment()
+        for tp, offset in released.items():
+            del self.held[tp]
+            if tp in owned:
+                self._consumer.seek(tp, offset)
+            log.info("partition_released", partition=f"{tp.topic}/{tp.partition}", from_offset=offset)
+        self._processor.release(free)
+        if self._observer is not None:
+            self._observer.holds_changed(0, self._holds())
+
+    def _held_bookings(self) -> frozenset[str]:
+        return frozenset().union(*(hold.bookings for hold in self.held.values()))
+
+    def _holds(self) -> dict[str, Hold]:
+        return {f"{tp.topic}/{tp.partition}": hold for tp, hold in self.held.items()}
 
     async def _drop_ahead(self, held: Mapping[tuple[str, int], int]) -> None:
         """The batch fetched ahead must not apply what a partition sought back will deliver again, in order."""
@@ -288,13 +329,6 @@ class ConsumerLoop:
             return
         kept = ahead.without(lambda r: r.offset >= held.get((r.topic, r.partition), r.offset + 1))
         self._ahead = asyncio.create_task(_given(kept if kept.records else None), name="fetch-ahead")
-
-    def _resume_due(self) -> None:
-        """Resume each held partition whose backoff is over: its parked booking is tried again."""
-        now = time.monotonic()
-        due = [tp for tp, hold in self.held.items() if hold.resume_at <= now]
-        if due:
-            self._consumer.resume(*(set(due) & self._consumer.paused()))
 
 
 async def _given(batch: Prepared | None) -> Prepared | None:

@@ -3,9 +3,10 @@
 A part's transaction that meets a row lock held elsewhere (an operator's open transaction, say) fails after
 ``lock_timeout`` with SQLSTATE 55P03. Rather than retry the whole batch, and hold every partition with it, the
 bookings that are locked are found without waiting (``FOR UPDATE SKIP LOCKED``) and the part is applied without any
-of their records. Their partitions commit no further than the first parked record (CONTRACT: offsets only after
-the effects are durable), and the loop comes back to it from there after a backoff: the records after it come again
-and the inbox drops them as repeats, so each booking's events still apply in partition order.
+of their records, and their later records are parked too until the lock is gone. Their partitions go on but commit
+no further than the first parked record (CONTRACT: offsets only after the effects are durable); once the lock is
+gone the loop seeks back to it: the records after it come again and the inbox drops them as repeats, so each
+booking's events still apply in partition order.
 """
 
 from __future__ import annotations
@@ -66,21 +67,29 @@ def hold_back(
 
 
 class Parking:
-    """Finds the bookings held by a lock elsewhere, and remembers them: a booking parked before is looked at first
-    (without waiting) when its records come again, so a lock still held costs the batch no ``lock_timeout``."""
+    """Finds the bookings held by a lock elsewhere, and keeps them parked until the loop releases them: their later
+    records are parked too, without a lock wait, so none of a booking's events overtakes one parked before it; the
+    loop looks at the lock (``locked``) between batches and releases them once it is gone."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._remembered: set[str] = set()
+        self.held: set[str] = set()
 
-    async def still_locked(self, part: Sequence[Decoded]) -> set[str]:
-        """The bookings of ``part`` parked before and still locked elsewhere (an empty set costs no round trip)."""
-        again = bookings_of(part) & self._remembered
-        if not again:
-            return set()
-        locked = await self.locked(again)
-        self._remembered -= again - locked
+    def parked_in(self, part: Sequence[Decoded]) -> set[str]:
+        """The bookings of ``part`` parked before and not released yet."""
+        return bookings_of(part) & self.held if self.held else set()
+
+    async def park(self, booking_ids: Collection[str]) -> set[str]:
+        """After a lock wait gave up: which of ``booking_ids`` are locked elsewhere; they are parked until released."""
+        locked = await self.locked(booking_ids)
+        if locked:
+            self.held |= locked
+            log.warning("bookings_parked", bookings=sorted(locked), reason="session row locked by another session")
         return locked
+
+    def release(self, booking_ids: Collection[str]) -> None:
+        """The loop went back to the first parked record of these bookings: their records apply again."""
+        self.held -= set(booking_ids)
 
     async def locked(self, booking_ids: Collection[str]) -> set[str]:
         """Which of ``booking_ids`` have a session row another transaction holds locked, now: rows that exist but
@@ -94,17 +103,14 @@ class Parking:
             existing = set((await conn.scalars(_EXISTING, {"ids": ids})).all())
             free = set((await conn.scalars(_LOCKABLE, {"ids": ids})).all()) if existing else set()
             await transaction.rollback()
-        locked = existing - free
-        if locked:
-            self._remembered |= locked
-            log.warning("bookings_parked", bookings=sorted(locked), reason="session row locked by another session")
-        return locked
+        return existing - free
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A partition held at its first parked record: paused until ``resume_at``, then consumed from ``offset``
-    again (monotonic seconds throughout; ``delay_s`` is this round's backoff, doubled each round up to a cap)."""
+    """A partition held at its first parked record: still consumed, but committed no further than ``offset``; its
+    parked bookings' locks are looked at again from ``resume_at`` (monotonic seconds throughout; ``delay_s`` is this
+    round's backoff, doubled each round up to a cap), and once one is gone it is consumed from ``offset`` again."""
 
     offset: int
     bookings: frozenset[str]  # the bookings parked in the batch that held it

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from uuid import UUID
@@ -208,7 +208,7 @@ class BatchProcessor:
         return result
 
     async def _settle(self, part: list[Decoded], now: datetime) -> BatchResult:
-        parked = await self._parking.still_locked(part) if self._parking is not None else set()
+        parked = self._parking.parked_in(part) if self._parking is not None else set()
         kept = without(part, parked)
         while True:
             try:
@@ -219,7 +219,7 @@ class BatchProcessor:
                 if (
                     self._parking is not None
                     and is_lock_wait(error)
-                    and (found := await self._parking.locked(bookings_of(kept)))
+                    and (found := await self._parking.park(bookings_of(kept)))
                 ):
                     parked |= found
                     kept = without(kept, found)
@@ -228,6 +228,22 @@ class BatchProcessor:
                     raise
                 log.warning("batch_rejected_isolating", records=len(kept), error=first_line(error))
                 return replace(await self._bisect(kept, error, now), parked=frozenset(parked))
+
+    def release(self, booking_ids: Collection[str]) -> None:
+        """Parked bookings whose first parked record the loop will deliver again: applied from now on."""
+        if self._parking is not None:
+            self._parking.release(booking_ids)
+
+    async def locked(self, booking_ids: Collection[str]) -> set[str]:
+        """Which of the parked ``booking_ids`` are still locked elsewhere (consumer.parking); all of them when that
+        cannot be told now (the database away: asked again later)."""
+        if self._parking is None:
+            return set()
+        try:
+            return await self._parking.locked(booking_ids)
+        except Exception as error:
+            log.info("parked_bookings_check_failed", error=first_line(error))
+            return set(booking_ids)
 
     async def _bisect(self, part: list[Decoded], error: Exception, now: datetime) -> BatchResult:
         if len(part) == 1:

@@ -88,12 +88,13 @@ def observed_held(held_s: float, **changes: object) -> Observed:
 
 
 def test_a_held_partition_is_shown_then_not_ready_but_alive_and_names_the_lock() -> None:
-    early = assess(observed_held(5.0), stall_after_s=120.0, stale_after_s=10.0)
+    """All the lag is the held partition's, and nothing else to do for minutes: no stall, the lock is named."""
+    early = assess(observed_held(5.0, held_lag=40, consumer_progress_at=0.0), stall_after_s=120.0, stale_after_s=10.0)
     assert early.ready and early.alive
     assert early.readiness["checks"]["consumer"]["held"] == {
         f"{TOPIC}/3": {"offset": 11, "bookings": ["bk_7"], "held_s": 5.0}
     }
-    late = assess(observed_held(130.0), stall_after_s=120.0, stale_after_s=10.0)
+    late = assess(observed_held(130.0, held_lag=40, consumer_progress_at=0.0), stall_after_s=120.0, stale_after_s=10.0)
     consumer = late.readiness["checks"]["consumer"]
     assert not late.ready and late.alive  # a restart would not free the lock, and would cost a rebalance
     assert consumer["ok"] is False and "bk_7" in consumer["why"] and "55P03" in consumer["why"]
@@ -101,6 +102,8 @@ def test_a_held_partition_is_shown_then_not_ready_but_alive_and_names_the_lock()
 
 
 def test_a_real_stall_keeps_its_own_reason_while_a_partition_is_held() -> None:
-    verdict = assess(observed_held(300.0, consumer_progress_at=500.0), stall_after_s=120.0, stale_after_s=10.0)
+    """Lag outside the held partition and no batch committed: a stall, said as such."""
+    seen = observed_held(300.0, held_lag=10, consumer_progress_at=500.0)
+    verdict = assess(seen, stall_after_s=120.0, stale_after_s=10.0)
     assert not verdict.alive
-    assert verdict.readiness["checks"]["consumer"]["why"].startswith("40 waiting, no progress")
+    assert verdict.readiness["checks"]["consumer"]["why"].startswith("30 waiting, no progress")

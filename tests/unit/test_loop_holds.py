@@ -1,0 +1,164 @@
+"""The loop's side of parking (consumer/loop.py): a partition where a booking was parked is held at that record (its
+commits stop there) while it and every other partition go on; once the lock is gone it is sought back there, what
+was fetched ahead of it is dropped, and the parked booking is applied, in order. A consumer and a processor in
+memory, sharing one timeline of applies and commits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Collection, Sequence
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from consumer.loop import ConsumerLoop
+from consumer.parking import held_offsets, hold_back, without
+from consumer.process import BatchResult, Prepared, offsets_after
+from consumer.records import Decoded, Record
+from tests.waiting import eventually
+
+TOPIC = "booking.events"
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+Event = tuple[str, int, int]  # ("apply" | "commit", partition, offset)
+
+
+class MemoryConsumer:
+    """Just what the loop calls: positions, pause and resume, seek, getmany in partition order, commits."""
+
+    def __init__(self, logs: dict[TopicPartition, list[str]], timeline: list[Event]) -> None:
+        self.logs = logs
+        self.position = dict.fromkeys(logs, 0)
+        self.stopped: set[TopicPartition] = set()
+        self.timeline = timeline
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.logs)
+
+    def pause(self, *tps: TopicPartition) -> None:
+        self.stopped |= set(tps)
+
+    def resume(self, *tps: TopicPartition) -> None:
+        self.stopped -= set(tps)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position[tp] = offset
+
+    async def getmany(
+        self, *, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        out: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        room = max_records
+        for tp in sorted(self.logs):
+            start = self.position[tp]
+            keys = self.logs[tp][start : start + room] if tp not in self.stopped else []
+            if keys:
+                out[tp] = [
+                    ConsumerRecord(TOPIC, tp.partition, start + i, 0, 0, k.encode(), b"{}", None, 1, 2, ())
+                    for i, k in enumerate(keys)
+                ]
+                self.position[tp] += len(keys)
+                room -= len(keys)
+        # A fetch is a round trip (the batch in hand goes on meanwhile) of records taken from where the partition
+        # stood when it began; an empty fetch waits, as the broker's would.
+        await asyncio.sleep(0.001 if out else min(timeout_ms, 5) / 1000)
+        return out
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.timeline += [("commit", tp.partition, meta.offset) for tp, meta in offsets.items()]
+
+
+class LockingProcessor:
+    """Parks the records of the bookings in ``locked_now``, and those parked before until the loop releases them
+    (as BatchProcessor does); applies every other record."""
+
+    def __init__(self, locked: set[str], timeline: list[Event]) -> None:
+        self.locked_now = locked
+        self.parked: set[str] = set()
+        self.timeline = timeline
+
+    async def prepare(self, records: Sequence[Record]) -> Prepared:
+        decoded = [Decoded(r, "0" * 64, None, "BookingConfirmed", (r.key or b"").decode(), "applied") for r in records]
+        return Prepared(records, 0, decoded, 0.0, 0.0)
+
+    async def apply(self, batch: Prepared) -> BatchResult:
+        parked = frozenset(d.booking_id for d in batch.decoded if d.booking_id in self.locked_now | self.parked)
+        self.parked |= parked
+        kept = without(batch.decoded, parked)
+        self.timeline += [("apply", d.record.partition, d.record.offset) for d in kept]
+        held = held_offsets(d.record for d in batch.decoded if d.booking_id in parked)
+        offsets = hold_back(offsets_after(batch.records), held)
+        return BatchResult(len(kept), len(kept), 0, 0, Counter(), 0, 0, next_offsets=offsets, parked=parked, held=held)
+
+    async def locked(self, booking_ids: Collection[str]) -> set[str]:
+        return set(booking_ids) & self.locked_now
+
+    def release(self, booking_ids: Collection[str]) -> None:
+        self.parked -= set(booking_ids)
+
+
+def check_timeline(timeline: list[Event], logs: dict[TopicPartition, list[str]]) -> None:
+    """Every commit only after each record before it was applied; the locked booking's events applied in order."""
+    applied: set[tuple[int, int]] = set()
+    first_applied: list[tuple[int, int]] = []
+    for kind, partition, offset in timeline:
+        if kind == "apply":
+            if (partition, offset) not in applied:
+                first_applied.append((partition, offset))
+            applied.add((partition, offset))
+        else:
+            missing = [o for o in range(offset) if (partition, o) not in applied]
+            assert not missing, f"partition {partition} committed at {offset} before {missing[:5]} were applied"
+    locked = [o for p, o in first_applied if p == 0 and logs[P0][o] == "locked"]
+    assert locked == sorted(locked) and len(locked) == logs[P0].count("locked"), f"locked applied as {locked}"
+
+
+async def test_a_parked_booking_holds_only_its_partitions_commits_and_comes_back_in_order() -> None:
+    logs = {P0: ["a", "locked", "b", "c", "locked", "d"], P1: ["e", "f", "g"]}
+    timeline: list[Event] = []
+    consumer = MemoryConsumer(logs, timeline)
+    processor = LockingProcessor({"locked"}, timeline)
+    loop = ConsumerLoop(
+        consumer,
+        processor,  # type: ignore[arg-type]
+        max_records=3,  # small batches: one is always fetched ahead while another is applied
+        fetch_timeout_ms=20,
+        retry_initial_s=0.02,
+        retry_max_s=0.05,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(loop.run(stop))
+    try:
+
+        async def others_applied() -> bool:
+            done = {(p, o) for kind, p, o in timeline if kind == "apply"}
+            assert {(0, 0), (0, 2), (0, 3), (0, 5), (1, 0), (1, 1), (1, 2)} <= done, f"applied: {done}"
+            assert ("commit", 1, 3) in timeline, "P1 not committed to its end"
+            return True
+
+        await eventually(others_applied, what="every booking but the locked one applied", timeout_s=10)
+        assert P0 in loop.held and loop.held[P0].offset == 1
+        for i in range(30):  # more arrives in the held partition, fetched ahead of the release
+            logs[P0].append(f"n{i}")
+            await asyncio.sleep(0.002)
+
+        async def later_applied() -> bool:
+            return ("apply", 0, 35) in timeline
+
+        await eventually(later_applied, what="later records of P0 applied", timeout_s=10)
+        assert all(not (kind == "commit" and p == 0 and o > 1) for kind, p, o in timeline), "P0 committed past 1"
+        # More, all at once, and the lock gone: the loop goes back to the parked record while a batch of these
+        # is fetched ahead.
+        logs[P0] += ["locked"] + [f"m{i}" for i in range(1000)]
+        processor.locked_now.clear()
+
+        async def all_committed() -> bool:
+            assert ("commit", 0, len(logs[P0])) in timeline, f"last: {timeline[-3:]}"
+            return True
+
+        await eventually(all_committed, what="P0 committed to its end after the release", timeout_s=10)
+        assert not loop.held
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+    check_timeline(timeline, logs)
