@@ -162,8 +162,8 @@ class Metrics:
         )
         self.bookings_parked = Counter(
             f"{NAMESPACE}_bookings_parked",
-            "Bookings set aside in a committed batch because another session holds their session row locked "
-            "(counted each round they are tried again and still locked)",
+            "Bookings set aside in a committed batch because another session holds their session row locked, "
+            "with their later records until the lock is gone (counted again in each batch that sets them aside)",
             registry=r,
         )
         self.held_partitions = Gauge(
