@@ -237,6 +237,11 @@ class Metrics:
 
     def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None:
         """A committed batch parked ``parked`` bookings, or released a partition; ``held`` is every hold now."""
+        if held.keys() < self.held.keys():
+            # A hold released is the consumer moving: the held partition's lag now waits for it again, and must
+            # not count as a stall from the last commit before the release (which may be long ago, when the held
+            # partition was all that waited).
+            self.consumer_progress_at = time.monotonic()
         self.bookings_parked.inc(parked)
         self.held = dict(held)
         self.held_partitions.set(len(held))

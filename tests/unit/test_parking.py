@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from booking_sessions.health import Observed, assess
+from booking_sessions.metrics import Metrics
 from consumer.parking import Hold, bookings_of, held_offsets, hold_back, without
 from consumer.process import Prepared, offsets_after
 from consumer.records import Decoded, Record
@@ -107,3 +108,15 @@ def test_a_real_stall_keeps_its_own_reason_while_a_partition_is_held() -> None:
     verdict = assess(seen, stall_after_s=120.0, stale_after_s=10.0)
     assert not verdict.alive
     assert verdict.readiness["checks"]["consumer"]["why"].startswith("30 waiting, no progress")
+
+
+def test_a_released_hold_counts_as_progress_and_the_gauges_follow() -> None:
+    metrics = Metrics()
+    hold = Hold(11, frozenset({"bk_7"}), 0.0, 0.4, 0.4)
+    metrics.consumer_progress_at = 0.0
+    metrics.holds_changed(1, {f"{TOPIC}/3": hold})
+    assert metrics.consumer_progress_at == 0.0  # parking is no progress
+    sample = metrics.registry.get_sample_value
+    assert sample("booking_sessions_held_partitions") == 1 and sample("booking_sessions_bookings_parked_total") == 1
+    metrics.holds_changed(0, {})
+    assert metrics.consumer_progress_at > 0.0 and sample("booking_sessions_held_partitions") == 0
