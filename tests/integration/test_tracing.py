@@ -22,6 +22,7 @@ from models.trace_context import as_headers, of_span
 from producer.bookings import as_record, booking_event
 from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, read_json
+from tests.integration.operator_cli import invoke
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 TRACESTATE = "vendor=abc"
@@ -190,6 +191,22 @@ async def test_session_cancelled_continues_the_trace_of_the_cancellation(setting
     assert traceparent is not None and trace_id_of(traceparent) == cancellation.trace_id
     created = header(outputs["SessionCreated"]["headers"], "traceparent")
     assert created is not None and trace_id_of(created) != cancellation.trace_id
+
+
+async def test_a_republished_record_continues_the_same_trace(settings: Settings, traces: Traces) -> None:
+    confirmed, upstream = traced(
+        as_record(event("BookingConfirmed", "bk_again", 0), settings.input_topic), traces.provider
+    )
+    await run_through(settings, [confirmed], traces.provider)
+
+    result = await invoke(settings, "outbox", "republish", "--booking", "bk_again", "--relay")
+
+    assert result.exit_code == 0, result.output
+    first, again = await read_json(settings, settings.output_topic, 2)
+    assert first["body"] == again["body"]
+    for record in (first, again):
+        traceparent = header(record["headers"], "traceparent")
+        assert traceparent is not None and trace_id_of(traceparent) == upstream.trace_id
 
 
 async def test_a_dead_letter_keeps_the_traceparent_header_exactly(settings: Settings, traces: Traces) -> None:
