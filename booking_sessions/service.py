@@ -92,9 +92,11 @@ def batch_processor(
     *,
     dry_run: bool = False,
     tracer_provider: trace.TracerProvider | None = None,
+    group_id: str | None = None,
 ) -> BatchProcessor:
     """The one way batches are applied, for ``run`` and for ``replay`` alike; spans from ``tracer_provider`` (the
-    global one by default: the API's no-op one unless booking_sessions.tracing set it up)."""
+    global one by default: the API's no-op one unless booking_sessions.tracing set it up), naming the consumer
+    group ``group_id`` (default: the service's)."""
     return BatchProcessor(
         engine,
         publisher,
@@ -105,7 +107,7 @@ def batch_processor(
         parallel_transactions=settings.parallel_transactions,
         dry_run=dry_run,
         tracer=trace.get_tracer("booking_sessions", tracer_provider=tracer_provider),
-        consumer_group=settings.group_id,
+        consumer_group=group_id or settings.group_id,
         max_links=link_limit(),
     )
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from booking_sessions.tracing import ChildSpansOnly, provider_for, wanted
+from booking_sessions.tracing import ChildSpansOnly, provider_for, tracing, wanted
 from consumer.decide import decide
 from consumer.decode import Limits, decode
 from consumer.ids import session_cancelled_id, session_created_id, session_id
@@ -200,6 +200,12 @@ def test_instrumentations_given_child_spans_only_trace_nothing_outside_our_spans
 def test_tracing_is_on_only_when_the_otel_variables_ask_for_it(environ: dict[str, str], on: bool) -> None:
     assert wanted(environ) is on
     assert (provider_for(environ) is not None) is on
+
+
+def test_with_no_otel_variable_nothing_is_set_up() -> None:
+    with tracing({}) as provider:
+        assert provider is None
+        assert not trace.get_tracer("x").start_span("y").get_span_context().is_valid  # the API's no-op tracer
 
 
 def test_the_service_name_defaults_to_booking_sessions() -> None:
