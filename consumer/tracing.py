@@ -2,7 +2,10 @@
 one ``process`` span per transaction, with a link to each message's own context (W3C headers), the database
 spans of the transaction beneath it.
 
-With no tracing configured the tracer is the API's no-op one: the span is invalid, and nothing is done per record.
+With no tracing configured the tracer is the API's no-op one: the span is invalid and records nothing, but the
+messages' own contexts are still passed on to the outbox rows they cause, so that the output continues the input's
+trace whether or not this service reports spans (CONTRACT, Output: "a W3C traceparent header continuing the trace of
+the event that caused it, when that event carried one"). Only records that have headers are looked at.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ def processing_span(
 ) -> Iterator[dict[UUID, TraceContext]]:
     """A ``process <topic>`` span (kind CONSUMER, a root: the messages' contexts are links, not parents) around one
     transaction of ``part``; current while it runs, so the database spans are its children. Yields the trace
-    context of each message of the part that carried one, by message id, for the outbox rows they cause; empty
-    when tracing is off (the span is invalid: no record is looked at)."""
+    context of each message of the part that carried one, by message id, for the outbox rows they cause; with
+    tracing off as well (the span is invalid and nothing is recorded, but the contexts travel on)."""
     topic = part[0].record.topic if part else ""
     attributes: dict[str, str | int] = {
         "messaging.system": "kafka",
@@ -39,9 +42,6 @@ def processing_span(
     with tracer.start_as_current_span(
         f"process {topic}", context=Context(), kind=trace.SpanKind.CONSUMER, attributes=attributes
     ) as span:
-        if not span.get_span_context().is_valid:
-            yield {}
-            return
         contexts = message_contexts(part)
         if span.is_recording():
             for context in list(contexts.values())[:max_links]:

@@ -220,15 +220,25 @@ async def test_a_dead_letter_keeps_the_traceparent_header_exactly(settings: Sett
     assert header(dead["headers"], "dlq-reason") == "invalid"
 
 
-async def test_tracing_off_records_no_span_and_adds_no_header(settings: Settings, traces: Traces) -> None:
-    record, _ = traced(as_record(event("BookingConfirmed", "bk_off", 0), settings.input_topic), traces.provider)
+async def test_tracing_off_records_no_span_but_the_output_continues_the_trace(
+    settings: Settings, traces: Traces
+) -> None:
+    record, upstream = traced(as_record(event("BookingConfirmed", "bk_off", 0), settings.input_topic), traces.provider)
+    untraced = as_record(event("BookingConfirmed", "bk_off_plain", 0), settings.input_topic)
     traces.memory.clear()
 
-    await run_through(settings, [record], None)  # the global provider: the API's no-op one in this process
+    await run_through(settings, [record, untraced], None)  # the global provider: the API's no-op one here
 
     assert traces.spans() == []
-    [output] = await read_json(settings, settings.output_topic, 1)
-    assert [name for name, _ in output["headers"]] == ["message_id"]
+    outputs = {o["key"]: o for o in await read_json(settings, settings.output_topic, 2)}
+    # Passed on as it came (CONTRACT, Output): the same trace, the upstream span as the parent.
+    assert dict(outputs[b"bk_off"]["headers"]) == {
+        "message_id": dict(outputs[b"bk_off"]["headers"])["message_id"],
+        "traceparent": dict(record.headers)["traceparent"],
+        "tracestate": dict(record.headers)["tracestate"],
+    }
+    assert f"{upstream.trace_id:032x}" in dict(outputs[b"bk_off"]["headers"])["traceparent"].decode()
+    assert [name for name, _ in outputs[b"bk_off_plain"]["headers"]] == ["message_id"]
 
 
 async def read_json_raw(settings: Settings, topic: str) -> list[dict[str, Any]]:
