@@ -11,6 +11,7 @@ production). The process is the bench's: ``open_service`` + ``run_until``, what 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -152,9 +153,9 @@ async def _sample(fleet: Fleet, engine: AsyncEngine, started: float) -> Sample:
         inbox, published, unpublished, inbox_bytes, outbox_bytes = (await conn.execute(_SIZES)).one()
     last_rss = fleet.batches[-1].rss_bytes if fleet.batches else 0
     records = sum(b.records for b in fleet.batches)
-    return Sample(
-        time.monotonic() - started, records, inbox, published, unpublished, inbox_bytes, outbox_bytes, last_rss
-    )
+    elapsed = time.monotonic() - started
+    load = os.getloadavg()[0]
+    return Sample(elapsed, records, inbox, published, unpublished, inbox_bytes, outbox_bytes, last_rss, load)
 
 
 def soak_checks(

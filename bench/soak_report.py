@@ -20,6 +20,7 @@ class Sample:
     inbox_bytes: int  # pg_total_relation_size: table, indexes and TOAST
     outbox_bytes: int
     rss_bytes: int  # the service process, as of its last committed batch
+    load_1m: float = 0.0  # the machine's 1-minute load average: how much else competed for the cores
 
 
 def rate_per_s(before: Sample, after: Sample) -> float:
@@ -30,7 +31,7 @@ def rate_per_s(before: Sample, after: Sample) -> float:
 
 HEADER = (
     f"{'elapsed':>8} {'records':>10} {'per s':>7} {'inbox rows':>10} {'published':>9} {'unpubl.':>7} "
-    f"{'inbox MB':>8} {'outbox MB':>9} {'RSS MB':>6}"
+    f"{'inbox MB':>8} {'outbox MB':>9} {'RSS MB':>6} {'load':>5}"
 )
 
 
@@ -39,7 +40,7 @@ def line(before: Sample, after: Sample) -> str:
     return (
         f"{after.elapsed_s:>7.0f}s {after.records:>10,} {rate_per_s(before, after):>7,.0f} {after.inbox_rows:>10,} "
         f"{after.published_rows:>9,} {after.unpublished_rows:>7,} {after.inbox_bytes / _MB:>8.0f} "
-        f"{after.outbox_bytes / _MB:>9.0f} {after.rss_bytes / _MB:>6.0f}"
+        f"{after.outbox_bytes / _MB:>9.0f} {after.rss_bytes / _MB:>6.0f} {after.load_1m:>5.2f}"
     )
 
 
@@ -75,6 +76,7 @@ def summary(samples: Sequence[Sample], *, events: int, retention: str, pruned: d
         "inbox_mb_max": f"{max((s.inbox_bytes for s in samples), default=0) / _MB:.0f}",
         "outbox_mb_max": f"{max((s.outbox_bytes for s in samples), default=0) / _MB:.0f}",
         "rss_mb_max": f"{max((s.rss_bytes for s in samples), default=0) / _MB:.0f}",
+        "load_1m_max": f"{max((s.load_1m for s in samples), default=0.0):.1f}",
         "ok": str(ok).lower(),
     }
     return " ".join(f"{k}={v}" for k, v in fields.items())

@@ -19,7 +19,7 @@ MB = 2**20
 
 
 def sample(elapsed_s: float, records: int, inbox: int = 0) -> Sample:
-    return Sample(elapsed_s, records, inbox, 10, 2, 48 * MB, 3 * MB, 150 * MB)
+    return Sample(elapsed_s, records, inbox, 10, 2, 48 * MB, 3 * MB, 150 * MB, 1.5)
 
 
 def test_rate_over_an_interval() -> None:
@@ -29,7 +29,7 @@ def test_rate_over_an_interval() -> None:
 
 def test_line_lines_up_under_the_header() -> None:
     text = line(sample(10.0, 200_000), sample(20.0, 450_000, inbox=400_000))
-    assert text.split() == ["20s", "450,000", "25,000", "400,000", "10", "2", "48", "3", "150"]
+    assert text.split() == ["20s", "450,000", "25,000", "400,000", "10", "2", "48", "3", "150", "1.50"]
     assert len(text) == len(HEADER)
 
 
@@ -51,7 +51,7 @@ def test_summary_ends_at_the_last_commit_not_the_relay_tail() -> None:
     assert fields["first_quarter_per_s"] == "30000"
     assert fields["last_quarter_per_s"] == "15000"
     assert (fields["pruned_inbox"], fields["pruned_outbox"], fields["ok"]) == ("5", "0", "true")
-    assert (fields["inbox_mb_max"], fields["rss_mb_max"]) == ("48", "150")
+    assert (fields["inbox_mb_max"], fields["rss_mb_max"], fields["load_1m_max"]) == ("48", "150", "1.5")
 
 
 def test_retention_label() -> None:
