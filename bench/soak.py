@@ -95,7 +95,7 @@ async def run_soak(settings: Settings, options: SoakOptions, say: Callable[[str]
         ends = await produce_bulk(bootstrap, topic, workload.records, options.partitions, lambda _: None)
         unique, bookings, cancelled = workload.unique_message_ids, workload.bookings, workload.cancelled_bookings
         redelivered = workload.counts["redelivered"]
-        del workload  # 2,000,000 records hold about 1.5 GB: not while the service runs beside
+        del workload  # 2,000,000 records hold about 1.5 GB: let them go before the service runs
         fleet = Fleet("soak", settings, 1, retention=options.retention)
         engine = create_async_engine(url, poolclass=NullPool)
         try:
