@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,8 @@ from rich.console import Console
 
 from bench.report import print_report
 from bench.runner import Options, run_bench
+from bench.service_path import ShortRetention
+from bench.soak import SoakOptions, run_soak
 from booking_sessions.logs import configure_logging
 from booking_sessions.settings import Settings
 
@@ -52,6 +55,38 @@ def bench(
         raise typer.Exit(1)
 
 
+def soak(
+    events: Annotated[int, typer.Option(min=20, help="records, over events/10 bookings")] = 2_000_000,
+    every_s: Annotated[float, typer.Option(min=0.5, help="seconds between two lines")] = 10.0,
+    retain_s: Annotated[
+        float, typer.Option(min=1.0, help="bench only: inbox and published outbox rows older than this are pruned")
+    ] = 20.0,
+    retention_interval_s: Annotated[float, typer.Option(min=0.5, help="seconds between two retention rounds")] = 5.0,
+    no_retention: Annotated[bool, typer.Option("--no-retention", help="retention off, for comparison")] = False,
+    partitions: Annotated[int, typer.Option(min=1, help="partitions of the soak's topics")] = 12,
+    seed: Annotated[int, typer.Option(help="workload seed")] = 7,
+) -> None:
+    """Soak one service process (the `run` path) with every record already on the broker and retention on: a
+    line every --every-s seconds (elapsed, records committed, rate over that interval, inbox rows, outbox rows
+    published and unpublished, both tables' size on disk with indexes, the process's RSS), then the row checks
+    and a key=value summary line. Stops by itself; exit code 1 if a check failed.
+
+    Retention here uses windows of seconds (--retain-s), set only for this bench process: `run` keeps its
+    one-hour floor (BOOKING_INBOX_RETENTION). Servers as for `bench` (embedded unless the BOOKING_ URLs are set;
+    on configured servers the soak's database and topics are left behind, named soak_<tag>).
+    """
+    configure_logging("WARNING")
+    window = timedelta(seconds=retain_s)
+    retention = (
+        ShortRetention(None, None, 1.0) if no_retention else ShortRetention(window, window, retention_interval_s)
+    )
+    options = SoakOptions(retention, events, partitions, every_s, seed)
+    ok = asyncio.run(run_soak(Settings(), options, lambda text: print(text, flush=True)))
+    if not ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``bench`` command to ``app``."""
+    """Add the ``bench`` and ``soak`` commands to ``app``."""
     app.command()(bench)
+    app.command()(soak)

@@ -18,12 +18,15 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
 from booking_sessions.logs import configure_logging
+from booking_sessions.metrics import Metrics
+from booking_sessions.retention import Retention
 from booking_sessions.runtime import tune_gc
-from booking_sessions.service import open_service, run_until
+from booking_sessions.service import Service, open_service, run_until
 from booking_sessions.settings import Settings
 from consumer.process import BatchResult
 
@@ -49,6 +52,44 @@ class Committed:
     database_s: float  # of the batch: its transaction
 
 
+@dataclass(frozen=True)
+class ShortRetention:
+    """Bench only (the soak): the retention a child keeps instead of its settings'. The settings refuse windows
+    under an hour, rightly for production; a soak of minutes needs rows to age within seconds. A ``None`` window
+    turns that table's pruning off (``ShortRetention(None, None, 1.0)``: retention off)."""
+
+    inbox: timedelta | None
+    outbox: timedelta | None
+    interval_s: float
+
+
+class _PrunedReporter:
+    """The service's own metrics, plus every deleted batch and failed round reported to the bench."""
+
+    def __init__(self, metrics: Metrics, conn: Connection, index: int) -> None:
+        self._metrics, self._conn, self._index = metrics, conn, index
+
+    def retention_deleted(self, table: str, rows: int) -> None:
+        self._metrics.retention_deleted(table, rows)
+        self._conn.send(("pruned", table, rows))
+
+    def retention_retried(self, error: BaseException) -> None:
+        self._metrics.retention_retried(error)
+        self._conn.send(("retention_failed", self._index, repr(error)[:300]))
+
+
+def _keep_short_retention(service: Service, retention: ShortRetention, conn: Connection, index: int) -> None:
+    # Replaces the Retention that open_service built from the settings, before run_until starts it.
+    service.retention = Retention(
+        service.engine,
+        inbox=retention.inbox,
+        outbox=retention.outbox,
+        interval_s=retention.interval_s,
+        batch_rows=service.settings.retention_batch_rows,
+        observer=_PrunedReporter(service.metrics, conn, index),
+    )
+
+
 def rss_bytes() -> int:
     """Resident set size now (Linux); elsewhere the peak, which is an upper bound."""
     try:
@@ -61,20 +102,20 @@ def rss_bytes() -> int:
 # --- the child --------------------------------------------------------------------------------------------------
 
 
-def child_main(index: int, settings: Settings, conn: Connection) -> None:
-    """Entry point of one service process (spawned)."""
+def child_main(index: int, settings: Settings, conn: Connection, retention: ShortRetention | None = None) -> None:
+    """Entry point of one service process (spawned); ``retention``: keep that instead of the settings'."""
     configure_logging("ERROR")  # the bench owns the terminal; the service's warnings would interleave with it
     # Tansu refuses idempotent producers; the publisher falls back, but aiokafka logs each refusal as an error.
     logging.getLogger("aiokafka.producer.sender").setLevel(logging.CRITICAL)
     try:
-        asyncio.run(_serve(index, settings, conn))
+        asyncio.run(_serve(index, settings, conn, retention))
     except BaseException:
         with contextlib.suppress(OSError):
             conn.send(("error", index, traceback.format_exc()))
         raise
 
 
-async def _serve(index: int, settings: Settings, conn: Connection) -> None:
+async def _serve(index: int, settings: Settings, conn: Connection, retention: ShortRetention | None) -> None:
     loop = asyncio.get_running_loop()
     go, stop = asyncio.Event(), asyncio.Event()
 
@@ -109,6 +150,8 @@ async def _serve(index: int, settings: Settings, conn: Connection) -> None:
         conn.send(("batch", report))
 
     async with open_service(settings, on_committed=committed) as service:
+        if retention is not None:
+            _keep_short_retention(service, retention, conn, index)
         tune_gc()  # as `run` does once started
         watcher = asyncio.create_task(_report_assignment(index, service.consumer, conn))
         await go.wait()
@@ -149,6 +192,9 @@ class Fleet:
     rss: dict[int, int] = field(default_factory=dict)
     done: dict[int, int] = field(default_factory=dict)
     on_batch: Callable[[Committed], None] | None = None
+    retention: ShortRetention | None = None  # the soak's; None: the settings'
+    pruned: dict[str, int] = field(default_factory=dict)  # rows deleted by retention, per table
+    retention_failures: list[str] = field(default_factory=list)
     _processes: list[Any] = field(default_factory=list)
     _pipes: list[Connection] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -160,7 +206,10 @@ class Fleet:
         for index in range(self.count):
             ours, theirs = context.Pipe()
             process = context.Process(
-                target=child_main, args=(index, self.settings, theirs), name=f"bench-{self.name}-{index}", daemon=True
+                target=child_main,
+                args=(index, self.settings, theirs, self.retention),
+                name=f"bench-{self.name}-{index}",
+                daemon=True,
             )
             process.start()
             theirs.close()
@@ -205,6 +254,10 @@ class Fleet:
             self.assignments[rest[0]] = rest[1]
         elif kind == "rss":
             self.rss[rest[0]] = rest[1]
+        elif kind == "pruned":
+            self.pruned[rest[0]] = self.pruned.get(rest[0], 0) + rest[1]
+        elif kind == "retention_failed":
+            self.retention_failures.append(rest[1])
         elif kind == "done":
             self.done[rest[0]] = rest[1]
         elif kind == "error":

@@ -108,7 +108,16 @@ def _messages() -> dict[str, Any]:
             "contentType": "application/json",
             "headers": {
                 "type": "object",
-                "properties": {"message_id": {"type": "string", "format": "uuid", "description": "as in the value"}},
+                "properties": {
+                    "message_id": {"type": "string", "format": "uuid", "description": "as in the value"},
+                    "traceparent": {
+                        "type": "string",
+                        "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                        "description": "W3C trace context continuing the trace of the event that caused the message, "
+                        "when that event carried one and tracing is on (README, Tracing)",
+                    },
+                    "tracestate": {"type": "string", "description": "W3C tracestate, with traceparent, when given"},
+                },
             },
             "payload": _typed("SessionEvent", name),
             "bindings": booking_key,

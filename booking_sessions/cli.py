@@ -60,6 +60,8 @@ def run() -> None:
 async def _serve(settings: Settings) -> None:
     from aiokafka.errors import KafkaConnectionError
 
+    from booking_sessions.tracing import tracing
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     shutdown = Shutdown(settings.shutdown_timeout_s)
@@ -73,7 +75,8 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        await _serve_until(settings, stop, shutdown)
+        with tracing():  # off unless OTEL_* asks for it (README, "Tracing")
+            await _serve_until(settings, stop, shutdown)
     except KafkaConnectionError as error:
         # aiokafka says only "Unable to bootstrap"; its log line just before says why (TLS, SASL, address).
         raise ConfigurationError(

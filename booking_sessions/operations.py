@@ -66,10 +66,13 @@ def replay(
       booking-sessions replay --offsets 0:120,3:55
       booking-sessions replay --group booking-sessions.replay.20261125T101500Z   # resume
     """
+    from rich.progress import Progress
+
     from booking_sessions.arguments import parse_offsets, parse_range
-    from booking_sessions.replay import ReplayRequest, replay_topic
+    from booking_sessions.replay import ReplayRequest, ReplaySummary, replay_topic
     from booking_sessions.reports import replay_report
     from booking_sessions.runtime import tune_gc
+    from booking_sessions.tracing import tracing
 
     moment = term.now()
     start, end = term.argument(lambda: parse_range(since, until, moment))
@@ -81,9 +84,12 @@ def replay(
     request = ReplayRequest(group_id, start, explicit, end, dry_run, relay)
     tune_gc()
     resume = "" if dry_run else f"; to resume, run the same command with --group {group_id}"
-    summary = term.run(
-        term.with_progress(lambda progress: replay_topic(settings, request, progress)), on_interrupt=resume
-    )
+
+    async def traced(progress: Progress) -> ReplaySummary:
+        with tracing():  # off unless OTEL_* asks for it (README, "Tracing")
+            return await replay_topic(settings, request, progress)
+
+    summary = term.run(term.with_progress(traced), on_interrupt=resume)
     term.print_json(summary.as_dict()) if as_json else term.print_all(replay_report(summary))
 
 

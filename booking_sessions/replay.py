@@ -182,7 +182,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
         spans = await _plan(consumer, settings.input_topic, partitions, request)
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)
         summary = ReplaySummary(settings.input_topic, request.group_id, request.dry_run, spans)
-        processor = batch_processor(settings, engine, publisher, dry_run=request.dry_run)
+        processor = batch_processor(settings, engine, publisher, dry_run=request.dry_run, group_id=request.group_id)
         started = time.monotonic()
         await _consume(consumer, processor, summary, settings.max_batch_records, progress)
         if request.relay and not request.dry_run:

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaConsumer
+from opentelemetry import trace
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -25,6 +26,7 @@ from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.metrics import Metrics, Sampler
 from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
+from booking_sessions.tracing import link_limit
 from consumer import wire
 from consumer.decode import Limits
 from consumer.loop import BatchHook, ConsumerLoop
@@ -84,10 +86,19 @@ def input_limits(settings: Settings) -> Limits:
 
 
 def batch_processor(
-    settings: Settings, engine: AsyncEngine, publisher: Publisher, *, dry_run: bool = False, park_locked: bool = False
+    settings: Settings,
+    engine: AsyncEngine,
+    publisher: Publisher,
+    *,
+    dry_run: bool = False,
+    tracer_provider: trace.TracerProvider | None = None,
+    group_id: str | None = None,
+    park_locked: bool = False,
 ) -> BatchProcessor:
-    """The one way batches are applied, for ``run`` and for ``replay`` alike; ``park_locked`` for ``run``'s loop,
-    which holds a partition at a booking locked elsewhere (consumer.parking) while the others go on."""
+    """The one way batches are applied, for ``run`` and for ``replay`` alike; spans from ``tracer_provider`` (the
+    global one by default: the API's no-op one unless booking_sessions.tracing set it up), naming the consumer
+    group ``group_id`` (default: the service's); ``park_locked`` for ``run``'s loop, which holds a partition at a
+    booking locked elsewhere (consumer.parking) while the others go on."""
     return BatchProcessor(
         engine,
         publisher,
@@ -97,6 +108,9 @@ def batch_processor(
         limits=input_limits(settings),
         parallel_transactions=settings.parallel_transactions,
         dry_run=dry_run,
+        tracer=trace.get_tracer("booking_sessions", tracer_provider=tracer_provider),
+        consumer_group=group_id or settings.group_id,
+        max_links=link_limit(),
         park_locked=park_locked,
     )
 
@@ -168,6 +182,7 @@ async def open_service(
     before_offset_commit: BatchHook | None = None,
     on_committed: BatchHook | None = None,
     metrics: Metrics | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> AsyncIterator[Service]:
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
@@ -199,13 +214,15 @@ async def open_service(
         group = GroupMembership()
         consumer.subscribe([settings.input_topic], listener=group)
         await consumer.start()
-        processor = batch_processor(settings, engine, publisher, park_locked=True)
+        processor = batch_processor(settings, engine, publisher, tracer_provider=tracer_provider, park_locked=True)
         relay = OutboxRelay(
             engine,
             publisher,
             batch_rows=settings.relay_batch_rows,
             observer=metrics,
             step_timeout_s=relay_step_timeout_s(settings),
+            tracer=trace.get_tracer("booking_sessions", tracer_provider=tracer_provider),
+            max_links=link_limit(),
         )
 
         async def after_commit(result: BatchResult) -> None:

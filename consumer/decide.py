@@ -62,12 +62,14 @@ class SessionRow(NamedTuple):
 
 class OutboxRow(NamedTuple):
     """One SessionCreated/SessionUpdated/SessionCancelled message: what the session row shows, sent as ``kind``
-    at ``now``."""
+    at ``now``. ``cause``: the message id of the input event that made it (its snapshot or its cancellation), whose
+    trace the output record continues (CONTRACT "Output"); None when no event did (a meeting re-key)."""
 
     message_id: UUID
     kind: SessionEventType
     row: SessionRow
     now: datetime
+    cause: UUID | None = None
 
     @property
     def key(self) -> str:
@@ -162,7 +164,9 @@ def decide(
 
     Announcements: a ``SessionCreated`` when the row is first written SCHEDULED, one ``SessionCancelled`` when a
     SCHEDULED row becomes CANCELLED, a ``SessionUpdated`` when a newer snapshot changes the details of a
-    SCHEDULED row. A row first written CANCELLED is never announced, and nothing is after a cancellation.
+    SCHEDULED row. A row first written CANCELLED is never announced, and nothing is after a cancellation. Each
+    names its ``cause``: the newest event (whose snapshot the row shows) for a SessionCreated or SessionUpdated, the
+    cancellation (``Cancellation``) for a SessionCancelled.
     """
     if not events:
         raise ValueError("decide() needs at least one event")
@@ -173,7 +177,7 @@ def decide(
         sid = session_id(newest.booking_id)
         row = SessionRow(sid, newest.booking_id, details_of(newest), link_for(sid), version_of(newest), cancellation)
         # Cancelled before anybody was told: the video service never hears of it.
-        outbox = () if cancellation else (_outbox(row, "SessionCreated", session_created_id(sid), now),)
+        outbox = () if cancellation else (_outbox(row, "SessionCreated", session_created_id(sid), now, newest),)
         return Decision(sid, row, learners, outbox, row.cancellation is not None, first_write=True)
     sid = current.id
     row = current._replace(cancellation=earlier(current.cancellation, cancellation))
@@ -186,10 +190,13 @@ def decide(
         # Cancelled before: the rows follow, nobody is told. Or a newer snapshot with the same details.
         return Decision(sid, row, learners, (), cancelled)
     if cancelled:
-        return Decision(sid, row, learners, (_outbox(row, "SessionCancelled", session_cancelled_id(sid), now),), True)
+        cancelled_id = session_cancelled_id(sid)
+        return Decision(sid, row, learners, (_outbox(row, "SessionCancelled", cancelled_id, now, cancellation),), True)
     updated_id = session_updated_id(sid, newest.message_id)
-    return Decision(sid, row, learners, (_outbox(row, "SessionUpdated", updated_id, now),))
+    return Decision(sid, row, learners, (_outbox(row, "SessionUpdated", updated_id, now, newest),))
 
 
-def _outbox(row: SessionRow, kind: SessionEventType, message_id: UUID, now: datetime) -> OutboxRow:
-    return OutboxRow(message_id, kind, row, now)
+def _outbox(
+    row: SessionRow, kind: SessionEventType, message_id: UUID, now: datetime, cause: BookingEvent | Cancellation | None
+) -> OutboxRow:
+    return OutboxRow(message_id, kind, row, now, None if cause is None else cause.message_id)

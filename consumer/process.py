@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import structlog
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
@@ -22,7 +23,9 @@ from consumer.faults import first_line, is_transient, refusal_text
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
 from consumer.records import Decoded, Record
+from consumer.tracing import processing_span
 from models.errors import DlqReason
+from models.trace_context import DEFAULT_MAX_LINKS
 from producer.publish import Publisher
 
 log = structlog.get_logger(__name__)
@@ -105,6 +108,9 @@ class BatchProcessor:
         parallel_transactions: int = 1,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         dry_run: bool = False,
+        tracer: trace.Tracer | None = None,
+        consumer_group: str | None = None,
+        max_links: int = DEFAULT_MAX_LINKS,
         park_locked: bool = False,
     ) -> None:
         self._engine = engine
@@ -117,6 +123,11 @@ class BatchProcessor:
         self._clock = clock
         self._look_for_repeats = False  # set while batches are mostly repeats (a replay, a redelivery)
         self._dry_run = dry_run  # report what a batch would do (replay --dry-run) without writing or sending
+        # One span per transaction (consumer/tracing.py); the global tracer is the API's no-op one until tracing
+        # is set up (booking_sessions/tracing.py).
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._consumer_group = consumer_group
+        self._max_links = max_links
         # Only for a caller that honours ``BatchResult.held`` (the consumer loop); others retry the whole batch.
         self._parking = Parking(engine) if park_locked else None
 
@@ -273,28 +284,29 @@ class BatchProcessor:
         return replace(_result([poison], Repeats([], []), [poison], []), dlq_refused=refused)
 
     async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
-        """One part in one transaction; its dead letters are sent before the commit."""
+        """One part in one transaction, in its processing span; its dead letters are sent before the commit."""
         if not part:
             return _result([], Repeats([], []), [], [])
         refused: Counter[str] = Counter()
-        async with self._engine.connect() as conn, conn.begin() as transaction:
-            keyed = [d for d in part if d.message_id is not None]
-            repeats = await store.insert_inbox(conn, keyed)
-            earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
-            known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
-            across = classify_repeats(earlier, known)
-            fresh = [d for d in part if d.message_id not in repeats] if repeats else part
-            by_booking = group_events(fresh)
-            current = await store.lock_sessions(conn, by_booking)
-            decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
-            await store.write_decisions(conn, decisions, self._output_topic)
-            dead = [d for d in fresh if d.outcome == "dead_lettered"] + [as_conflict(d) for d in across.conflicts]
-            if self._dry_run:
-                # Everything was computed against the real rows, under their locks; nothing is kept or sent.
-                await transaction.rollback()
-            else:
-                # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
-                refused = await send_dead_letters(self._publisher, dead_letters(dead, self._dlq_topic, now))
+        with processing_span(self._tracer, part, self._consumer_group, self._max_links) as causes:
+            async with self._engine.connect() as conn, conn.begin() as transaction:
+                keyed = [d for d in part if d.message_id is not None]
+                repeats = await store.insert_inbox(conn, keyed)
+                earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
+                known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
+                across = classify_repeats(earlier, known)
+                fresh = [d for d in part if d.message_id not in repeats] if repeats else part
+                by_booking = group_events(fresh)
+                current = await store.lock_sessions(conn, by_booking)
+                decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
+                await store.write_decisions(conn, decisions, self._output_topic, causes)
+                dead = [d for d in fresh if d.outcome == "dead_lettered"] + [as_conflict(d) for d in across.conflicts]
+                if self._dry_run:
+                    # Everything was computed against the real rows, under their locks; nothing is kept or sent.
+                    await transaction.rollback()
+                else:
+                    # DLQ before the inbox rows commit: a crash in between sends a copy twice, never zero times.
+                    refused = await send_dead_letters(self._publisher, dead_letters(dead, self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters(dead)
         return replace(_result(fresh, across, dead, decisions), dlq_refused=refused)

@@ -8,7 +8,7 @@ take it (an older snapshot never overwrites a newer one, and nothing makes a CAN
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from uuid import UUID
 
 from sqlalchemy import text
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from consumer.decide import Cancellation, Decision, SessionDetails, SessionRow
 from consumer.records import Decoded
 from models.errors import Transient
+from models.trace_context import TraceContext
 
 # Returns the ids that were already there (the repeats, usually few), not the thousands that were new.
 _INSERT_INBOX = text(
@@ -135,11 +136,12 @@ _INSERT_RESERVATIONS = text(
 # by now (a writer without the row lock) is dropped here, as the upsert above keeps that row CANCELLED.
 _INSERT_OUTBOX = text(
     """
-    INSERT INTO outbox_messages (message_id, topic, key, payload)
-    SELECT u.message_id, u.topic, u.key, u.payload
+    INSERT INTO outbox_messages (message_id, topic, key, payload, traceparent, tracestate)
+    SELECT u.message_id, u.topic, u.key, u.payload, u.traceparent, u.tracestate
     FROM unnest(
         CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]),
-        CAST(:kind AS text[])) AS u(message_id, topic, key, payload, kind)
+        CAST(:kind AS text[]), CAST(:traceparent AS text[]), CAST(:tracestate AS text[]))
+        AS u(message_id, topic, key, payload, kind, traceparent, tracestate)
     WHERE u.kind <> 'SessionUpdated'
         OR NOT EXISTS (SELECT FROM live_sessions s WHERE s.booking_request_id = u.key AND s.status = 'CANCELLED')
     ON CONFLICT (message_id) DO NOTHING
@@ -220,8 +222,16 @@ class StaleDecision(Transient):
     wrong thing. Retried: the next attempt locks the row and decides again."""
 
 
-async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], output_topic: str) -> None:
+async def write_decisions(
+    conn: AsyncConnection,
+    decisions: Sequence[Decision],
+    output_topic: str,
+    causes: Mapping[UUID, TraceContext] | None = None,
+) -> None:
     """Write the decisions of one transaction: sessions, learners, outbox; one statement per table.
+
+    ``causes`` maps the message id of an input event to its trace context: each outbox row stores its cause's
+    (``OutboxRow.cause``), for the relay to continue that trace (CONTRACT "Output"); None or empty: no tracing.
 
     Raises StaleDecision when a decision made for a new row met an existing one (see there): nothing of the
     transaction may then commit."""
@@ -264,6 +274,9 @@ async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], 
         )
     outbox = [row for d in decisions for row in d.outbox]
     if outbox:
+        contexts: list[TraceContext | None] = [None] * len(outbox)
+        if causes:  # else tracing is off: nothing per row
+            contexts = [None if o.cause is None else causes.get(o.cause) for o in outbox]
         await conn.execute(
             _INSERT_OUTBOX,
             {
@@ -272,5 +285,7 @@ async def write_decisions(conn: AsyncConnection, decisions: Sequence[Decision], 
                 "key": [o.key for o in outbox],
                 "payload": [o.payload() for o in outbox],
                 "kind": [o.kind for o in outbox],
+                "traceparent": [c.traceparent if c else None for c in contexts],
+                "tracestate": [c.tracestate if c else None for c in contexts],
             },
         )

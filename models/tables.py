@@ -114,6 +114,10 @@ outbox_messages = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    # The W3C trace context of the input event that caused the row (models/trace_context.py), which the relay's
+    # span and the published record's headers continue; null when it carried none, or tracing is off.
+    Column("traceparent", Text, nullable=True),
+    Column("tracestate", Text, nullable=True),
 )
 # The relay's only query: the unpublished rows in order. Published rows drop out of this index.
 Index("ix_outbox_messages_unpublished", outbox_messages.c.id, postgresql_where=text("published_at IS NULL"))

@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import text
+from opentelemetry import trace
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.faults import is_transient, jittered
+from consumer.records import Headers
+from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, as_headers
 from producer.publish import OutgoingRecord, Publisher
+from producer.tracing import Links, created, sending_span
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +30,7 @@ RELAY_LOCK = 0x72656C6179
 
 _NEXT_ROWS = text(
     """
-    SELECT id, message_id, topic, key, payload
+    SELECT id, message_id, topic, key, payload, traceparent, tracestate
     FROM outbox_messages
     WHERE published_at IS NULL
     ORDER BY id
@@ -55,6 +59,8 @@ class OutboxRelay:
         retry_max_s: float = 10.0,
         observer: RelayObserver | None = None,
         step_timeout_s: float = 90.0,
+        tracer: trace.Tracer | None = None,
+        max_links: int = DEFAULT_MAX_LINKS,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
@@ -64,6 +70,9 @@ class OutboxRelay:
         self._observer = observer
         self._step_timeout_s = step_timeout_s
         self._wake = asyncio.Event()
+        # The global tracer is the API's no-op one until tracing is set up (booking_sessions/tracing.py).
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._max_links = max_links
 
     def wake(self) -> None:
         """New outbox rows were committed: publish now instead of at the next poll."""
@@ -89,20 +98,21 @@ class OutboxRelay:
             rows = (await conn.execute(_NEXT_ROWS, {"limit": self._batch_rows})).all()
             if not rows:
                 return 0
-            await self._publisher.send_batched(
-                [
-                    OutgoingRecord(
-                        row.topic,
-                        row.key.encode(),
-                        row.payload.encode(),
-                        (("message_id", str(row.message_id).encode()),),
-                    )
-                    for row in rows
-                ]
-            )
+            with sending_span(self._tracer, rows[0].topic, len(rows), self._max_links) as links:
+                records = [self._record(row, links) for row in rows]
+                await self._publisher.send_batched(records)
             await conn.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows]})
         log.info("outbox_published", rows=len(rows), last_id=rows[-1].id)
         return len(rows)
+
+    def _record(self, row: Row[Any], links: Links) -> OutgoingRecord:
+        """The row as a Kafka record; one caused by a traced event gets a ``create`` span in that event's trace,
+        whose context its ``traceparent`` (and ``tracestate``) headers carry (CONTRACT "Output")."""
+        headers: Headers = (("message_id", str(row.message_id).encode()),)
+        if row.traceparent is not None:
+            cause = TraceContext(row.traceparent, row.tracestate)
+            headers += as_headers(created(self._tracer, cause, row.topic, row.key, row.message_id, links))
+        return OutgoingRecord(row.topic, row.key.encode(), row.payload.encode(), headers)
 
     async def drain(self) -> int:
         """Publish until nothing is waiting; return the total."""

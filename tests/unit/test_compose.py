@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from booking_sessions.settings import Settings
+from booking_sessions.tracing import wanted
 from tests.servers import POSTGRES_IMAGE, kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,16 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"kafka", "topics", "postgres", "migrate", "booking-sessions", "prometheus", "grafana"}
+    assert set(services) == {
+        "kafka",
+        "topics",
+        "postgres",
+        "migrate",
+        "booking-sessions",
+        "prometheus",
+        "grafana",
+        "jaeger",
+    }
 
 
 def test_images_are_the_ones_the_testcontainers_rung_runs(services: dict[str, Any]) -> None:
@@ -66,7 +76,7 @@ def test_kafka_runs_in_kraft_mode_without_auto_created_topics(services: dict[str
 def test_service_environment_holds_every_contract_variable_and_only_known_settings(services: dict[str, Any]) -> None:
     known = {f"BOOKING_{name.upper()}" for name in Settings.model_fields}
     for name in ("migrate", "booking-sessions"):
-        env = services[name]["environment"]
+        env = {k: v for k, v in services[name]["environment"].items() if not k.startswith("OTEL_")}
         assert set(env) >= CONTRACT_VARIABLES, f"{name} misses {CONTRACT_VARIABLES - set(env)}"
         assert set(env) <= known, f"{name}: unknown settings {set(env) - known}"
     env = services["booking-sessions"]["environment"]
@@ -145,3 +155,18 @@ def test_dockerfile_installs_the_locked_dependencies_with_hashes_and_the_project
     assert re.search(r"pip install [^\n]*--require-hashes -r /tmp/requirements\.lock", final)
     assert re.search(r"pip install [^\n]*--no-deps --no-index /wheels/booking_sessions-\*\.whl", final)
     assert "requirements.lock" not in (ROOT / ".dockerignore").read_text()
+
+
+def test_the_service_sends_its_traces_to_jaeger_over_otlp_http(services: dict[str, Any]) -> None:
+    env = services["booking-sessions"]["environment"]
+    assert env["OTEL_SERVICE_NAME"] == "booking-sessions"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"  # OTLP/HTTP (booking_sessions/tracing.py)
+    assert wanted(env)
+    assert not any(k.startswith("OTEL_") for k in services["migrate"]["environment"])
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert jaeger["ports"] == ["127.0.0.1:16686:16686"]  # the UI, on loopback only; OTLP stays in the network
+    # The dashboard's link to the traces points at this UI.
+    dashboard = (ROOT / "deploy/grafana/dashboards/booking-sessions.json").read_text()
+    assert "http://localhost:16686/search?service=booking-sessions" in dashboard
