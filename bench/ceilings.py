@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
-from consumer.decode import decode
+from consumer.decode import Limits, decode
 from consumer.loop import to_record
 
 # The service's batch size (BOOKING_MAX_BATCH_RECORDS).
@@ -43,12 +43,13 @@ async def consume_ceiling(
     outcomes: Counter[str] = Counter()
     try:
         records = 0
+        limits = Limits(value_bytes=max_message_bytes)  # once, as the service's processor holds its own
         started = time.monotonic()
         async for batch in batches_until(consumer, topic, ends):
             for messages in batch.values():
                 records += len(messages)
                 if decoding:
-                    outcomes.update(decode(to_record(m), max_message_bytes).outcome for m in messages)
+                    outcomes.update(decode(to_record(m), limits).outcome for m in messages)
             progress(sum(len(m) for m in batch.values()))
         seconds = time.monotonic() - started
     finally:

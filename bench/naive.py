@@ -25,7 +25,7 @@ from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
 from consumer.decide import Cancellation, SessionDetails, SessionRow, decide
-from consumer.decode import decode
+from consumer.decode import Limits, decode
 from consumer.loop import to_record
 from consumer.records import Decoded
 from models.events import BookingEvent
@@ -137,11 +137,12 @@ async def run_naive(
     await consumer.start()
     try:
         records = 0
+        limits = Limits(value_bytes=max_message_bytes)  # once, as the service's processor holds its own
         started = time.monotonic()
         async for batch in batches_until(consumer, topic, ends):
             for messages in batch.values():
                 for m in messages:
-                    await naive.handle(decode(to_record(m), max_message_bytes))
+                    await naive.handle(decode(to_record(m), limits))
                     progress(1)
                 records += len(messages)
             if batch:

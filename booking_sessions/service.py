@@ -143,7 +143,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url_value(),
         # One connection per transaction in flight, one for the relay, one for the metrics sampler; the overflow
-        # covers the repeat lookup of the batch fetched ahead.
+        # covers the repeat lookup of the batch fetched ahead and a retention round (one short transaction at a time).
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
         pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
