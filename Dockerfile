@@ -14,7 +14,6 @@ COPY consumer consumer
 COPY producer producer
 COPY booking_sessions booking_sessions
 COPY migrations migrations
-COPY bench bench
 # The project alone: its dependencies come from requirements.lock in the final stage.
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 

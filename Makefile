@@ -13,7 +13,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
 
-.PHONY: test lint demo integration-tansu lock
+.PHONY: test lint demo integration-tansu lock bench soak
 
 test: lint
 	$(BIN)/pytest
@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/booking-sessions demo
@@ -43,3 +44,10 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 lock: $(STAMP)
 	$(COMPILE) $(LOCK_OPTIONS) --extra dev -o $(DEV_LOCK)
 	$(COMPILE) $(LOCK_OPTIONS) --constraint $(DEV_LOCK) -o $(LOCK)
+
+# The bench and the soak run from a clone (they are not in the wheel): README, Performance.
+bench: $(STAMP)
+	$(BIN)/python -m bench run
+
+soak: $(STAMP)
+	$(BIN)/python -m bench soak

@@ -1,4 +1,4 @@
-"""``booking-sessions bench``: the service beside its ceilings and the naive baseline, on one set of records."""
+"""``python -m bench``: the service beside its ceilings and the naive baseline, on one set of records; and ``soak``."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def soak(
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``bench`` and ``soak`` commands to ``app``."""
-    app.command()(bench)
-    app.command()(soak)
+# Outside the wheel (issue 11): run from a clone, `python -m bench run` (the bench) or `python -m bench soak`.
+app = typer.Typer(help="Measure the service on the embedded servers (README, Performance).", no_args_is_help=True)
+app.command("run")(bench)
+app.command()(soak)

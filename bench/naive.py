@@ -27,8 +27,8 @@ from booking_sessions.service import FETCH_LIMITS
 from consumer.decide import Cancellation, SessionDetails, SessionRow, decide
 from consumer.decode import Limits, decode
 from consumer.loop import to_record
-from consumer.records import Decoded
 from models.events import BookingEvent
+from models.records import Decoded
 from models.tables import live_sessions, outbox_messages, session_participants, session_reservations
 
 

@@ -31,7 +31,7 @@ from bench.profile import recording
 from bench.report import Check, Latency, Results, Stage, machine
 from bench.service_path import Fleet
 from bench.workload import Workload, generate
-from booking_sessions.servers import servers_for, with_throwaway_secret
+from booking_sessions.dev.servers import servers_for, with_throwaway_secret
 from booking_sessions.service import meeting_links
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic

@@ -23,12 +23,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from booking_sessions.logs import configure_logging
-from booking_sessions.metrics import Metrics
+from booking_sessions.observe.metrics import Metrics
 from booking_sessions.retention import Retention
 from booking_sessions.runtime import tune_gc
 from booking_sessions.service import Service, open_service, run_until
 from booking_sessions.settings import Settings
-from consumer.process import BatchResult
+from consumer.batch import BatchResult
 
 Offsets = dict[tuple[str, int], int]
 READY_TIMEOUT_S = 90.0

@@ -28,7 +28,7 @@ from bench.report import Check, machine
 from bench.service_path import Fleet, ShortRetention
 from bench.soak_report import HEADER, Sample, line, summary
 from bench.workload import generate
-from booking_sessions.servers import servers_for, with_throwaway_secret
+from booking_sessions.dev.servers import servers_for, with_throwaway_secret
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics
 

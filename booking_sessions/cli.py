@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 
 from booking_sessions.logs import configure_logging
+from booking_sessions.ops.terminal import fail, settings_or_fail
+from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
-from booking_sessions.terminal import fail, settings_or_fail
-from booking_sessions.untrusted import line
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -60,7 +60,7 @@ def run() -> None:
 async def _serve(settings: Settings) -> None:
     from aiokafka.errors import KafkaConnectionError
 
-    from booking_sessions.tracing import tracing
+    from booking_sessions.observe.tracing import tracing
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -122,9 +122,9 @@ class Shutdown:
 
 
 async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
-    from booking_sessions.http import serving
+    from booking_sessions.dev.servers import servers_for
+    from booking_sessions.observe.http import serving
     from booking_sessions.runtime import tune_gc
-    from booking_sessions.servers import servers_for
     from booking_sessions.service import open_service, run_until
 
     async with (
@@ -186,8 +186,8 @@ def demo() -> None:
 
 
 async def _demo(settings: Settings, console: Console) -> bool:
-    from booking_sessions.demo import run_demo
-    from booking_sessions.servers import servers_for
+    from booking_sessions.dev.demo import run_demo
+    from booking_sessions.dev.servers import servers_for
 
     async with servers_for(settings, console.print) as servers:
         return await run_demo(servers.settings, console)
@@ -200,7 +200,7 @@ def asyncapi(
     ] = None,
 ) -> None:
     """Print the AsyncAPI 3 document of the three topics, generated from the contract's pydantic models."""
-    from booking_sessions.asyncapi import render
+    from booking_sessions.dev.asyncapi import render
 
     text = render()
     if output is None:
@@ -211,11 +211,9 @@ def asyncapi(
 
 
 def _register_more() -> None:
-    from bench.cli import register as register_bench
-    from booking_sessions.operations import register as register_operations
+    from booking_sessions.ops.operations import register as register_operations
 
     register_operations(app)
-    register_bench(app)
 
 
 _register_more()

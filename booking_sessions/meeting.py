@@ -26,9 +26,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.settings import Settings
-from consumer.faults import first_line, is_transient, jittered, sqlstate
 from consumer.ids import meeting_link
+from models.backoff import jittered
 from models.errors import ConfigurationError
+from models.faults import first_line, is_transient, sqlstate
 
 log = structlog.get_logger(__name__)
 

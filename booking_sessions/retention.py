@@ -1,7 +1,7 @@
 """Retention: which inbox and outbox rows are old (fixed SQL), how one bounded batch of them is deleted, and the
 loop that ``run`` keeps: inbox rows older than ``BOOKING_INBOX_RETENTION`` and published outbox rows older than
 ``BOOKING_OUTBOX_RETENTION``, deleted in bounded batches by one instance at a time. ``inbox prune`` and
-``outbox prune`` (``booking_sessions/prune.py``) delete with the same statements.
+``outbox prune`` (``booking_sessions/ops/prune.py``) delete with the same statements.
 
 Safe at any time, also while the service runs: each batch is one short transaction that locks only the rows it
 deletes (``SKIP LOCKED``: it never waits for the consumer, and the consumer never waits long for it).
@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from consumer.faults import first_line
+from models.faults import first_line
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +113,7 @@ async def delete_batch(conn: AsyncConnection, target: PruneTarget, cutoff: datet
 
 
 class RetentionObserver(Protocol):
-    """What retention reports for metrics (booking_sessions.metrics.Metrics implements it)."""
+    """What retention reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
 
     def retention_deleted(self, table: str, rows: int) -> None: ...
 

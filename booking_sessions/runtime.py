@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-# Measured with `booking-sessions bench` (200,000 events, 2 cores): with CPython's defaults the collector took
+# Measured with `python -m bench run` (200,000 events, 2 cores): with CPython's defaults the collector took
 # 1.9 s of the service stage's 8 s. A young collection ran every 700 container allocations (a batch makes
 # hundreds of thousands), and every hundredth or so a full pass over everything the process holds: aiokafka's
 # buffers, SQLAlchemy, pydantic's schemas. Records, events and rows are freed by reference counting anyway; the

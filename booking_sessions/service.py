@@ -18,19 +18,19 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from booking_sessions.database_tls import database_connect_args
-from booking_sessions.health import Health
-from booking_sessions.http import GroupMembership
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
 from booking_sessions.meeting import check_meeting_key, meeting_key
-from booking_sessions.metrics import Metrics, Sampler
+from booking_sessions.observe.health import Health
+from booking_sessions.observe.http import GroupMembership
+from booking_sessions.observe.metrics import Metrics, Sampler
+from booking_sessions.observe.tracing import link_limit
 from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
-from booking_sessions.tracing import link_limit
 from consumer import wire
+from consumer.batch import BatchProcessor, BatchResult
 from consumer.decode import Limits
 from consumer.loop import BatchHook, ConsumerLoop
-from consumer.process import BatchProcessor, BatchResult
 from models.errors import ConfigurationError
 from producer.publish import Publisher
 from producer.relay import OutboxRelay
@@ -96,7 +96,7 @@ def batch_processor(
     park_locked: bool = False,
 ) -> BatchProcessor:
     """The one way batches are applied, for ``run`` and for ``replay`` alike; spans from ``tracer_provider`` (the
-    global one by default: the API's no-op one unless booking_sessions.tracing set it up), naming the consumer
+    global one by default: the API's no-op one unless booking_sessions.observe.tracing set it up), naming the consumer
     group ``group_id`` (default: the service's); ``park_locked`` for ``run``'s loop, which holds a partition at a
     booking locked elsewhere (consumer.parking) while the others go on."""
     return BatchProcessor(

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError as UrlError
 
-from booking_sessions.arguments import ArgumentError, parse_duration
+from booking_sessions.ops.arguments import ArgumentError, parse_duration
 
 
 def _retention(value: object) -> object:

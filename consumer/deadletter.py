@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
 from consumer.decode import truncate
-from consumer.records import Decoded
 from models.events import rfc3339_utc
-from producer.publish import OutgoingRecord, Publisher
+from models.records import Decoded, OutgoingRecord, Refusal
 
 log = structlog.get_logger(__name__)
+
+
+class DeadLetterSender(Protocol):
+    """What the consumer needs of a producer to dead-letter (``producer.publish.Publisher`` is one; the service wires
+    it in, so ``consumer`` never imports ``producer``)."""
+
+    async def send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:
+        """Send every record, each in the fullest form the DLQ topic takes; return those it refused for good.
+        Raises what is transient (the broker away or slow), for the batch to be retried."""
+        ...
 
 
 def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> OutgoingRecord:
@@ -66,10 +76,10 @@ def log_dead_letters(dead: Iterable[Decoded]) -> None:
         )
 
 
-async def send_dead_letters(publisher: Publisher, records: Sequence[OutgoingRecord]) -> Counter[str]:
+async def send_dead_letters(publisher: DeadLetterSender, records: Sequence[OutgoingRecord]) -> Counter[str]:
     """Send dead letters, whatever the DLQ topic refuses for good (CONTRACT "Dead letters"): such a one goes
     without its value (``dlq-value-omitted``, ``dlq-value-sha256``), or bare, and is logged here with its source
-    coordinates. Returns how many were sent in which form (``producer.publish.SentAs``), for the metrics. A passing
+    coordinates. Returns how many were sent in which form (``models.records.SentAs``), for the metrics. A passing
     refusal raises, for the batch to be retried."""
     refusals = await publisher.send_dead_letters(records)
     for refusal in refusals:

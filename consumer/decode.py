@@ -11,7 +11,6 @@ from uuid import UUID
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails, from_json
 
-from consumer.records import Decoded, Record
 from models.errors import DlqReason
 from models.events import (
     NO_CONTROL_PATTERN,
@@ -21,6 +20,7 @@ from models.events import (
     Envelope,
     control_character,
 )
+from models.records import Decoded, Record
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
 

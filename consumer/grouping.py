@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from consumer.records import Decoded
 from models.events import BookingEvent
+from models.records import Decoded
 
 
 @dataclass(frozen=True, slots=True)

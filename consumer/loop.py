@@ -14,11 +14,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.faults import is_transient, jittered
+from consumer.batch import BatchProcessor, BatchResult, Prepared
 from consumer.parking import Hold
-from consumer.process import BatchProcessor, BatchResult, Prepared
-from consumer.records import Record
 from consumer.wire import split_unreadable
+from models.backoff import jittered
+from models.faults import is_transient
+from models.records import Record
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ BatchHook = Callable[[BatchResult], Awaitable[None]]
 
 
 class LoopObserver(Protocol):
-    """What the loop reports for metrics (booking_sessions.metrics.Metrics implements it)."""
+    """What the loop reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
 
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None: ...
 

@@ -18,8 +18,8 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.faults import sqlstate
-from consumer.records import Decoded, Record
+from models.faults import sqlstate
+from models.records import Decoded, Record
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.decide import Cancellation, Decision, SessionDetails, SessionRow
-from consumer.records import Decoded
 from models.errors import Transient
+from models.records import Decoded
 from models.trace_context import TraceContext
 
 # Returns the ids that were already there (the repeats, usually few), not the thousands that were new.

@@ -17,7 +17,7 @@ from uuid import UUID
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from consumer.records import Decoded
+from models.records import Decoded
 from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, from_headers
 
 

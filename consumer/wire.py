@@ -34,7 +34,7 @@ from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
 
-from consumer.records import Headers
+from models.records import Headers
 
 # A lone surrogate: strict UTF-8 decoding (aiokafka's and ours) never yields one, so no real header has this name.
 UNREADABLE = "\udcffunreadable"

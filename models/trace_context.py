@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-HeaderPairs = Iterable[tuple[str, bytes | None]]  # a Kafka record's headers, as consumer.records.Headers
+HeaderPairs = Iterable[tuple[str, bytes | None]]  # a Kafka record's headers, as models.records.Headers
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"

@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from aiokafka.structs import RecordMetadata
 
 from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot, BookingType
-from producer.publish import OutgoingRecord, Publisher
+from models.records import OutgoingRecord
+from producer.publish import Publisher
 
 
 def booking_event(

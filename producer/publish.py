@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -21,17 +21,9 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
-from consumer.records import Headers
+from models.records import Headers, OutgoingRecord, Refusal, SentAs
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
 
 
 # The record itself is what the broker (or the producer, before sending) refuses: sent again unchanged, it is
@@ -42,17 +34,6 @@ LASTING_REFUSALS: tuple[type[KafkaError], ...] = (
     CorruptRecordException,  # the broker's word for a record it cannot take as it is (also: too large)
     InvalidTimestampError,
 )
-
-SentAs = Literal["value_omitted", "bare", "lost"]
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A dead letter the DLQ topic refused for good, and what was sent in its place (CONTRACT "Dead letters")."""
-
-    record: OutgoingRecord  # as first sent
-    error: str  # the refusal, class and message
-    sent_as: SentAs  # value_omitted: without its value; bare: nothing of the original; lost: not even that
 
 
 def without_value(record: OutgoingRecord) -> OutgoingRecord:

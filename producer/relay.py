@@ -17,10 +17,11 @@ from opentelemetry import trace
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.faults import is_transient, jittered
-from consumer.records import Headers
+from models.backoff import jittered
+from models.faults import is_transient
+from models.records import Headers, OutgoingRecord
 from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, as_headers
-from producer.publish import OutgoingRecord, Publisher
+from producer.publish import Publisher
 from producer.tracing import Links, created, sending_span
 
 log = structlog.get_logger(__name__)
@@ -41,7 +42,7 @@ _MARK_PUBLISHED = text("UPDATE outbox_messages SET published_at = now() WHERE id
 
 
 class RelayObserver(Protocol):
-    """What the relay reports for metrics and readiness (booking_sessions.metrics.Metrics implements it)."""
+    """What the relay reports for metrics and readiness (booking_sessions.observe.metrics.Metrics implements it)."""
 
     def relay_stepped(self, published: int, duration_s: float) -> None: ...
 
@@ -70,7 +71,7 @@ class OutboxRelay:
         self._observer = observer
         self._step_timeout_s = step_timeout_s
         self._wake = asyncio.Event()
-        # The global tracer is the API's no-op one until tracing is set up (booking_sessions/tracing.py).
+        # The global tracer is the API's no-op one until tracing is set up (booking_sessions/observe/tracing.py).
         self._tracer = tracer or trace.get_tracer(__name__)
         self._max_links = max_links
 

@@ -22,7 +22,7 @@ from sqlalchemy import NullPool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from booking_sessions.embedded import ServerError
+from booking_sessions.dev.embedded import ServerError
 from booking_sessions.migrate import upgrade_head
 from booking_sessions.settings import Settings
 from tests.servers import (

@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 
-from booking_sessions.embedded import (
+from booking_sessions.dev.embedded import (
     PostgresCluster,
     RestartableServer,
     ServerError,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from booking_sessions.embedded import ServerError, free_port, stop_process
+from booking_sessions.dev.embedded import ServerError, free_port, stop_process
 
 VERSION = "v2.5.0"  # also in .ci/run
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache"

@@ -22,8 +22,9 @@ from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.loop import BatchHook
 from models.events import BookingEvent
+from models.records import OutgoingRecord
 from producer.bookings import as_record
-from producer.publish import OutgoingRecord, Publisher
+from producer.publish import Publisher
 from producer.relay import OutboxRelay
 from tests.waiting import eventually
 

@@ -13,8 +13,9 @@ from typer.testing import CliRunner, Result
 from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 from models.events import BookingEvent
+from models.records import OutgoingRecord
 from producer.bookings import as_record
-from producer.publish import OutgoingRecord, Publisher
+from producer.publish import Publisher
 from tests.integration.harness import Produced, booking_env
 
 

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer import store
 from consumer.decide import Decision, SessionRow, decide
-from consumer.faults import is_transient
 from consumer.ids import session_id
 from models.events import BookingEvent
+from models.faults import is_transient
 from producer.bookings import booking_event
 from tests.integration.harness import query
 

@@ -11,8 +11,8 @@ import pytest
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
+from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
-from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, execute, publish, query, service
 from tests.integration.test_scenarios import event
 

@@ -24,7 +24,7 @@ from sqlalchemy import NullPool, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from booking_sessions.embedded import free_port
+from booking_sessions.dev.embedded import free_port
 from booking_sessions.settings import Settings
 from models.events import BookingEvent
 from tests.integration.harness import Produced, committed_offsets, publish, query, running_process, some_applied

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import partitions_of, read_topic
+from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
-from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, execute, query, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
 from tests.integration.test_deadletters import ORIGINAL_HEADERS, invalid, key_mismatch, too_large, unsupported_version

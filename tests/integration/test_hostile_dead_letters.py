@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from booking_sessions.settings import Settings
-from producer.publish import OutgoingRecord
+from models.records import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, service
 from tests.integration.operator_cli import invoke, publish_one_by_one
 from tests.integration.test_dlq_tools import TANSU_DLQ_END

@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from booking_sessions.http import KEEPALIVE_TIMEOUT_S
+from booking_sessions.observe.http import KEEPALIVE_TIMEOUT_S
 from booking_sessions.settings import Settings
 from tests.integration.harness import Produced, publish
 from tests.integration.test_faults import all_applied_and_published, workload

@@ -21,13 +21,14 @@ from typing import Any, ClassVar
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from booking_sessions.embedded import ServerError, free_port
+from booking_sessions.dev.embedded import ServerError, free_port
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic
+from models.records import OutgoingRecord
 from producer.bookings import as_record
-from producer.publish import OutgoingRecord, Publisher
+from producer.publish import Publisher
 from tests.certs import Certificates, make_certificates, openssl_available
 from tests.integration.harness import Produced, consume_all
 from tests.integration.test_scenarios import event

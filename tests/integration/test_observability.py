@@ -24,11 +24,11 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from booking_sessions import logs
-from booking_sessions.http import serving
+from booking_sessions.observe.http import serving
 from booking_sessions.service import Service, open_service, run_until
 from booking_sessions.settings import Settings
+from models.records import OutgoingRecord
 from producer.bookings import encode
-from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, publish
 from tests.integration.test_scenarios import event
 from tests.servers import KafkaHandle, PostgresHandle

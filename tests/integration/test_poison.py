@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from booking_sessions.settings import Settings
+from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
-from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, query, service
 from tests.integration.operator_cli import invoke_json
 from tests.integration.test_deadletters import read_dead_letters

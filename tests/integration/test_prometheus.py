@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from booking_sessions.embedded import PostgresCluster, free_port
+from booking_sessions.dev.embedded import PostgresCluster, free_port
 from booking_sessions.settings import Settings
 from tests.integration.harness import running_process
 from tests.servers import PostgresHandle

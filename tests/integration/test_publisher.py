@@ -6,7 +6,8 @@ from collections import defaultdict
 
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
-from producer.publish import OutgoingRecord, Publisher
+from models.records import OutgoingRecord
+from producer.publish import Publisher
 
 
 async def test_batched_send_places_and_orders_records_as_one_send_each_would(settings: Settings) -> None:

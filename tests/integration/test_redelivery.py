@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from booking_sessions.settings import Settings
+from consumer.batch import BatchResult
 from consumer.ids import session_created_id, session_id
-from consumer.process import BatchResult
 from tests.integration.harness import Produced, consume_all, publish, read_json, service, snapshot
 from tests.integration.test_scenarios import event
 
@@ -87,8 +87,8 @@ async def test_restart_without_offset_commit_redelivers_and_changes_nothing(
 async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding(
     settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import consumer.batch
     import consumer.decode
-    import consumer.process
     from booking_sessions.topics import read_topic
     from consumer.loop import to_record
 
@@ -108,7 +108,7 @@ async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding
             decoded["calls"] += 1
             return real_decode(*args)
 
-        monkeypatch.setattr(consumer.process, "decode", counting_decode)
+        monkeypatch.setattr(consumer.batch, "decode", counting_decode)
         processor = svc.loop.processor
         first = await processor.process(records)  # a run of repeats: decoded, then found in the inbox
         calls_first = decoded["calls"]

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.ids import meeting_link, session_cancelled_id, session_created_id, session_id
+from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
-from producer.publish import OutgoingRecord
 from tests.conftest import migrated_database
 from tests.integration.harness import Produced, consume_all, query, service, snapshot
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one

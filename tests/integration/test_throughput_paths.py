@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
+from consumer.batch import MIN_PART_RECORDS, BatchResult
 from consumer.ids import session_created_id, session_id, session_updated_id
-from consumer.process import MIN_PART_RECORDS, BatchResult
-from consumer.records import Decoded
 from models.events import BookingEvent
+from models.records import Decoded
 from producer.bookings import as_record
 from tests.integration.harness import Produced, committed_offsets, publish, query, read_json, service
 from tests.integration.test_deadletters import refuse_in_database

@@ -14,13 +14,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from booking_sessions.observe.tracing import instrument_database, uninstrument_database
 from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
-from booking_sessions.tracing import instrument_database, uninstrument_database
 from models.events import BookingEvent
+from models.records import OutgoingRecord
 from models.trace_context import as_headers, of_span
 from producer.bookings import as_record, booking_event
-from producer.publish import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, publish, read_json
 from tests.integration.operator_cli import invoke
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from consumer.records import Headers, Record
 from models.events import BookingEvent
+from models.records import Headers, Record
 from producer.bookings import booking_event
 
 MESSAGE_ID = "7d0c1d3e-2a51-4a8e-9d35-0b1f0a6d2c11"

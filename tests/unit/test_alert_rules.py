@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from booking_sessions.metrics import Metrics
+from booking_sessions.observe.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"

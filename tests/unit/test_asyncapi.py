@@ -9,8 +9,8 @@ from typing import Any, get_args
 import pytest
 from typer.testing import CliRunner
 
-from booking_sessions.asyncapi import document, render
 from booking_sessions.cli import app
+from booking_sessions.dev.asyncapi import document, render
 from booking_sessions.settings import Settings
 from models.errors import DlqReason
 

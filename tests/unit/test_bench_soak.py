@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.checks import rows_check
+from bench.cli import app
 from bench.databases import Rows
 from bench.service_path import Committed, Fleet, ShortRetention
 from bench.soak import SoakOptions, soak_checks
 from bench.soak_report import HEADER, Sample, line, rate_per_s, span_rate, summary
-from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 
 MB = 2**20

@@ -11,8 +11,8 @@ from bench.latency import commit_latencies_s, percentile
 from bench.service_path import Committed
 from bench.workload import BenchRecord, Workload, generate
 from consumer.decode import decode
-from consumer.records import Record
 from models.events import BookingEvent
+from models.records import Record
 
 EVENTS = 4_000
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from booking_sessions.observe.tracing import wanted
 from booking_sessions.settings import Settings
-from booking_sessions.tracing import wanted
 from tests.servers import POSTGRES_IMAGE, kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,9 +143,8 @@ def test_dockerfile_final_stage_is_slim_non_root_without_build_tools() -> None:
     assert re.search(r'^ENTRYPOINT \["booking-sessions"\]$', final, flags=re.MULTILINE)
     # Every package pyproject.toml lists is copied into the build stage (setuptools fails on a missing one).
     copied = set(re.findall(r"^COPY (\w+) \1$", stages[0], flags=re.MULTILINE))
-    listed = re.search(r"^packages = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), flags=re.MULTILINE)
-    assert listed is not None
-    assert {p.strip(' "').split(".")[0] for p in listed.group(1).split(",")} <= copied
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert {package.split(".")[0] for package in listed} <= copied
 
 
 def test_dockerfile_installs_the_locked_dependencies_with_hashes_and_the_project_alone() -> None:
@@ -160,7 +160,7 @@ def test_dockerfile_installs_the_locked_dependencies_with_hashes_and_the_project
 def test_the_service_sends_its_traces_to_jaeger_over_otlp_http(services: dict[str, Any]) -> None:
     env = services["booking-sessions"]["environment"]
     assert env["OTEL_SERVICE_NAME"] == "booking-sessions"
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"  # OTLP/HTTP (booking_sessions/tracing.py)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"  # OTLP/HTTP (booking_sessions/observe/tracing.py)
     assert wanted(env)
     assert not any(k.startswith("OTEL_") for k in services["migrate"]["environment"])
     jaeger = services["jaeger"]

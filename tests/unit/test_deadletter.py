@@ -10,7 +10,7 @@ import pytest
 from consumer.deadletter import dead_letter, dead_letters
 from consumer.decode import decode, truncate
 from consumer.grouping import classify_repeats, group_events, split_repeats
-from consumer.records import Decoded, Record
+from models.records import Decoded, Record
 from tests.unit.builders import MAX_BYTES, body, record
 
 DLQ = "booking.events.dlq"

@@ -1,6 +1,6 @@
 """decide(): order- and duplicate-independence against an in-memory model of the database, plus examples.
 
-The model mirrors consumer/process.py + consumer/store.py: decode, drop in-batch repeats (split_repeats), drop
+The model mirrors consumer/batch.py + consumer/store.py: decode, drop in-batch repeats (split_repeats), drop
 message ids already in the inbox, group per booking, decide on the new events, then apply as the SQL does
 (session upsert guarded by the version and the cancellation, the reservations of a session it cancels
 cancelled, learners and outbox rows ON CONFLICT DO NOTHING, a reservation only ever CONFIRMED -> CANCELLED).
@@ -33,8 +33,8 @@ from consumer.decide import (
 from consumer.decode import decode
 from consumer.grouping import classify_repeats, group_events, split_repeats
 from consumer.ids import meeting_link, session_cancelled_id, session_created_id, session_id, session_updated_id
-from consumer.records import Record
 from models.events import BookingEvent
+from models.records import Record
 from producer.bookings import encode
 from tests.unit.builders import MAX_BYTES, event
 

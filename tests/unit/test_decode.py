@@ -12,7 +12,7 @@ import pytest
 
 import consumer.decode
 from consumer.decode import decode
-from consumer.records import Decoded
+from models.records import Decoded
 from tests.unit.builders import BOOKING_ID, DROP, MAX_BYTES, MESSAGE_ID, body, record
 
 MID = UUID(MESSAGE_ID)

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from consumer.decode import Limits, decode
-from consumer.records import Decoded, Record
 from models.errors import DlqReason
 from models.events import EARLIEST_START, LATEST_START
+from models.records import Decoded, Record
 from tests.unit.builders import example
 from tests.unit.test_decode import check_invariants
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from consumer.decode import Limits, decode
-from consumer.records import Record
+from models.records import Record
 from tests.unit.builders import MAX_BYTES, body, record
 from tests.unit.test_decode import MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
 

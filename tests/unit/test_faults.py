@@ -14,7 +14,8 @@ from aiokafka.errors import (
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from consumer.faults import is_transient, jittered, sqlstate
+from models.backoff import jittered
+from models.faults import is_transient, sqlstate
 
 
 def db_error(code: str, kind: type[DBAPIError] = DBAPIError) -> DBAPIError:

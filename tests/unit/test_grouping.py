@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.grouping import share_out
-from consumer.records import Decoded, Record
+from models.records import Decoded, Record
 
 BOOKINGS = st.sampled_from([None, "bk_1", "bk_2", "bk_3", "bk_4", "bk_5", "bk_6", "bk_7"])
 

@@ -1,4 +1,4 @@
-"""The health verdict (booking_sessions/health.py): a part is stalled only when work waits and nothing moved."""
+"""The health verdict (booking_sessions/observe/health.py): a part is stalled only when work waits and nothing moved."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from booking_sessions.health import Observed, assess
+from booking_sessions.observe.health import Observed, assess
 
 GROUP = {"ok": True, "state": "assigned", "partitions": 12, "since_s": 3.0}
 

@@ -1,4 +1,4 @@
-"""The HTTP endpoints' server (booking_sessions/http.py) on its own thread: answers from memory, capped."""
+"""The HTTP endpoints' server (booking_sessions/observe/http.py) on its own thread: answers from memory, capped."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from booking_sessions import http
-from booking_sessions.http import serving
+from booking_sessions.observe import http
+from booking_sessions.observe.http import serving
 
 
 class FakeHealth:

@@ -21,7 +21,7 @@ from booking_sessions.cli import app
 from booking_sessions.settings import Settings
 from consumer.deadletter import log_dead_letters
 from consumer.decode import decode
-from consumer.records import Record
+from models.records import Record
 
 DB_PASSWORD = "db-password-sentinel"
 SASL_PASSWORD = "sasl-password-sentinel"

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from booking_sessions.cli import app
+from booking_sessions.dev.servers import servers_for, with_throwaway_secret
 from booking_sessions.meeting import MeetingKey, ThrowawaySecret, fingerprint, key_problem, meeting_key
-from booking_sessions.servers import servers_for, with_throwaway_secret
 from booking_sessions.settings import Settings
 from models.errors import ConfigurationError
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from booking_sessions.arguments import (
+from booking_sessions.ops.arguments import (
     ArgumentError,
     choose,
     parse_duration,

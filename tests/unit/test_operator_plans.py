@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from booking_sessions.arguments import ArgumentError
-from booking_sessions.dlq import DeadLetter, DlqFilter
-from booking_sessions.dlq_replay import InboxRow, plan, replayed_record
-from booking_sessions.replay import Span, plan_spans
-from booking_sessions.status import PartitionLag
-from consumer.records import Headers
+from booking_sessions.ops.arguments import ArgumentError
+from booking_sessions.ops.dlq import DeadLetter, DlqFilter
+from booking_sessions.ops.dlq_replay import InboxRow, plan, replayed_record
+from booking_sessions.ops.replay import Span, plan_spans
+from booking_sessions.ops.status import PartitionLag
+from models.records import Headers
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 PARTITIONS = [0, 1, 2]
@@ -149,7 +149,7 @@ def test_a_dead_letter_whose_value_was_left_out_is_not_replayed_from_the_dlq() -
 def test_a_dead_letter_with_any_kafka_timestamp_reads(timestamp_ms: int, expected: datetime) -> None:
     from aiokafka import ConsumerRecord
 
-    from booking_sessions.dlq import from_record
+    from booking_sessions.ops.dlq import from_record
 
     record = ConsumerRecord("dlq", 0, 1, timestamp_ms, 0, b"k", b"v", None, 1, 1, (("null", None),))
 

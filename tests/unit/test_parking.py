@@ -6,11 +6,11 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from booking_sessions.health import Observed, assess
-from booking_sessions.metrics import Metrics
+from booking_sessions.observe.health import Observed, assess
+from booking_sessions.observe.metrics import Metrics
+from consumer.batch import Prepared, offsets_after
 from consumer.parking import Hold, bookings_of, held_offsets, hold_back, without
-from consumer.process import Prepared, offsets_after
-from consumer.records import Decoded, Record
+from models.records import Decoded, Record
 
 TOPIC = "booking.events"
 

@@ -13,8 +13,9 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, NotLeaderForPartitionError
 
 from consumer.deadletter import send_dead_letters
-from consumer.faults import is_transient, refusal_text
-from producer.publish import OutgoingRecord, Publisher, Refusal, bare, without_value
+from models.faults import is_transient, refusal_text
+from models.records import OutgoingRecord, Refusal
+from producer.publish import Publisher, bare, without_value
 
 DLQ = "booking.events.dlq"
 ADDED = (("dlq-reason", b"too_large"), ("dlq-source-topic", b"booking.events"), ("dlq-source-offset", b"9"))

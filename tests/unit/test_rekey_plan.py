@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from functools import partial
 from uuid import uuid4
 
-from booking_sessions.rekey import RekeyResult, read_booking_file, rekey_messages, rekey_report
+from booking_sessions.ops.rekey import RekeyResult, read_booking_file, rekey_messages, rekey_report
 from consumer.decide import SessionDetails, SessionRow
 from consumer.ids import meeting_link, session_id, session_rekeyed_id
 

@@ -12,13 +12,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from booking_sessions.tracing import ChildSpansOnly, link_limit, provider_for, tracing, wanted
+from booking_sessions.observe.tracing import ChildSpansOnly, link_limit, provider_for, tracing, wanted
 from consumer.decide import decide
 from consumer.decode import Limits, decode
 from consumer.ids import session_cancelled_id, session_created_id, session_id
-from consumer.records import Decoded, Headers
 from consumer.tracing import processing_span
 from models.errors import ConfigurationError
+from models.records import Decoded, Headers
 from models.trace_context import TraceContext, as_headers, from_headers
 from producer.bookings import encode
 from producer.tracing import created, sending_span

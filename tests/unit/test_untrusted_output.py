@@ -14,19 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 
-from booking_sessions.dlq import DeadLetter, Scan, counts_by_reason
-from booking_sessions.dlq_replay import InboxRow, plan
-from booking_sessions.replay import ReplaySummary
-from booking_sessions.reports import (
+from booking_sessions.ops.dlq import DeadLetter, Scan, counts_by_reason
+from booking_sessions.ops.dlq_replay import InboxRow, plan
+from booking_sessions.ops.replay import ReplaySummary
+from booking_sessions.ops.reports import (
     dlq_list_report,
     dlq_replay_report,
     replay_report,
     republish_report,
     status_report,
 )
-from booking_sessions.republish import OutboxRow
-from booking_sessions.status import PartitionLag, Status
-from booking_sessions.untrusted import parse_json, visible
+from booking_sessions.ops.republish import OutboxRow
+from booking_sessions.ops.status import PartitionLag, Status
+from booking_sessions.ops.untrusted import parse_json, visible
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 SGR = re.compile(r"\x1b\[[0-9;]*m")  # the colours Rich itself writes; anything else escaping is a leak

@@ -15,8 +15,8 @@ from aiokafka.record.util import calc_crc32c
 
 from consumer.decode import decode
 from consumer.loop import to_record
-from consumer.records import Record
 from consumer.wire import LenientMemoryRecords, install, read_batch
+from models.records import Record
 from tests.unit.builders import MAX_BYTES
 
 TP = TopicPartition("booking.events", 4)

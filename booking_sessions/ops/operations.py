@@ -1,7 +1,7 @@
 """Operators' commands: replay, status, outbox republish, dlq list/replay, inbox prune, meeting rekey.
 
 Thin: each command reads its arguments and the BOOKING_* settings, calls its module, and prints the result
-(``booking_sessions.terminal``: one line and exit code 2 for anything the operator can fix). The modules are
+(``booking_sessions.ops.terminal``: one line and exit code 2 for anything the operator can fix). The modules are
 imported by the command that needs them: ``booking-sessions migrate`` does not load Kafka clients.
 """
 
@@ -13,10 +13,10 @@ from uuid import UUID
 
 import typer
 
-from booking_sessions import terminal as term
+from booking_sessions.ops import terminal as term
 
 if TYPE_CHECKING:
-    from booking_sessions.dlq import DlqFilter
+    from booking_sessions.ops.dlq import DlqFilter
     from booking_sessions.retention import TableName
 
 Since = Annotated[
@@ -68,11 +68,11 @@ def replay(
     """
     from rich.progress import Progress
 
-    from booking_sessions.arguments import parse_offsets, parse_range
-    from booking_sessions.replay import ReplayRequest, ReplaySummary, replay_topic
-    from booking_sessions.reports import replay_report
+    from booking_sessions.observe.tracing import tracing
+    from booking_sessions.ops.arguments import parse_offsets, parse_range
+    from booking_sessions.ops.replay import ReplayRequest, ReplaySummary, replay_topic
+    from booking_sessions.ops.reports import replay_report
     from booking_sessions.runtime import tune_gc
-    from booking_sessions.tracing import tracing
 
     moment = term.now()
     start, end = term.argument(lambda: parse_range(since, until, moment))
@@ -102,8 +102,8 @@ def status(as_json: AsJson = False) -> None:
       booking-sessions status
       booking-sessions status --json | jq .lag
     """
-    from booking_sessions.reports import status_report
-    from booking_sessions.status import read_status
+    from booking_sessions.ops.reports import status_report
+    from booking_sessions.ops.status import read_status
 
     settings = term.load_settings(kafka=True, database=True)
     found = term.run(lambda: read_status(settings))
@@ -144,9 +144,9 @@ def outbox_republish(
       booking-sessions outbox republish --type SessionCreated --since 2026-11-24T00:00Z --until 2026-11-25 --dry-run
       booking-sessions outbox republish --session 0b5f3c1e-6f4a-5d7e-9b1c-2a3d4e5f6a7b --relay
     """
-    from booking_sessions.arguments import choose, parse_range
-    from booking_sessions.reports import republish_report
-    from booking_sessions.republish import Selection, republish
+    from booking_sessions.ops.arguments import choose, parse_range
+    from booking_sessions.ops.reports import republish_report
+    from booking_sessions.ops.republish import Selection, republish
     from models.events import SessionEventType
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
@@ -165,7 +165,7 @@ def outbox_republish(
 
 
 def _uuids(values: list[str]) -> list[UUID]:
-    from booking_sessions.arguments import ArgumentError
+    from booking_sessions.ops.arguments import ArgumentError
 
     try:
         return [UUID(v) for v in values]
@@ -189,8 +189,8 @@ def dlq_list(
       booking-sessions dlq list
       booking-sessions dlq list --reason processing_error --since 24h --json
     """
-    from booking_sessions.dlq import counts_by_reason, list_dead_letters
-    from booking_sessions.reports import dlq_list_report
+    from booking_sessions.ops.dlq import counts_by_reason, list_dead_letters
+    from booking_sessions.ops.reports import dlq_list_report
 
     wanted = _dlq_filter(reason, since, until, [])
     settings = term.load_settings(kafka=True, database=False)
@@ -228,8 +228,8 @@ def dlq_replay(
       booking-sessions dlq replay --reason processing_error --since 2026-11-24T09:00Z --dry-run
       booking-sessions dlq replay --offset 0:17 --offset 0:18
     """
-    from booking_sessions.dlq_replay import replay_dead_letters
-    from booking_sessions.reports import dlq_replay_report
+    from booking_sessions.ops.dlq_replay import replay_dead_letters
+    from booking_sessions.ops.reports import dlq_replay_report
 
     wanted = _dlq_filter(reason, since, until, offset or [])
     if wanted.empty and not everything:
@@ -242,8 +242,8 @@ def dlq_replay(
 
 
 def _dlq_filter(reasons: list[str] | None, since: str | None, until: str | None, positions: list[str]) -> DlqFilter:
-    from booking_sessions.arguments import choose, parse_positions, parse_range
-    from booking_sessions.dlq import DLQ_REASONS, DlqFilter
+    from booking_sessions.ops.arguments import choose, parse_positions, parse_range
+    from booking_sessions.ops.dlq import DLQ_REASONS, DlqFilter
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
     return DlqFilter(
@@ -285,9 +285,9 @@ def outbox_prune(older_than: OlderThan, batch_rows: BatchRows = 5000, dry_run: D
 
 
 def _prune(table: TableName, older_than: str, batch_rows: int, dry_run: bool) -> None:
-    from booking_sessions.arguments import parse_duration
-    from booking_sessions.prune import check_age, prune
-    from booking_sessions.reports import prune_report
+    from booking_sessions.ops.arguments import parse_duration
+    from booking_sessions.ops.prune import check_age, prune
+    from booking_sessions.ops.reports import prune_report
 
     age = term.argument(lambda: parse_duration(older_than))
     term.argument(lambda: check_age(age))
@@ -329,8 +329,8 @@ def meeting_rekey(
       booking-sessions meeting rekey --booking bk_123 --booking bk_124
       booking-sessions meeting rekey --booking-file leaked-bookings.txt
     """
-    from booking_sessions.arguments import ArgumentError
-    from booking_sessions.rekey import RekeyRequest, read_booking_file, rekey, rekey_report
+    from booking_sessions.ops.arguments import ArgumentError
+    from booking_sessions.ops.rekey import RekeyRequest, read_booking_file, rekey, rekey_report
 
     def bookings() -> list[str]:
         if booking_file is None:

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 

@@ -12,13 +12,13 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from booking_sessions.dlq import DeadLetter, Scan
-from booking_sessions.dlq_replay import ReplayOutcome, Step
-from booking_sessions.prune import PruneResult
-from booking_sessions.replay import ReplaySummary
-from booking_sessions.republish import OutboxRow, Republished
-from booking_sessions.status import Status
-from booking_sessions.untrusted import cell, line, visible
+from booking_sessions.ops.dlq import DeadLetter, Scan
+from booking_sessions.ops.dlq_replay import ReplayOutcome, Step
+from booking_sessions.ops.prune import PruneResult
+from booking_sessions.ops.replay import ReplaySummary
+from booking_sessions.ops.republish import OutboxRow, Republished
+from booking_sessions.ops.status import Status
+from booking_sessions.ops.untrusted import cell, line, visible
 
 ROWS_SHOWN = 20  # long selections: the first rows, then a count
 

@@ -19,16 +19,17 @@ from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from booking_sessions.dev.servers import with_throwaway_secret
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.servers import with_throwaway_secret
 from booking_sessions.service import create_engine, open_service, run_until
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic
+from consumer.batch import BatchResult
 from consumer.ids import session_cancelled_id, session_created_id, session_id
-from consumer.process import BatchResult
 from models.events import BookingEvent
+from models.records import OutgoingRecord
 from producer.bookings import as_record, booking_event
-from producer.publish import OutgoingRecord, Publisher
+from producer.publish import Publisher
 
 DRAIN_TIMEOUT_S = 40.0
 Steps = list[tuple[str, list[OutgoingRecord]]]

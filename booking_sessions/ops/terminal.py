@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from rich.console import Console, RenderableType
 from rich.progress import Progress
 
-from booking_sessions.arguments import ArgumentError
 from booking_sessions.logs import configure_logging, redact
+from booking_sessions.ops.arguments import ArgumentError
+from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
-from booking_sessions.untrusted import line
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
-    from booking_sessions.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
+    from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
 
     try:
         return asyncio.run(factory())
@@ -99,7 +99,7 @@ def with_progress(
     work: Callable[[Progress], Awaitable[T]], unit: str = "records"
 ) -> Callable[[], Coroutine[Any, Any, T]]:
     """``work`` with a progress bar on stderr (drawn only on a terminal)."""
-    from booking_sessions.progress import progress_bar
+    from booking_sessions.ops.progress import progress_bar
 
     async def go() -> T:
         with progress_bar(Console(stderr=True), unit) as progress:

@@ -3,7 +3,7 @@
 Why aiohttp, in its own thread: a well-kept asyncio server, so a held connection costs a socket and a few KiB,
 not a thread; it closes a connection that sends nothing (or half a request) within its keep-alive timeout; and on
 its own loop, a flood of connections never queues behind a batch on the service's loop, nor a batch behind it.
-Every answer comes from memory: the health verdict (booking_sessions/health.py) and the metrics registry.
+Every answer comes from memory: the health verdict (booking_sessions/observe/health.py) and the metrics registry.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from booking_sessions.health import Health
+from booking_sessions.observe.health import Health
 from models.errors import ConfigurationError
 
 log = structlog.get_logger(__name__)

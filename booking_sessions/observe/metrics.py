@@ -23,12 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumer.faults import sqlstate
+from consumer.batch import BatchResult
 from consumer.parking import Hold
-from consumer.process import BatchResult
 from models.errors import DlqReason
 from models.events import SessionEventType
-from producer.publish import SentAs
+from models.faults import sqlstate
+from models.records import SentAs
 
 log = structlog.get_logger(__name__)
 
@@ -189,7 +189,7 @@ class Metrics:
                 self.retries.labels(component, cause)
         self.stalled.labels("consumer").set(0)
         self.stalled.labels("relay").set(0)
-        # What booking_sessions.health assesses (monotonic seconds; errors as ``describe`` gives them).
+        # What booking_sessions.observe.health assesses (monotonic seconds; errors as ``describe`` gives them).
         self.relay_progress_at = self.consumer_progress_at = time.monotonic()
         self.relay_error: str | None = None
         self.consumer_error: str | None = None

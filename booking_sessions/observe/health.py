@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from booking_sessions.metrics import Metrics
+from booking_sessions.observe.metrics import Metrics
 from consumer.parking import Hold
 
 # A sample older than this many sampling intervals (10 s at least) means that server stopped answering the sampler.

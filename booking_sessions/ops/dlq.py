@@ -1,7 +1,7 @@
 """The dead-letter topic as operators see it: each record with its dlq-* headers read, filtered, and listed.
 
 Read without a consumer group, from the beginning offsets to the end offsets taken at start: listing commits
-nothing and disturbs nobody. ``booking_sessions.dlq_replay`` sends selected dead letters back to the input topic.
+nothing and disturbs nobody. ``booking_sessions.ops.dlq_replay`` sends selected dead letters back to the input topic.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from uuid import UUID
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from rich.progress import Progress
 
-from booking_sessions.failures import OperatorError, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.ops.failures import OperatorError, topic_partitions
+from booking_sessions.ops.untrusted import parse_json
 from booking_sessions.settings import Settings
-from booking_sessions.untrusted import parse_json
 from consumer import wire
-from consumer.records import Headers
 from models.errors import DlqReason
+from models.records import Headers
 
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
 STALL_TIMEOUT_S = 30.0  # a partition that stops short of the end offset it reported: say so instead of hanging

@@ -27,8 +27,8 @@ from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from booking_sessions.failures import check_database
 from booking_sessions.meeting import check_meeting_key, meeting_key
+from booking_sessions.ops.failures import check_database
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from consumer.decide import Decision, OutboxRow, SessionRow

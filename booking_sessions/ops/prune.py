@@ -11,8 +11,8 @@ from typing import Any
 from rich.progress import Progress
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from booking_sessions.arguments import ArgumentError
-from booking_sessions.failures import check_database
+from booking_sessions.ops.arguments import ArgumentError
+from booking_sessions.ops.failures import check_database
 from booking_sessions.retention import TARGETS, PruneTarget, TableName, cutoff_for, delete_batch
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 from uuid import UUID
 
@@ -46,3 +47,25 @@ class Decoded(NamedTuple):
     event: BookingEvent | None = None  # set exactly when outcome == "applied"
     reason: DlqReason | None = None  # set exactly when outcome == "dead_lettered"
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """One record to produce: a session event from the outbox, or a dead letter (bytes as sent, headers in order)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+SentAs = Literal["value_omitted", "bare", "lost"]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A dead letter the DLQ topic refused for good, and what was sent in its place (CONTRACT "Dead letters")."""
+
+    record: OutgoingRecord  # as first sent
+    error: str  # the refusal, class and message
+    sent_as: SentAs  # value_omitted: without its value; bare: nothing of the original; lost: not even that

@@ -16,17 +16,23 @@ from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
-from consumer.deadletter import as_conflict, as_poison, dead_letters, log_dead_letters, send_dead_letters
+from consumer.deadletter import (
+    DeadLetterSender,
+    as_conflict,
+    as_poison,
+    dead_letters,
+    log_dead_letters,
+    send_dead_letters,
+)
 from consumer.decide import Decision, decide
 from consumer.decode import Limits, decode, message_id_hint, payload_digest
-from consumer.faults import first_line, is_transient, refusal_text
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
 from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
-from consumer.records import Decoded, Record
 from consumer.tracing import processing_span
 from models.errors import DlqReason
+from models.faults import first_line, is_transient, refusal_text
+from models.records import Decoded, Record
 from models.trace_context import DEFAULT_MAX_LINKS
-from producer.publish import Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +105,7 @@ class BatchProcessor:
     def __init__(
         self,
         engine: AsyncEngine,
-        publisher: Publisher,
+        publisher: DeadLetterSender,
         *,
         link_for: Callable[[UUID], str],
         output_topic: str,
@@ -124,7 +130,7 @@ class BatchProcessor:
         self._look_for_repeats = False  # set while batches are mostly repeats (a replay, a redelivery)
         self._dry_run = dry_run  # report what a batch would do (replay --dry-run) without writing or sending
         # One span per transaction (consumer/tracing.py); the global tracer is the API's no-op one until tracing
-        # is set up (booking_sessions/tracing.py).
+        # is set up (booking_sessions/observe/tracing.py).
         self._tracer = tracer or trace.get_tracer(__name__)
         self._consumer_group = consumer_group
         self._max_links = max_links

@@ -13,8 +13,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.topics import partitions_of
-from consumer.faults import first_line, sqlstate
 from models.errors import BookingSessionsError
+from models.faults import first_line, sqlstate
 
 # How long a command waits for a server that does not answer before it says so.
 CONNECT_TIMEOUT_S = 15.0

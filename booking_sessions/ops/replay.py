@@ -21,17 +21,17 @@ from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from booking_sessions.arguments import ArgumentError
-from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.meeting import check_meeting_key, meeting_key
+from booking_sessions.ops.arguments import ArgumentError
+from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
-from consumer.faults import is_transient
+from consumer.batch import BatchProcessor, BatchResult, merge
 from consumer.loop import to_record
-from consumer.process import BatchProcessor, BatchResult, merge
-from consumer.records import Record
+from models.faults import is_transient
+from models.records import Record
 from producer.publish import Publisher
 from producer.relay import OutboxRelay
 

@@ -12,7 +12,7 @@ from typing import Any, get_args
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from pydantic_core import core_schema
 
-from booking_sessions.servers import EMBEDDED_PARTITIONS
+from booking_sessions.dev.servers import EMBEDDED_PARTITIONS
 from booking_sessions.settings import Settings
 from models.errors import DlqReason
 from models.events import SCHEMA_VERSION, BookingEvent, BookingType, SessionEvent, SessionEventType

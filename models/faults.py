@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 
 from aiokafka.errors import KafkaError
@@ -23,11 +22,6 @@ _TRANSIENT_SQLSTATE_CLASSES = (
     "42",  # syntax error or access rule violation
 )
 _TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
-
-
-def jittered(delay_s: float) -> float:
-    """Between half and all of the delay: instances that failed together do not retry in lockstep."""
-    return delay_s * random.uniform(0.5, 1.0)
 
 
 def first_line(error: BaseException, limit: int = 500) -> str:

@@ -23,13 +23,14 @@ from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from booking_sessions.dlq import DeadLetter, DlqFilter, scan
-from booking_sessions.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.kafka_options import kafka_client_options
+from booking_sessions.ops.dlq import DeadLetter, DlqFilter, scan
+from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from models.events import rfc3339_utc
-from producer.publish import OutgoingRecord, Publisher
+from models.records import OutgoingRecord
+from producer.publish import Publisher
 
 Action = Literal["replay", "skip"]
 CHUNK = 500  # dead letters per transaction: one delete, one round of sends
