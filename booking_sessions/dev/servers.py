@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import structlog
 from pydantic import SecretStr
 
-from booking_sessions.dev.embedded import PostgresCluster, TansuBroker, start_embedded_postgres
+from booking_sessions.dev.embedded import TansuBroker
+from booking_sessions.dev.postgres import PostgresCluster, start_embedded_postgres
 from booking_sessions.logs import register_secrets
 from booking_sessions.meeting import ThrowawaySecret
 from booking_sessions.migrate import upgrade_head
