@@ -72,7 +72,8 @@ class BookingEventPublisher:
         self._topic = topic
 
     async def publish(self, *events: BookingEvent) -> list[RecordMetadata]:
-        """Returns once the broker acknowledged every event; events of one booking keep their order."""
+        """Returns once the broker acknowledged every event, with each one's metadata; events of one booking keep
+        their order. Raises the broker's KafkaError."""
         return await self.publish_all(events)
 
     async def publish_all(self, events: Sequence[BookingEvent]) -> list[RecordMetadata]:

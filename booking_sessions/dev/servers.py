@@ -98,10 +98,14 @@ async def servers_for(
 
 
 def with_throwaway_secret(settings: Settings) -> Settings:
-    """Throwaway servers, throwaway meeting secret: links stay unguessable and nothing outlives the process.
+    """Throwaway servers, throwaway meeting secret: links stay unguessable (CONTRACT, "Rows": meeting_link) and
+    nothing outlives the process.
 
-    Made once per process, so every session of the run derives its room under the same key; random, masked in
-    logs, and never recorded in ``meeting_keys`` (``ThrowawaySecret``). A configured secret is kept.
+    Returns ``settings`` with a new random secret (32 bytes, URL-safe) when none is set, logged as
+    ``meeting_secret_throwaway`` (never its value), masked in logs, never recorded in ``meeting_keys``
+    (``ThrowawaySecret``); a configured secret is kept. Each call without a secret makes a new one: callers
+    (``servers_for``, ``Demo``) call it once per process, so every session of the run derives its room under the
+    same key.
     """
     if settings.meeting_secret is not None:
         return settings

@@ -33,7 +33,9 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 class Metrics:
-    """Every metric of the service; the consumer loop and the relay report through its methods."""
+    """Every metric of the service on ``registry`` (a new one of its own when None); the consumer loop, the relay
+    and retention report through its methods (``LoopObserver``, ``RelayObserver``, ``RetentionObserver``), and it
+    keeps what ``observe.health`` judges."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No "_created" twin of every counter: noise in the text format Prometheus scrapes (process-wide switch).
