@@ -31,7 +31,8 @@ from tests.integration.harness import Produced, committed_offsets, publish, quer
 from tests.integration.test_faults import all_applied_and_published, assert_matches_reference, workload
 from tests.integration.test_observability import get, scrape, value
 from tests.integration.test_scenarios import START, event
-from tests.servers import ApacheKafka, KafkaHandle
+from tests.servers.apache_kafka import ApacheKafka
+from tests.servers.ladder import KafkaHandle
 from tests.toxiproxy import Proxy
 from tests.waiting import eventually
 

@@ -17,7 +17,7 @@ from tests.integration.harness import Produced, consume_all, execute, query, ser
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
 from tests.integration.test_deadletters import ORIGINAL_HEADERS, invalid, key_mismatch, too_large, unsupported_version
 from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle
+from tests.servers.ladder import KafkaHandle
 
 TANSU_DLQ_END = (
     "the consumer sends a batch's dead letters in one request, and Tansu reports a topic's end offset as its last "

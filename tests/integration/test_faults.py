@@ -34,7 +34,8 @@ from tests.integration.harness import (
     some_applied,
 )
 from tests.integration.test_scenarios import START, event
-from tests.servers import ApacheKafka, KafkaHandle, PostgresHandle
+from tests.servers.apache_kafka import ApacheKafka
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.faults

@@ -13,7 +13,7 @@ from models.records import OutgoingRecord
 from tests.integration.harness import Produced, consume_all, service
 from tests.integration.operator_cli import invoke, publish_one_by_one
 from tests.integration.test_dlq_tools import TANSU_DLQ_END
-from tests.servers import KafkaHandle
+from tests.servers.ladder import KafkaHandle
 from tests.unit.test_untrusted_output import HOSTILE, assert_safe
 
 

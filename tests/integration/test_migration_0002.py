@@ -13,7 +13,7 @@ from alembic import command
 from booking_sessions.migrate import alembic_config
 from tests.conftest import migrated_database
 from tests.integration.harness import execute, query
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 
 T0 = datetime(2026, 11, 24, 10, tzinfo=UTC)
 

@@ -31,7 +31,7 @@ from models.records import OutgoingRecord
 from producer.bookings import encode
 from tests.integration.harness import Produced, publish
 from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle, PostgresHandle
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]

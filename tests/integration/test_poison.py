@@ -19,7 +19,7 @@ from tests.integration.harness import Produced, consume_all, publish, query, ser
 from tests.integration.operator_cli import invoke_json
 from tests.integration.test_deadletters import read_dead_letters
 from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle
+from tests.servers.ladder import KafkaHandle
 from tests.unit.test_wire import raw_name
 
 DLQ_NAMES = ["dlq-reason", "dlq-error", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset"]

@@ -21,7 +21,7 @@ import yaml
 from booking_sessions.dev.embedded import PostgresCluster, free_port
 from booking_sessions.settings import Settings
 from tests.integration.harness import running_process
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.faults

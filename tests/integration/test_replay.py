@@ -22,7 +22,7 @@ from tests.conftest import migrated_database
 from tests.integration.harness import Produced, consume_all, query, service, snapshot
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
 from tests.integration.test_scenarios import START, event
-from tests.servers import KafkaHandle, PostgresHandle
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 
 TANSU_TIMES = "Tansu answers ListOffsets by timestamp with offset 0 whatever the time, so --since/--until cannot work"
 

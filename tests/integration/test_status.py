@@ -13,7 +13,7 @@ from tests.integration.harness import REPO, Produced, consume_all, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, operator_env, publish_one_by_one
 from tests.integration.test_replay import invalid
 from tests.integration.test_scenarios import event
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 
 UNREACHABLE_DATABASE = "postgresql+asyncpg://booking:secret-pw@127.0.0.1:1/booking"
 
