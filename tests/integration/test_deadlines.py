@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from booking_sessions.dev.embedded import free_port
 from booking_sessions.settings import Settings
 from models.events import BookingEvent
+from tests.integration.bookings import START, event
 from tests.integration.harness import Produced, committed_offsets, publish, query, running_process, some_applied
-from tests.integration.test_faults import all_applied_and_published, assert_matches_reference, workload
-from tests.integration.test_observability import get, scrape, value
-from tests.integration.test_scenarios import START, event
+from tests.integration.http_probes import get, scrape, value
+from tests.integration.workloads import all_applied_and_published, assert_matches_reference, workload
 from tests.servers.apache_kafka import ApacheKafka
 from tests.servers.ladder import KafkaHandle
 from tests.toxiproxy import Proxy

@@ -30,8 +30,8 @@ from models.records import OutgoingRecord
 from producer.bookings import as_record
 from producer.publish import Publisher
 from tests.certs import Certificates, make_certificates, openssl_available
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all
-from tests.integration.test_scenarios import event
 from tests.servers.apache_kafka import JVM_OPTIONS, ApacheKafka
 from tests.servers.kafka_jars import apache_kafka_available
 from tests.servers.ladder import choose_kafka

@@ -10,36 +10,9 @@ from uuid import UUID
 
 import pytest
 
-import consumer.decode
 from consumer.decode import decode
-from models.records import Decoded
 from tests.unit.builders import BOOKING_ID, DROP, MAX_BYTES, MESSAGE_ID, body, record
-
-MID = UUID(MESSAGE_ID)
-KEEP = object()  # "message_id: whatever" for cases where the envelope itself is unreadable
-
-
-def check_invariants(d: Decoded) -> None:
-    """What every Decoded must satisfy, whatever the outcome."""
-    assert (d.event is not None) == (d.outcome == "applied")
-    assert (d.reason is not None) == (d.outcome == "dead_lettered")
-    if d.outcome == "dead_lettered":
-        assert isinstance(d.error, str)
-        assert d.error
-        assert len(d.error.encode("utf-8")) <= 1024
-        assert d.error.isprintable(), d.error
-    else:
-        assert d.error is None
-
-
-def assert_invalid(d: Decoded, field: str, message_id: object = MID) -> None:
-    check_invariants(d)
-    assert (d.outcome, d.reason) == ("dead_lettered", "invalid")
-    assert d.error is not None
-    assert field in d.error, d.error
-    if message_id is not KEEP:
-        assert d.message_id == message_id
-
+from tests.unit.decode_checks import KEEP, MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
 
 # --- every field rule of the input table: (changes, field named in the error, message id still readable) ----------
 
@@ -356,19 +329,6 @@ def test_a_valid_value_of_exactly_the_limit_is_applied_and_one_byte_more_is_too_
     d = decode(record(_padded(MAX_BYTES + 1)), MAX_BYTES)
     assert (d.outcome, d.reason) == ("dead_lettered", "too_large")
     assert d.message_id is None  # not even the envelope was read
-
-
-@pytest.fixture
-def no_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt of decode to parse the value fails the test: a too large record costs no more than its bytes."""
-
-    class Exploding:
-        @staticmethod
-        def model_validate_json(_: bytes) -> None:
-            raise AssertionError("parsed a too large record")
-
-    monkeypatch.setattr(consumer.decode, "BookingEvent", Exploding)
-    monkeypatch.setattr(consumer.decode, "Envelope", Exploding)
 
 
 @pytest.mark.usefixtures("no_parsing")
