@@ -210,6 +210,15 @@ def settings(kafka: KafkaHandle, database_url: str, topics: Topics) -> Settings:
     )
 
 
+@pytest.fixture
+def apache_kafka_only(kafka: KafkaHandle) -> None:
+    """Judged on Apache Kafka, as production runs it: on Tansu two `run`s rejoin their group so slowly that a fault
+    test cannot finish within the suite's per-test bound (README, "On the Tansu broker"). Every never-hangs module
+    (test_deadlines_*.py) uses it for all its tests: ``pytestmark = pytest.mark.usefixtures("apache_kafka_only")``."""
+    if not isinstance(kafka.server, ApacheKafka):
+        pytest.skip(f"the never-hangs faults are judged on Apache Kafka, not {kafka.kind}")
+
+
 # --- the fault-injecting proxy (tests/toxiproxy.py) -------------------------------------------------------------
 
 

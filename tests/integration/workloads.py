@@ -54,6 +54,8 @@ def reference(events: list[BookingEvent]) -> dict[str, Any]:
 
 
 async def assert_matches_reference(settings: Settings, database_url: str, events: list[BookingEvent]) -> None:
+    """The database and the output topic hold exactly what reference(events) says: rows, learners, inbox,
+    every outbox row published in order per booking, one SessionCreated per booking, no dead letter."""
     expected = reference(events)
     rows = await query(database_url, "SELECT * FROM live_sessions")
     got = {
@@ -102,6 +104,7 @@ async def assert_matches_reference(settings: Settings, database_url: str, events
 
 
 def details_of_row(row: dict[str, Any]) -> Any:
+    """A live_sessions row's details as decide() computes them (SessionDetails)."""
     from consumer.decide import SessionDetails
 
     return SessionDetails(
@@ -110,11 +113,14 @@ def details_of_row(row: dict[str, Any]) -> Any:
 
 
 async def count(database_url: str, sql: str) -> int:
+    """The ``n`` column of the one row ``sql`` returns."""
     [row] = await query(database_url, sql)
     return int(row["n"])
 
 
 async def all_applied_and_published(database_url: str, events: list[BookingEvent], timeout_s: float = 90) -> None:
+    """Wait (up to ``timeout_s``) until every distinct message id of ``events`` is in the inbox and no
+    outbox row waits; AssertionError from eventually otherwise."""
     wanted = len({e.message_id for e in events})
 
     async def done() -> bool:
