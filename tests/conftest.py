@@ -1,4 +1,4 @@
-"""Fixtures: the servers the ladder picks (tests/servers.py), a fresh database and fresh topics for each test.
+"""Fixtures: the servers the ladder picks (tests/servers/ladder.py), a fresh database and fresh topics for each test.
 
 Servers start on first use: a run of tests/unit never starts one.
 """
@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from booking_sessions.dev.embedded import ServerError
 from booking_sessions.migrate import upgrade_head
 from booking_sessions.settings import Settings
-from tests.servers import (
-    ApacheKafka,
+from tests.servers.apache_kafka import ApacheKafka
+from tests.servers.ladder import (
     KafkaHandle,
     PostgresHandle,
     choose_kafka,
@@ -210,6 +210,15 @@ def settings(kafka: KafkaHandle, database_url: str, topics: Topics) -> Settings:
     )
 
 
+@pytest.fixture
+def apache_kafka_only(kafka: KafkaHandle) -> None:
+    """Judged on Apache Kafka, as production runs it: on Tansu two `run`s rejoin their group so slowly that a fault
+    test cannot finish within the suite's per-test bound (README, "On the Tansu broker"). Every never-hangs module
+    (test_deadlines_*.py) uses it for all its tests: ``pytestmark = pytest.mark.usefixtures("apache_kafka_only")``."""
+    if not isinstance(kafka.server, ApacheKafka):
+        pytest.skip(f"the never-hangs faults are judged on Apache Kafka, not {kafka.kind}")
+
+
 # --- the fault-injecting proxy (tests/toxiproxy.py) -------------------------------------------------------------
 
 
@@ -237,8 +246,8 @@ def database_proxy(toxiproxy: Toxiproxy, postgres: PostgresHandle) -> Iterator[P
 
 @pytest.fixture
 def kafka_proxy(toxiproxy: Toxiproxy, kafka: KafkaHandle) -> Iterator[Proxy]:
-    """A proxy in front of the broker's PROXIED listener (tests/servers.py), whose advertised address is the
-    proxy's: a client bootstrapped at ``127.0.0.1:listen_port`` talks to the broker through it only."""
+    """A proxy in front of the broker's PROXIED listener (tests/servers/apache_kafka.py), whose advertised address
+    is the proxy's: a client bootstrapped at ``127.0.0.1:listen_port`` talks to the broker through it only."""
     if not isinstance(kafka.server, ApacheKafka):
         pytest.skip(f"the {kafka.kind} broker has no listener advertised through a proxy (Apache Kafka has)")
     server = kafka.server

@@ -238,3 +238,28 @@ async def relay_of_the_running_service(settings: Settings, database_url: str) ->
     finally:
         await publisher.stop()
         await engine.dispose()
+
+
+async def sessions(database_url: str) -> dict[str, dict[str, object]]:
+    """Every live_sessions row, keyed by booking id."""
+    rows = await query(database_url, "SELECT * FROM live_sessions")
+    return {r["booking_request_id"]: r for r in rows}
+
+
+async def learners(database_url: str) -> set[tuple[str, str, str, str]]:
+    """Every participant as (booking id, user id, role, reservation status)."""
+    rows = await query(
+        database_url,
+        """
+        SELECT s.booking_request_id, p.user_id, p.role, r.status
+        FROM session_participants p
+        JOIN live_sessions s ON s.id = p.session_id
+        JOIN session_reservations r ON r.session_id = p.session_id AND r.learner_id = p.user_id
+        """,
+    )
+    return {(r["booking_request_id"], r["user_id"], r["role"], r["status"]) for r in rows}
+
+
+async def output_messages(settings: Settings, expected: int) -> list[dict[str, object]]:
+    """The JSON bodies on the output topic, once at least ``expected`` are there."""
+    return [m["body"] for m in await read_json(settings, settings.output_topic, expected)]

@@ -12,18 +12,21 @@ from typing import Any
 from booking_sessions.settings import Settings
 from consumer.ids import session_cancelled_id, session_created_id, session_id
 from models.events import BookingEvent
+from tests.integration.bookings import T0, event
 from tests.integration.harness import (
     Produced,
     consume_all,
     execute,
+    learners,
+    output_messages,
     publish,
     publish_raced,
     query,
     read_json,
     service,
+    sessions,
     snapshot,
 )
-from tests.integration.test_scenarios import T0, event, learners, output_messages, sessions
 
 
 def cancel(booking: str, minute: int, reason: str | None = "student ill") -> BookingEvent:

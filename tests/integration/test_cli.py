@@ -15,9 +15,9 @@ from booking_sessions.cli import app
 from booking_sessions.migrate import alembic_config
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute, _drop_database
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, committed_offsets, env_for, publish, query, running_process, sigterm
-from tests.integration.test_scenarios import event
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import random
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
 from consumer.ids import session_created_id, session_id
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, publish, query, read_json, service
-from tests.integration.test_scenarios import event
 from tests.waiting import eventually
 
 BOOKINGS = 120

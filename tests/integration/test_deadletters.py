@@ -2,53 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
 from booking_sessions.settings import Settings
-from booking_sessions.topics import read_topic
 from models.records import OutgoingRecord
-from producer.bookings import as_record, encode
-from tests.integration.harness import Produced, consume_all, execute, publish, query, service
-from tests.integration.test_scenarios import event
-
-# A null header value and an empty one are different on the wire; the DLQ keeps each as it was (CONTRACT).
-ORIGINAL_HEADERS: list[tuple[str, bytes | None]] = [
-    ("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-    ("empty", b""),
-    ("null", None),
-]
-
-
-def with_headers(record: OutgoingRecord) -> OutgoingRecord:
-    return OutgoingRecord(record.topic, record.key, record.value, tuple(ORIGINAL_HEADERS))
-
-
-def invalid(topic: str) -> list[OutgoingRecord]:
-    body = json.loads(encode(event("BookingConfirmed", "bk_bad", 1)))
-    body["booking"]["duration_minutes"] = 0
-    return [OutgoingRecord(topic, b"bk_bad", json.dumps(body).encode())]
-
-
-def unsupported_version(topic: str) -> list[OutgoingRecord]:
-    body = json.loads(encode(event("BookingConfirmed", "bk_bad", 1)))
-    body["schema_version"] = 2
-    return [OutgoingRecord(topic, b"bk_bad", json.dumps(body).encode())]
-
-
-def key_mismatch(topic: str) -> list[OutgoingRecord]:
-    return [OutgoingRecord(topic, b"bk_other", encode(event("BookingConfirmed", "bk_bad", 1)))]
-
-
-def too_large(topic: str) -> list[OutgoingRecord]:
-    body = json.loads(encode(event("BookingConfirmed", "bk_bad", 1)))
-    body["padding"] = "x" * (65 * 1024)  # otherwise valid: size alone decides
-    return [OutgoingRecord(topic, b"bk_bad", json.dumps(body).encode())]
-
+from producer.bookings import as_record
+from tests.integration.bookings import event
+from tests.integration.dead_letters import (
+    ORIGINAL_HEADERS,
+    invalid,
+    key_mismatch,
+    read_dead_letters,
+    refuse_in_database,
+    too_large,
+    unsupported_version,
+    with_headers,
+)
+from tests.integration.harness import Produced, consume_all, publish, query, service
 
 # (reason, records to publish; the last one is the dead letter, the inbox outcome of its message id)
 CASES: dict[str, tuple[Callable[[str], list[OutgoingRecord]], str | None]] = {
@@ -140,20 +113,6 @@ async def test_conflict_within_one_batch(settings: Settings, database_url: str) 
     assert session["title"] == "Algebra II"
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-
-
-async def read_dead_letters(settings: Settings) -> list[DeadLetter]:
-    """The DLQ's records as raw bytes (a dead letter need not be JSON)."""
-    assert settings.kafka_bootstrap is not None
-    records = await read_topic(settings.kafka_bootstrap, settings.dlq_topic, expected=1, timeout_s=20)
-    return [DeadLetter(r.key, r.value, list(r.headers or ())) for r in records]
-
-
 @pytest.mark.partitions(1)
 async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     settings: Settings, database_url: str
@@ -179,18 +138,3 @@ async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     assert headers["dlq-error"] == b"PostgreSQL refused it (SQLSTATE P0001): booking bk_poison refused by a trigger"
     [inbox] = await query(database_url, "SELECT outcome, dlq_reason FROM inbox_messages WHERE booking_id = 'bk_poison'")
     assert inbox == {"outcome": "dead_lettered", "dlq_reason": "processing_error"}
-
-
-async def refuse_in_database(database_url: str, booking_id: str) -> None:
-    """Make PostgreSQL refuse the session of ``booking_id``, a valid record: a trigger stands for any surprise in
-    the database that validation cannot know of (only the INSERT finds out)."""
-    await execute(
-        database_url,
-        """CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN RAISE EXCEPTION 'booking % refused by a trigger', NEW.booking_request_id; END $$""",
-    )
-    await execute(
-        database_url,
-        f"""CREATE TRIGGER refuse_poison BEFORE INSERT ON live_sessions FOR EACH ROW
-           WHEN (NEW.booking_request_id = '{booking_id}') EXECUTE FUNCTION refuse_poison()""",
-    )

@@ -13,20 +13,19 @@ from booking_sessions.settings import Settings
 from booking_sessions.topics import partitions_of, read_topic
 from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
+from tests.integration.bookings import event
+from tests.integration.dead_letters import (
+    ORIGINAL_HEADERS,
+    TANSU_DLQ_END,
+    invalid,
+    key_mismatch,
+    too_large,
+    unsupported_version,
+    with_headers,
+)
 from tests.integration.harness import Produced, consume_all, execute, query, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
-from tests.integration.test_deadletters import ORIGINAL_HEADERS, invalid, key_mismatch, too_large, unsupported_version
-from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle
-
-TANSU_DLQ_END = (
-    "the consumer sends a batch's dead letters in one request, and Tansu reports a topic's end offset as its last "
-    "batch's base offset + 1: reading the DLQ up to its end offset stops early"
-)
-
-
-def with_headers(record: OutgoingRecord) -> OutgoingRecord:
-    return OutgoingRecord(record.topic, record.key, record.value, tuple(ORIGINAL_HEADERS))
+from tests.servers.ladder import KafkaHandle
 
 
 async def moved_since(settings: Settings, topic: str, before: Produced) -> Produced:

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
-from collections import defaultdict
-from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.service import Service, run_until
 from booking_sessions.settings import Settings
-from consumer.decide import details_of, version_of
-from consumer.ids import session_created_id, session_id
-from models.events import BookingEvent
 from tests.integration.harness import (
     Produced,
     committed_offsets,
@@ -33,119 +26,12 @@ from tests.integration.harness import (
     sigterm,
     some_applied,
 )
-from tests.integration.test_scenarios import START, event
-from tests.servers import ApacheKafka, KafkaHandle, PostgresHandle
+from tests.integration.workloads import all_applied_and_published, assert_matches_reference, count, workload
+from tests.servers.apache_kafka import ApacheKafka
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.faults
-
-
-def workload(bookings: int, seed: int = 1) -> list[BookingEvent]:
-    """Approvals, confirmations, repeats and reschedules over ``bookings`` bookings, interleaved."""
-    rng = random.Random(seed)
-    per_booking: list[list[BookingEvent]] = []
-    for i in range(bookings):
-        name = f"bk_{i:04d}"
-        approved = event("BookingApproved", name, 0)
-        confirmed = event("BookingConfirmed", name, 1)
-        chain = [approved, confirmed, confirmed]
-        if i % 3 == 0:
-            chain.append(event("BookingConfirmed", name, 2, scheduled_start=START + timedelta(hours=1)))
-        per_booking.append(chain)
-    stream: list[BookingEvent] = []
-    while any(per_booking):  # interleave bookings, each booking's own events kept in order
-        chain = rng.choice([c for c in per_booking if c])
-        stream.append(chain.pop(0))
-    return stream
-
-
-def reference(events: list[BookingEvent]) -> dict[str, Any]:
-    """What any correct run must leave: newest snapshot per booking, learners from confirmations."""
-    newest: dict[str, BookingEvent] = {}
-    learners: dict[str, set[str]] = defaultdict(set)
-    for e in events:
-        if e.booking_id not in newest or version_of(e) > version_of(newest[e.booking_id]):
-            newest[e.booking_id] = e
-        if e.type == "BookingConfirmed":
-            learners[e.booking_id].add(e.booking.student_id)
-    return {
-        "sessions": {b: (details_of(e), version_of(e)) for b, e in newest.items()},
-        "learners": {b: s for b, s in learners.items()},
-        "message_ids": {e.message_id for e in events},
-    }
-
-
-async def assert_matches_reference(settings: Settings, database_url: str, events: list[BookingEvent]) -> None:
-    expected = reference(events)
-    rows = await query(database_url, "SELECT * FROM live_sessions")
-    got = {
-        r["booking_request_id"]: (
-            details_of_row(r),
-            (r["snapshot_occurred_at"], r["snapshot_message_id"]),
-        )
-        for r in rows
-    }
-    assert got == expected["sessions"]
-    assert all(r["id"] == session_id(r["booking_request_id"]) for r in rows)
-    learners = await query(
-        database_url,
-        "SELECT s.booking_request_id AS b, p.user_id AS u FROM session_participants p"
-        " JOIN live_sessions s ON s.id = p.session_id",
-    )
-    got_learners: dict[str, set[str]] = defaultdict(set)
-    for r in learners:
-        got_learners[r["b"]].add(r["u"])
-    assert got_learners == expected["learners"]
-    inbox = await query(database_url, "SELECT message_id, outcome FROM inbox_messages")
-    assert {r["message_id"] for r in inbox} == expected["message_ids"]
-    assert {r["outcome"] for r in inbox} == {"applied"}
-    # Output: every outbox row published; the topic holds those ids and no others (copies only of them).
-    outbox = await query(database_url, "SELECT message_id, published_at FROM outbox_messages")
-    assert all(r["published_at"] is not None for r in outbox)
-    messages = await read_json(settings, settings.output_topic, len(outbox))
-    assert {m["body"]["message_id"] for m in messages} == {str(r["message_id"]) for r in outbox}
-    # In order per booking: the first copy of each id appears in outbox (commit) order within its partition.
-    outbox_order = {
-        str(r["message_id"]): i
-        for i, r in enumerate(await query(database_url, "SELECT message_id FROM outbox_messages ORDER BY id"))
-    }
-    first_seen: dict[str, list[int]] = defaultdict(list)
-    seen: set[str] = set()
-    for m in messages:  # read_topic returns each partition's records in offset order
-        mid = m["body"]["message_id"]
-        if mid not in seen:
-            seen.add(mid)
-            first_seen[m["body"]["booking_id"]].append(outbox_order[mid])
-    assert all(order == sorted(order) for order in first_seen.values())
-    created = {m["body"]["message_id"] for m in messages if m["body"]["type"] == "SessionCreated"}
-    assert created == {str(session_created_id(session_id(b))) for b in expected["sessions"]}
-    dead = await query(database_url, "SELECT count(*) AS n FROM inbox_messages WHERE outcome = 'dead_lettered'")
-    assert dead == [{"n": 0}]
-
-
-def details_of_row(row: dict[str, Any]) -> Any:
-    from consumer.decide import SessionDetails
-
-    return SessionDetails(
-        row["instructor_id"], row["student_id"], row["title"], row["scheduled_start"], row["duration_minutes"]
-    )
-
-
-async def count(database_url: str, sql: str) -> int:
-    [row] = await query(database_url, sql)
-    return int(row["n"])
-
-
-async def all_applied_and_published(database_url: str, events: list[BookingEvent], timeout_s: float = 90) -> None:
-    wanted = len({e.message_id for e in events})
-
-    async def done() -> bool:
-        applied = await count(database_url, "SELECT count(*) AS n FROM inbox_messages")
-        waiting = await count(database_url, "SELECT count(*) AS n FROM outbox_messages WHERE published_at IS NULL")
-        assert applied == wanted and waiting == 0, f"{applied}/{wanted} applied, {waiting} outbox rows waiting"
-        return True
-
-    await eventually(done, what="every event applied and every outbox row published", timeout_s=timeout_s)
 
 
 class Running:

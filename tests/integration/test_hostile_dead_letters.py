@@ -10,11 +10,11 @@ from aiokafka import AIOKafkaProducer
 
 from booking_sessions.settings import Settings
 from models.records import OutgoingRecord
+from tests.hostile import HOSTILE, assert_safe
+from tests.integration.dead_letters import TANSU_DLQ_END
 from tests.integration.harness import Produced, consume_all, service
 from tests.integration.operator_cli import invoke, publish_one_by_one
-from tests.integration.test_dlq_tools import TANSU_DLQ_END
-from tests.servers import KafkaHandle
-from tests.unit.test_untrusted_output import HOSTILE, assert_safe
+from tests.servers.ladder import KafkaHandle
 
 
 async def write_hostile_dead_letters(settings: Settings) -> None:

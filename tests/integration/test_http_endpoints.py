@@ -9,8 +9,8 @@ import time
 from booking_sessions.observe.http import KEEPALIVE_TIMEOUT_S
 from booking_sessions.settings import Settings
 from tests.integration.harness import Produced, publish
-from tests.integration.test_faults import all_applied_and_published, workload
-from tests.integration.test_observability import get, running
+from tests.integration.http_probes import get, running
+from tests.integration.workloads import all_applied_and_published, workload
 
 SLOW_CLIENTS = 300
 

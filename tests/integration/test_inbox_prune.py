@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
 from producer.bookings import as_record
+from tests.integration.bookings import START, event
 from tests.integration.harness import Produced, consume_all, query, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, publish_one_by_one
-from tests.integration.test_scenarios import START, event
 
 
 async def age_rows(database_url: str, days: int, where: str = "true") -> None:

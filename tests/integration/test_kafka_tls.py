@@ -1,6 +1,6 @@
 """Kafka security for real: the service over mutual TLS, and SASL (PLAIN, SCRAM-SHA-256/512) over TLS.
 
-The broker is Apache Kafka from the jars (tests/servers.py) with two more listeners: SSL requiring a client
+The broker is Apache Kafka from the jars (tests/servers/apache_kafka.py) with two more listeners: SSL requiring a client
 certificate, and SASL_SSL. Tansu cannot be the broker here: its 0.6.0 CLI puts --cert and --key in one exclusive
 clap group ("the argument '--cert' cannot be used with '--key'") while TLS needs both, so it serves PLAINTEXT only.
 """
@@ -30,9 +30,11 @@ from models.records import OutgoingRecord
 from producer.bookings import as_record
 from producer.publish import Publisher
 from tests.certs import Certificates, make_certificates, openssl_available
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all
-from tests.integration.test_scenarios import event
-from tests.servers import JVM_OPTIONS, ApacheKafka, apache_kafka_available, choose_kafka
+from tests.servers.apache_kafka import JVM_OPTIONS, ApacheKafka
+from tests.servers.kafka_jars import apache_kafka_available
+from tests.servers.ladder import choose_kafka
 
 pytestmark = pytest.mark.skipif(
     choose_kafka() != "apache" or not apache_kafka_available() or not openssl_available(),

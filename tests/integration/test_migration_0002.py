@@ -3,17 +3,15 @@ working on the upgraded schema (expand-only), and downgrade refuses while anythi
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from alembic import command
 
-from booking_sessions.migrate import alembic_config
 from tests.conftest import migrated_database
+from tests.integration.alembic_steps import alembic, version
 from tests.integration.harness import execute, query
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 
 T0 = datetime(2026, 11, 24, 10, tzinfo=UTC)
 
@@ -34,10 +32,6 @@ PREVIOUS_RELEASE_UPSERT = """
 """
 
 
-async def alembic(url: str, action: str, revision: str) -> None:
-    await asyncio.to_thread(getattr(command, action), alembic_config(url), revision)
-
-
 async def previous_release_writes(url: str, booking: str, minute: int, title: str) -> None:
     await execute(
         url,
@@ -55,11 +49,6 @@ async def previous_release_writes(url: str, booking: str, minute: int, title: st
         " ON CONFLICT DO NOTHING",
         id=uuid.uuid5(uuid.NAMESPACE_URL, booking),
     )
-
-
-async def version(url: str) -> str:
-    [row] = await query(url, "SELECT version_num FROM alembic_version")
-    return str(row["version_num"])
 
 
 async def test_upgrade_keeps_rows_and_downgrade_refuses_cancelled_ones(

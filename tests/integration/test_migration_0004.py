@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 
 from booking_sessions.settings import Settings
+from tests.integration.alembic_steps import alembic, version
 from tests.integration.harness import execute, query, read_json, relay_of_the_running_service
-from tests.integration.test_migration_0002 import alembic, version
 
 # The outbox insert of the release before 0004 (consumer/store.py then), for one row.
 PREVIOUS_RELEASE_OUTBOX = (

@@ -4,89 +4,33 @@ JSON lines that find each message and never show a secret."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from booking_sessions import logs
-from booking_sessions.observe.http import serving
-from booking_sessions.service import Service, open_service, run_until
 from booking_sessions.settings import Settings
 from models.records import OutgoingRecord
 from producer.bookings import encode
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, publish
-from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle, PostgresHandle
+from tests.integration.http_probes import Samples, get, running, scrape, series, value
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 MEETING_SECRET = "meeting-secret-sentinel-8c1f-of-32-bytes"
 DB_PASSWORD = "db-password-sentinel-51ab"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@dataclass
-class Running:
-    service: Service
-    base_url: str
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Running]:
-    """``run`` in-process: consumer, relay, sampler and the HTTP server on a free port, stopped afterwards."""
-    stop = asyncio.Event()
-    async with open_service(settings) as svc:
-        with serving(svc.metrics.registry, svc.health, "127.0.0.1", 0) as server:
-            task = asyncio.create_task(run_until(svc, stop))
-            try:
-                yield Running(svc, f"http://127.0.0.1:{server.port}")
-            finally:
-                stop.set()
-                await task
-
-
-async def get(url: str) -> tuple[int, bytes]:
-    def fetch() -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return int(response.status), bytes(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-
-    return await asyncio.to_thread(fetch)
-
-
-async def scrape(base_url: str) -> Samples:
-    status, body = await get(f"{base_url}/metrics")
-    assert status == 200
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def series(samples: Samples, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
 def records(settings: Settings) -> list[OutgoingRecord]:

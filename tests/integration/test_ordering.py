@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from booking_sessions.settings import Settings
 from consumer.ids import session_created_id, session_id, session_updated_id
+from tests.integration.bookings import START, event
 from tests.integration.harness import Produced, consume_all, execute, publish, query, read_json, service, snapshot
-from tests.integration.test_scenarios import START, event
 
 
 async def test_newer_snapshot_updates_and_a_stale_one_changes_nothing(settings: Settings, database_url: str) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.ids import session_id
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, query, relay_of_the_running_service, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, publish_one_by_one
-from tests.integration.test_scenarios import event
 
 
 async def three_bookings_one_rescheduled(settings: Settings) -> list[Any]:

@@ -15,12 +15,12 @@ from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from booking_sessions.settings import Settings
 from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
+from tests.integration.bookings import event
+from tests.integration.dead_letters import read_dead_letters
 from tests.integration.harness import Produced, consume_all, publish, query, service
 from tests.integration.operator_cli import invoke_json
-from tests.integration.test_deadletters import read_dead_letters
-from tests.integration.test_scenarios import event
-from tests.servers import KafkaHandle
-from tests.unit.test_wire import raw_name
+from tests.raw_headers import raw_name
+from tests.servers.ladder import KafkaHandle
 
 DLQ_NAMES = ["dlq-reason", "dlq-error", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset"]
 

@@ -22,7 +22,7 @@ from booking_sessions.dev.embedded import free_port
 from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.settings import Settings
 from tests.integration.harness import running_process
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.faults

@@ -10,8 +10,8 @@ import pytest
 from booking_sessions.settings import Settings
 from consumer.batch import BatchResult
 from consumer.ids import session_created_id, session_id
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, publish, read_json, service, snapshot
-from tests.integration.test_scenarios import event
 
 
 class InjectedCrash(RuntimeError):

@@ -19,10 +19,11 @@ from consumer.ids import meeting_link, session_cancelled_id, session_created_id,
 from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
 from tests.conftest import migrated_database
+from tests.integration.bookings import START, event
+from tests.integration.dead_letters import invalid_record
 from tests.integration.harness import Produced, consume_all, query, service, snapshot
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, publish_one_by_one
-from tests.integration.test_scenarios import START, event
-from tests.servers import KafkaHandle, PostgresHandle
+from tests.servers.ladder import KafkaHandle, PostgresHandle
 
 TANSU_TIMES = "Tansu answers ListOffsets by timestamp with offset 0 whatever the time, so --since/--until cannot work"
 
@@ -72,12 +73,6 @@ def other_type(topic: str) -> OutgoingRecord:
     return OutgoingRecord(topic, b"bk_other", json.dumps(body).encode())
 
 
-def invalid(topic: str, booking: str = "bk_bad") -> OutgoingRecord:
-    body = json.loads(encode(event("BookingConfirmed", booking, 1)))
-    body["booking"]["duration_minutes"] = 0
-    return OutgoingRecord(topic, booking.encode(), json.dumps(body).encode())
-
-
 async def committed(
     settings: Settings, group_id: str, ends: dict[tuple[str, int], int]
 ) -> dict[tuple[str, int], int | None]:
@@ -95,7 +90,7 @@ async def test_rebuild_into_an_empty_database_reproduces_rows_session_ids_links_
     bookings = [f"bk_{i}" for i in range(6)]
     first = [event("BookingApproved", b, 0) for b in bookings] + [event("BookingConfirmed", b, 1) for b in bookings[:4]]
     first_records = [as_record(e, settings.input_topic) for e in first]
-    extras = [first_records[0], other_type(settings.input_topic), invalid(settings.input_topic)]  # a repeat too
+    extras = [first_records[0], other_type(settings.input_topic), invalid_record(settings.input_topic)]  # a repeat too
     reschedule = event("BookingConfirmed", "bk_0", 5, scheduled_start=START + timedelta(days=1))
     cancellation = event("BookingCancelled", "bk_1", 5, cancellation_reason="ill")
     produced = Produced()
@@ -162,7 +157,7 @@ async def test_dry_run_counts_what_would_change_and_writes_sends_and_commits_not
         as_record(event("BookingApproved", "bk_c", 0), settings.input_topic),  # new: a SessionCreated
         as_record(event("BookingConfirmed", "bk_a", 3, title="Geometry"), settings.input_topic),  # SessionUpdated
         as_record(applied[0], settings.input_topic),  # a repeat
-        invalid(settings.input_topic),
+        invalid_record(settings.input_topic),
     ]
     await publish_one_by_one(settings, pending, produced)
     before = await snapshot(database_url)

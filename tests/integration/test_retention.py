@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from booking_sessions.retention import RETENTION_LOCK, Retention
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, execute, query, service
 from tests.integration.operator_cli import invoke, publish_one_by_one
-from tests.integration.test_scenarios import event
 from tests.waiting import eventually
 
 

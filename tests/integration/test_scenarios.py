@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link, session_created_id, session_id
 from models.events import BookingEvent
-from producer.bookings import booking_event
-from tests.integration.harness import Produced, consume_all, publish, publish_raced, query, read_json, service
-
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-START = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
-
-
-def event(kind: str, booking: str, minute: int, **overrides: object) -> BookingEvent:
-    fields: dict[str, object] = {
-        "student_id": f"student-{booking}",
-        "instructor_id": "u_7",
-        "scheduled_start": START,
-        "duration_minutes": 60,
-        "title": "Algebra II",
-        "occurred_at": T0 + timedelta(minutes=minute),
-        **overrides,
-    }
-    return booking_event(kind, booking, **fields)  # type: ignore[arg-type]
+from tests.integration.bookings import START, event
+from tests.integration.harness import (
+    Produced,
+    consume_all,
+    learners,
+    output_messages,
+    publish,
+    publish_raced,
+    query,
+    service,
+    sessions,
+)
 
 
 async def run_through(settings: Settings, events: list[BookingEvent]) -> None:
@@ -33,28 +25,6 @@ async def run_through(settings: Settings, events: list[BookingEvent]) -> None:
     async with service(settings) as svc:
         await consume_all(svc, produced)
         await svc.relay.drain()
-
-
-async def sessions(database_url: str) -> dict[str, dict[str, object]]:
-    rows = await query(database_url, "SELECT * FROM live_sessions")
-    return {r["booking_request_id"]: r for r in rows}
-
-
-async def learners(database_url: str) -> set[tuple[str, str, str, str]]:
-    rows = await query(
-        database_url,
-        """
-        SELECT s.booking_request_id, p.user_id, p.role, r.status
-        FROM session_participants p
-        JOIN live_sessions s ON s.id = p.session_id
-        JOIN session_reservations r ON r.session_id = p.session_id AND r.learner_id = p.user_id
-        """,
-    )
-    return {(r["booking_request_id"], r["user_id"], r["role"], r["status"]) for r in rows}
-
-
-async def output_messages(settings: Settings, expected: int) -> list[dict[str, object]]:
-    return [m["body"] for m in await read_json(settings, settings.output_topic, expected)]
 
 
 async def test_auto_approved_booking_creates_one_session_and_one_session_created(

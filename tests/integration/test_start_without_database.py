@@ -12,7 +12,7 @@ from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
 from tests.integration.harness import query
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.faults

@@ -9,11 +9,11 @@ import uuid
 
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute, _drop_database
+from tests.integration.bookings import event
+from tests.integration.dead_letters import invalid_record
 from tests.integration.harness import REPO, Produced, consume_all, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, invoke_json, operator_env, publish_one_by_one
-from tests.integration.test_replay import invalid
-from tests.integration.test_scenarios import event
-from tests.servers import PostgresHandle
+from tests.servers.ladder import PostgresHandle
 
 UNREACHABLE_DATABASE = "postgresql+asyncpg://booking:secret-pw@127.0.0.1:1/booking"
 
@@ -24,7 +24,7 @@ async def test_status_reports_lag_outbox_backlog_dead_letters_and_inbox(settings
         settings,
         [
             *(event("BookingApproved", f"bk_{i}", 0) for i in range(5)),
-            invalid(settings.input_topic),
+            invalid_record(settings.input_topic),
             event("BookingCancelled", "bk_gone", 0),  # cancelled before it was approved: a row, nothing to send
         ],
         consumed,

@@ -20,9 +20,9 @@ from consumer.ids import session_created_id, session_id, session_updated_id
 from models.events import BookingEvent
 from models.records import Decoded
 from producer.bookings import as_record
+from tests.integration.bookings import START, event
+from tests.integration.dead_letters import refuse_in_database
 from tests.integration.harness import Produced, committed_offsets, publish, query, read_json, service
-from tests.integration.test_deadletters import refuse_in_database
-from tests.integration.test_scenarios import START, event
 from tests.waiting import eventually
 
 

@@ -16,8 +16,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from booking_sessions.settings import Settings
 from models.trace_context import TraceContext, as_headers
 from producer.bookings import as_record
+from tests.integration.bookings import event
 from tests.integration.harness import Produced, publish, read_json, running_process, sigterm
-from tests.integration.test_scenarios import event
 from tests.waiting import eventually
 
 

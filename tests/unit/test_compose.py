@@ -12,7 +12,8 @@ import yaml
 
 from booking_sessions.observe.tracing import wanted
 from booking_sessions.settings import Settings
-from tests.servers import POSTGRES_IMAGE, kafka_version
+from tests.servers.containers import POSTGRES_IMAGE
+from tests.servers.kafka_jars import kafka_version
 
 ROOT = Path(__file__).resolve().parents[2]
 # CONTRACT.md, "Process and configuration": the variables other teams and operators rely on.

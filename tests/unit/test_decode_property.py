@@ -17,7 +17,7 @@ from models.errors import DlqReason
 from models.events import EARLIEST_START, LATEST_START
 from models.records import Decoded, Record
 from tests.unit.builders import example
-from tests.unit.test_decode import check_invariants
+from tests.unit.decode_checks import check_invariants
 
 REASONS = set(get_args(DlqReason))
 LIMITS = Limits(value_bytes=4096, key_bytes=256, header_count=40, header_bytes=2048)

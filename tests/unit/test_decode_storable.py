@@ -12,7 +12,7 @@ import pytest
 from consumer.decode import Limits, decode
 from models.records import Record
 from tests.unit.builders import MAX_BYTES, body, record
-from tests.unit.test_decode import MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
+from tests.unit.decode_checks import MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
 
 # The example's occurred_at, 2026-11-24T10:15:00Z, as a Kafka timestamp.
 OCCURRED_MS = int(datetime(2026, 11, 24, 10, 15, tzinfo=UTC).timestamp() * 1000)

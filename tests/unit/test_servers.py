@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from tests.servers import new_cluster_id
+from tests.servers.apache_kafka import new_cluster_id
 
 
 def test_cluster_ids_are_base64url_uuids_that_never_look_like_an_option() -> None:

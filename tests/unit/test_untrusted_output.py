@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,22 +26,9 @@ from booking_sessions.ops.reports import (
 from booking_sessions.ops.republish import OutboxRow
 from booking_sessions.ops.status import PartitionLag, Status
 from booking_sessions.ops.untrusted import parse_json, visible
+from tests.hostile import HOSTILE, SGR, assert_safe
 
 AT = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-SGR = re.compile(r"\x1b\[[0-9;]*m")  # the colours Rich itself writes; anything else escaping is a leak
-HOSTILE = [
-    b"bk_1[/x]",
-    b"[link=https://evil.example]click[/link]",
-    b"\x1b[31mred\x1b[0m",
-    b"\x1b]0;owned window title\x07",
-    b"\x1b]8;;https://evil.example\x1b\\link\x1b]8;;\x1b\\",
-    b"\x9b31m",
-    "\u202eevil".encode(),
-    b"\xff\xfe not utf-8",
-    b"trailing backslash\\",
-    b":smile: [bold]",
-    b"[" * 5000,
-]
 
 text = st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(
     [h.decode(errors="replace") for h in HOSTILE]
@@ -78,13 +64,6 @@ def rendered(parts: Sequence[RenderableType]) -> str:
     for part in parts:
         console.print(part)
     return out.getvalue()
-
-
-def assert_safe(output: str) -> None:
-    stripped = SGR.sub("", output)
-    assert "\x1b" not in stripped, repr(stripped)
-    assert not [c for c in stripped if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0], repr(stripped)
-    assert "\x1b]" not in output  # no OSC: no hyperlink, no window title
 
 
 @settings(max_examples=300, deadline=None)

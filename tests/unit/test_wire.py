@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
 
 import aiokafka.consumer.fetcher as fetcher
 import pytest
@@ -17,25 +16,11 @@ from consumer.decode import decode
 from consumer.loop import to_record
 from consumer.wire import LenientMemoryRecords, install, read_batch
 from models.records import Record
+from tests.raw_headers import raw_name
 from tests.unit.builders import MAX_BYTES
 
 TP = TopicPartition("booking.events", 4)
 BAD_NAME = b"tr\xffce"  # issue 12's header name
-
-
-class RawName(str):
-    """A header name the builder writes as these bytes (aiokafka's builder encodes names with str.encode)."""
-
-    raw: bytes = b""
-
-    def encode(self, *_: Any, **__: Any) -> bytes:
-        return self.raw
-
-
-def raw_name(raw: bytes) -> str:
-    name = RawName("x")
-    name.raw = raw
-    return name
 
 
 WireHeaders = list[tuple[str, bytes | None]]

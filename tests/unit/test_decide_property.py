@@ -1,4 +1,5 @@
-"""decide(): order- and duplicate-independence against an in-memory model of the database, plus examples.
+"""decide(): order- and duplicate-independence against an in-memory model of the database (the examples are in
+test_decide_examples.py and test_decide_cancellation.py).
 
 The model mirrors consumer/batch.py + consumer/store.py: decode, drop in-batch repeats (split_repeats), drop
 message ids already in the inbox, group per booking, decide on the new events, then apply as the SQL does
@@ -14,38 +15,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.decide import (
-    Cancellation,
     Decision,
     OutboxRow,
     SessionDetails,
     SessionRow,
     cancellation_of,
     decide,
-    details_of,
     earlier,
     version_of,
 )
 from consumer.decode import decode
 from consumer.grouping import classify_repeats, group_events, split_repeats
-from consumer.ids import meeting_link, session_cancelled_id, session_created_id, session_id, session_updated_id
+from consumer.ids import session_cancelled_id, session_created_id, session_id, session_updated_id
 from models.events import BookingEvent
 from models.records import Record
 from producer.bookings import encode
 from tests.unit.builders import MAX_BYTES, event
-
-SECRET = b"unit-test-secret"
-BASE_URL = "https://meet.jit.si"
-NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
-
-
-def link_for(sid: UUID) -> str:
-    return meeting_link(BASE_URL, sid, SECRET)
-
+from tests.unit.decisions import NOW, link_for
 
 # --- the in-memory database ---------------------------------------------------------------------------------
 
@@ -269,243 +259,3 @@ def check_booking(db: Db, booking_id: str, events: list[BookingEvent], batches: 
         row.details.duration_minutes,
     )
     assert last.scheduled_start == start
-
-
-# --- examples -----------------------------------------------------------------------------------------------
-
-T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-ID_A = UUID("00000000-0000-4000-8000-00000000000a")
-ID_B = UUID("00000000-0000-4000-8000-00000000000b")
-ID_C = UUID("00000000-0000-4000-8000-00000000000c")
-SID = session_id("bk_123")
-
-
-def created_row(e: BookingEvent) -> SessionRow:
-    decision = decide(None, [e], link_for, NOW)
-    assert decision.session is not None
-    return decision.session
-
-
-def test_the_first_event_creates_the_session_and_one_session_created() -> None:
-    calls: list[UUID] = []
-
-    def link(sid: UUID) -> str:
-        calls.append(sid)
-        return f"https://meet.example/{sid.hex[:4]}"
-
-    e = event(ID_A, T0, type="BookingApproved")
-    decision = decide(None, [e], link, NOW)
-
-    assert calls == [SID]
-    assert decision.session_id == SID
-    assert decision.session == SessionRow(
-        SID, "bk_123", details_of(e), f"https://meet.example/{SID.hex[:4]}", (T0, ID_A)
-    )
-    assert decision.learners == frozenset()
-    [out] = decision.outbox
-    assert (out.message_id, out.key, out.event.type) == (session_created_id(SID), "bk_123", "SessionCreated")
-    assert out.event.message_id == session_created_id(SID)
-    assert out.event.occurred_at == NOW
-
-
-def test_booking_approved_alone_adds_no_learner_and_confirmed_adds_its_student() -> None:
-    assert decide(None, [event(ID_A, T0, type="BookingApproved")], link_for, NOW).learners == frozenset()
-
-    confirmed = decide(None, [event(ID_A, T0, type="BookingConfirmed", student_id="u_9")], link_for, NOW)
-    assert confirmed.learners == frozenset({"u_9"})
-
-
-def test_every_confirmed_student_of_the_batch_is_a_learner_even_from_an_older_snapshot() -> None:
-    events = [
-        event(ID_A, T0, type="BookingConfirmed", student_id="u_1"),
-        event(ID_B, T0 + timedelta(minutes=1), type="BookingApproved", student_id="u_2"),
-    ]
-    assert decide(None, events, link_for, NOW).learners == frozenset({"u_1"})
-
-
-def test_a_stale_event_after_a_newer_one_changes_nothing_and_tells_nobody() -> None:
-    current = created_row(event(ID_A, T0 + timedelta(minutes=5), title="New"))
-    stale = event(ID_B, T0, title="Old", type="BookingConfirmed", student_id="u_8")
-
-    decision = decide(current, [stale], link_for, NOW)
-
-    assert decision.session is None
-    assert decision.outbox == ()
-    assert decision.session_id == SID
-    assert decision.learners == frozenset({"u_8"})  # participants only ever grow
-
-
-def test_the_same_event_again_after_the_inbox_was_pruned_changes_nothing() -> None:
-    e = event(ID_A, T0)
-    decision = decide(created_row(e), [e], link_for, NOW)
-
-    assert (decision.session, decision.outbox) == (None, ())
-
-
-def test_a_newer_snapshot_with_changed_details_emits_one_session_updated() -> None:
-    current = created_row(event(ID_A, T0, title="Algebra II"))
-    newer = event(ID_B, T0 + timedelta(minutes=1), title="Geometry", duration_minutes=90)
-
-    decision = decide(current, [newer], link_for, NOW)
-
-    assert decision.session == current._replace(details=details_of(newer), version=(newer.occurred_at, ID_B))
-    [out] = decision.outbox
-    assert out.message_id == session_updated_id(SID, ID_B)
-    assert out.message_id == UUID(str(session_updated_id(SID, ID_B)))
-    assert (out.event.type, out.event.message_id, out.key) == ("SessionUpdated", out.message_id, "bk_123")
-    assert (out.event.session.title, out.event.session.duration_minutes) == ("Geometry", 90)
-    assert out.event.session.meeting_link == current.meeting_link
-
-
-def test_the_meeting_link_of_the_existing_row_is_kept() -> None:
-    current = created_row(event(ID_A, T0))._replace(meeting_link="https://meet.jit.si/existing-room")
-    decision = decide(current, [event(ID_B, T0 + timedelta(minutes=1), title="Other")], link_for, NOW)
-
-    assert decision.session is not None
-    assert decision.session.meeting_link == "https://meet.jit.si/existing-room"
-    assert decision.outbox[0].event.session.meeting_link == "https://meet.jit.si/existing-room"
-
-
-def test_a_newer_snapshot_with_the_same_instant_in_another_offset_moves_the_version_silently() -> None:
-    current = created_row(event(ID_A, T0, scheduled_start=datetime(2026, 12, 1, 15, tzinfo=UTC)))
-    plus_one = datetime(2026, 12, 1, 16, tzinfo=timezone(timedelta(hours=1)))
-    newer = event(ID_B, T0 + timedelta(seconds=1), scheduled_start=plus_one)
-
-    decision = decide(current, [newer], link_for, NOW)
-
-    assert decision.session == current._replace(version=(newer.occurred_at, ID_B))
-    assert decision.outbox == ()
-
-
-@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
-def test_a_tie_on_occurred_at_in_one_batch_goes_to_the_larger_message_id(order: tuple[int, int]) -> None:
-    # The same instant, written in two offsets.
-    pair = [
-        event(ID_C, T0, title="from C"),
-        event(ID_B, T0.astimezone(timezone(timedelta(hours=-3))), title="from B"),
-    ]
-    decision = decide(None, [pair[i] for i in order], link_for, NOW)
-
-    assert decision.session is not None
-    assert (decision.session.details.title, decision.session.version[1]) == ("from C", ID_C)
-
-
-def test_a_tie_on_occurred_at_across_batches_goes_to_the_larger_message_id() -> None:
-    current = created_row(event(ID_B, T0, title="from B"))
-
-    smaller = decide(current, [event(ID_A, T0, title="from A")], link_for, NOW)
-    larger = decide(current, [event(ID_C, T0.astimezone(timezone(timedelta(hours=5))), title="from C")], link_for, NOW)
-
-    assert (smaller.session, smaller.outbox) == (None, ())
-    assert larger.session is not None
-    assert larger.session.details.title == "from C"
-    assert [o.message_id for o in larger.outbox] == [session_updated_id(SID, ID_C)]
-
-
-def test_the_newest_of_a_batch_wins_whatever_its_position() -> None:
-    events = [event(ID_A, T0 + timedelta(minutes=9), title="newest"), event(ID_C, T0, title="oldest")]
-
-    first = decide(None, events, link_for, NOW)
-    second = decide(None, events[::-1], link_for, NOW)
-
-    assert first == second
-    assert first.session is not None
-    assert first.session.details.title == "newest"
-
-
-def test_several_new_events_on_an_existing_session_emit_at_most_one_update() -> None:
-    current = created_row(event(ID_A, T0, title="t0"))
-    events = [event(ID_B, T0 + timedelta(minutes=1), title="t1"), event(ID_C, T0 + timedelta(minutes=2), title="t2")]
-
-    decision = decide(current, events, link_for, NOW)
-
-    assert [o.message_id for o in decision.outbox] == [session_updated_id(SID, ID_C)]
-    assert decision.outbox[0].event.session.title == "t2"
-
-
-def test_decide_on_no_events_raises() -> None:
-    with pytest.raises(ValueError):
-        decide(None, [], link_for, NOW)
-
-
-# --- cancellation examples ----------------------------------------------------------------------------------
-
-
-def cancelled(message_id: UUID, occurred_at: datetime, reason: str | None = "ill", **fields: object) -> BookingEvent:
-    return event(message_id, occurred_at, type="BookingCancelled", cancellation_reason=reason, **fields)  # type: ignore[arg-type]
-
-
-def test_a_cancellation_before_any_approval_creates_the_row_cancelled_and_tells_nobody() -> None:
-    decision = decide(None, [cancelled(ID_A, T0)], link_for, NOW)
-
-    assert decision.session is not None
-    assert (decision.session.status, decision.session.cancellation) == ("CANCELLED", Cancellation(T0, ID_A, "ill"))
-    assert (decision.outbox, decision.cancelled, decision.first_write) == ((), True, True)
-
-
-def test_a_late_approval_and_confirmation_cannot_open_a_cancelled_session() -> None:
-    current = created_row(cancelled(ID_B, T0 + timedelta(minutes=5)))
-    late = [event(ID_A, T0, type="BookingApproved"), event(ID_C, T0 + timedelta(minutes=1), student_id="u_9")]
-
-    decision = decide(current, late, link_for, NOW)
-
-    assert (decision.session, decision.outbox) == (None, ())
-    assert (decision.learners, decision.cancelled) == (frozenset({"u_9"}), True)  # a CANCELLED reservation
-
-
-def test_cancelling_an_announced_session_sends_one_session_cancelled_with_the_reason() -> None:
-    current = created_row(event(ID_A, T0, type="BookingApproved"))
-
-    decision = decide(current, [cancelled(ID_B, T0 + timedelta(minutes=1), reason="moved away")], link_for, NOW)
-
-    assert decision.session == current._replace(
-        version=(T0 + timedelta(minutes=1), ID_B),
-        cancellation=Cancellation(T0 + timedelta(minutes=1), ID_B, "moved away"),
-    )
-    [out] = decision.outbox
-    assert (out.message_id, out.event.type) == (session_cancelled_id(SID), "SessionCancelled")
-    assert (out.event.session.status, out.event.session.cancellation_reason) == ("CANCELLED", "moved away")
-    assert json.loads(out.payload())["session"]["cancellation_reason"] == "moved away"
-    assert out.payload() == out.event.model_dump_json()
-
-
-def test_a_session_cancelled_without_a_reason_leaves_the_field_out() -> None:
-    current = created_row(event(ID_A, T0))
-
-    [out] = decide(current, [cancelled(ID_B, T0 - timedelta(minutes=1), reason=None)], link_for, NOW).outbox
-
-    assert "cancellation_reason" not in json.loads(out.payload())["session"]
-    assert out.event.session.status == "CANCELLED"
-    assert out.event.session.title == "Algebra II"  # the older cancellation's snapshot does not overwrite
-
-
-def test_a_newer_snapshot_after_the_cancellation_moves_the_row_silently() -> None:
-    current = created_row(cancelled(ID_A, T0))
-    newer = event(ID_B, T0 + timedelta(minutes=1), title="Geometry", type="BookingApproved")
-
-    decision = decide(current, [newer], link_for, NOW)
-
-    assert decision.session == current._replace(details=details_of(newer), version=(newer.occurred_at, ID_B))
-    assert decision.outbox == ()
-
-
-def test_an_earlier_cancellation_arriving_later_takes_over_the_row_silently() -> None:
-    current = created_row(cancelled(ID_B, T0 + timedelta(minutes=5), reason="second thoughts"))
-
-    decision = decide(current, [cancelled(ID_C, T0, reason="first")], link_for, NOW)
-
-    assert decision.session is not None
-    assert decision.session.cancellation == Cancellation(T0, ID_C, "first")
-    assert decision.session.version == current.version  # the details stay those of the newest snapshot
-    assert decision.outbox == ()
-    repeat = decide(decision.session, [cancelled(ID_A, T0 + timedelta(minutes=1))], link_for, NOW)
-    assert (repeat.session, repeat.outbox) == (None, ())  # neither newer nor earlier: nothing to write
-
-
-def test_approval_and_cancellation_in_one_batch_of_a_new_session_tell_nobody() -> None:
-    events = [event(ID_A, T0, type="BookingApproved"), cancelled(ID_B, T0 + timedelta(minutes=1))]
-
-    decision = decide(None, events, link_for, NOW)
-
-    assert decision.session is not None and decision.session.status == "CANCELLED"
-    assert decision.outbox == ()
