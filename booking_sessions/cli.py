@@ -53,7 +53,7 @@ def run() -> None:
     that instead.
     """
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(), secrets=settings.secret_values())
     _run_async(lambda: _serve(settings))
 
 
@@ -154,7 +154,7 @@ async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdo
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(), secrets=settings.secret_values())
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.database_tls import database_connect_args
@@ -178,7 +178,7 @@ def demo() -> None:
     ids. Without BOOKING_MEETING_SECRET its bookings get a throwaway one, never recorded as a real key.
     """
     settings = settings_or_fail()
-    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"), secrets=settings.secret_values())
+    configure_logging(settings.logging_level(quiet=True), secrets=settings.secret_values())
     console = Console()
     ok = _run_async(lambda: _demo(settings, console))
     console.print("[green]demo passed[/]" if ok else "[red]demo failed[/]")

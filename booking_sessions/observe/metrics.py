@@ -27,7 +27,7 @@ from consumer.batch import BatchResult
 from consumer.parking import Hold
 from models.errors import DlqReason
 from models.events import SessionEventType
-from models.faults import sqlstate
+from models.faults import first_line, sqlstate
 from models.records import SentAs
 
 log = structlog.get_logger(__name__)
@@ -357,6 +357,6 @@ class Sampler:
                 await self.sample_once()
             except Exception as error:
                 # The loop and relay retry and log the outage itself; the gauges keep their last values.
-                log.warning("metrics_sample_failed", cause=retry_cause(error), error=str(error)[:300])
+                log.warning("metrics_sample_failed", cause=retry_cause(error), error=first_line(error, 300))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -50,8 +49,7 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
     settings = settings_or_fail()
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
-    level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
-    configure_logging(level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(quiet=True), secrets=settings.secret_values())
     if kafka and settings.kafka_bootstrap is None:
         fail("BOOKING_KAFKA_BOOTSTRAP is not set (e.g. 127.0.0.1:9092): the command works on the service's broker")
     if database and settings.database_url is None:

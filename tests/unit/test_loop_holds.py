@@ -12,9 +12,9 @@ from collections.abc import Collection, Sequence
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.batch import BatchResult, Prepared, offsets_after
 from consumer.loop import ConsumerLoop
 from consumer.parking import held_offsets, hold_back, without
+from consumer.results import BatchResult, Prepared, offsets_after
 from models.records import Decoded, Record
 from tests.waiting import eventually
 
