@@ -94,6 +94,7 @@ class Shutdown:
         self.unfinished: Callable[[], dict[str, Any]] = dict
 
     def begin(self, signal_name: str) -> None:
+        """The first signal: say what is being finished, and start the deadline's timer."""
         # Structured lines, not console prints: JSON like every other line when not on a terminal.
         log.info(
             "shutdown_requested",
@@ -106,6 +107,7 @@ class Shutdown:
         timer.start()
 
     def give_up(self) -> None:
+        """The deadline passed: log what was unfinished and exit with code 1 at once."""
         # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
         # drops what was already applied; unpublished outbox rows wait for the next relay.
         log.error(
@@ -117,6 +119,7 @@ class Shutdown:
         os._exit(1)
 
     def forced(self, signal_name: str) -> None:
+        """A second signal: exit with code 1 at once, saying what was unfinished."""
         log.warning("shutdown_forced", signal=signal_name, reason="second signal", unfinished=self.unfinished())
         os._exit(1)
 

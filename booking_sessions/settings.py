@@ -210,6 +210,7 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap is None and self.database_url is None
 
     def database_url_value(self) -> str:
+        """The database URL in clear (for the engine only, never for a message); raises ValueError when unset."""
         if self.database_url is None:
             raise ValueError("BOOKING_DATABASE_URL is not set")
         return self.database_url.get_secret_value()

@@ -49,6 +49,17 @@ DECODE_SLICE = 100
 
 
 class BatchProcessor:
+    """The one way batches are applied (``run`` and ``replay``): ``prepare`` decodes a batch of records, ``apply``
+    applies it in transactions and returns what it did, with the offsets to commit (CONTRACT "What each event does":
+    the inbox row and the effects in one transaction; dead letters sent before it commits).
+
+    Takes the engine, the dead-letter sender (a producer.publish.Publisher, wired in by the service), the meeting
+    link of a session id, the output and DLQ topics, the input limits, how many transactions a large batch may
+    spread over, a clock, ``dry_run`` (roll every transaction back, send nothing), the tracer, the consumer group
+    named in spans, the span link limit, and ``park_locked`` (only for a caller that honours ``BatchResult.held``:
+    the consume loop of ``run``).
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,

@@ -38,6 +38,9 @@ class DeadLetterSender(Protocol):
 
 
 def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> OutgoingRecord:
+    """The dead letter of a dead-lettered record (CONTRACT "Dead letters"): its key, value and headers unchanged,
+    plus the six dlq-* headers (models.records.DLQ_HEADERS; dlq-error at most 1 KiB). Raises ValueError for a record
+    that has no dlq reason (a bug)."""
     record = decoded.record
     if decoded.reason is None:
         raise ValueError(f"record at {record.topic}/{record.partition}/{record.offset} has no dlq reason")
@@ -53,6 +56,7 @@ def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> Outgoi
 
 
 def dead_letters(items: Sequence[Decoded], dlq_topic: str, failed_at: datetime) -> list[OutgoingRecord]:
+    """``dead_letter`` of each, in order."""
     return [dead_letter(d, dlq_topic, failed_at) for d in items]
 
 

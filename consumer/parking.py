@@ -129,7 +129,9 @@ class Hold:
 class HoldObserver(Protocol):
     """What the holds report for metrics and health (booking_sessions.observe.metrics.Metrics implements it)."""
 
-    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None: ...
+    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None:
+        """``parked`` bookings were just parked (0: a release); ``held`` is every held partition now, by
+        "topic/partition"."""
 
 
 class Holds:

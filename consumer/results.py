@@ -70,10 +70,13 @@ class BatchResult:
 
     @property
     def outbox_rows(self) -> int:
+        """Outbox rows the batch wrote: one per SessionCreated, SessionUpdated and SessionCancelled."""
         return self.sessions_created + self.sessions_updated + self.sessions_cancelled
 
 
 def merge(results: Sequence[BatchResult]) -> BatchResult:
+    """What several transactions (or batches) did together: counts added, per partition the highest next offset,
+    parked bookings united (``held`` is left to the caller). ``merge([])`` is the empty result."""
     offsets: dict[tuple[str, int], int] = {}
     parked: set[str] = set()
     dead: Counter[DlqReason] = Counter()

@@ -1,4 +1,5 @@
-"""Replay the input topic through the same BatchProcessor as ``run``, under a consumer group of its own.
+"""Replay the input topic through the same consume loop and BatchProcessor as ``run``, under a consumer group of its
+own, from planned start offsets to stop offsets taken when it begins (or ``--until``).
 
 The inbox drops what was applied and the upserts keep the newest snapshot, so a replay changes only what is
 missing (a rebuild into an empty database recreates everything, with the same ids). The replay group commits
@@ -45,11 +46,16 @@ class Span:
 
     @property
     def size(self) -> int:
+        """How many offsets the span covers (0: nothing to do)."""
         return max(0, self.stop - self.start)
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayRequest:
+    """What the operator asked for (README "Replay"): the replay's own ``group_id``, where to start (``since``, a
+    time, or explicit ``offsets`` by partition) and stop (``until``), ``dry_run`` (count, write and send nothing,
+    commit nothing), and ``relay`` (publish the outbox rows at the end)."""
+
     group_id: str
     since: datetime | None = None
     offsets: Mapping[int, int] | None = None
@@ -60,6 +66,9 @@ class ReplayRequest:
 
 @dataclass(slots=True)
 class ReplaySummary:
+    """What a replay did: its spans and how far each partition got (``reached``), the batches' counts together
+    (``totals``), the outbox rows it published (``--relay``) and those still waiting, and its duration in seconds."""
+
     topic: str
     group_id: str
     dry_run: bool
@@ -71,6 +80,7 @@ class ReplaySummary:
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as ``replay --json`` prints it (``ops.reports.replay_report`` renders it for a person)."""
         t = self.totals
         return {
             "topic": self.topic,
@@ -146,6 +156,15 @@ def _describe(partitions: Sequence[int]) -> str:
 
 
 async def replay_topic(settings: Settings, request: ReplayRequest, progress: Progress) -> ReplaySummary:
+    """Replay the input topic as ``request`` says, showing ``progress``, and return the summary.
+
+    The same consume loop and batch processor as ``run`` (consumer.loop.ConsumerLoop, service.batch_processor):
+    the same decoding, transactions, dead letters and retries (here RETRY_ATTEMPTS per batch, then the error), and
+    offsets committed to the replay group only after each batch's effects (none for a dry run). Raises
+    OperatorError before anything is read when Kafka is not configured, the group is the live one, or the database
+    cannot be used; ConfigurationError when the meeting key is missing or does not fit; OperatorError when a
+    partition stops moving for STALL_TIMEOUT_S.
+    """
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: replay reads the service's input topic")
     if request.group_id == settings.group_id:

@@ -46,6 +46,8 @@ def settings_or_fail() -> Settings:
 
 
 def load_settings(*, kafka: bool, database: bool) -> Settings:
+    """The settings of an operator's command, with logging set up (quiet: ``Settings.logging_level``); one line and
+    exit 2 when the command needs the broker (``kafka``) or the database (``database``) and it is not configured."""
     settings = settings_or_fail()
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
@@ -58,6 +60,9 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
+    """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
+    exit 130; a failure the operator can act on (``ops.failures.one_line``): one line, exit 2; anything else (a bug)
+    is raised with its traceback."""
     from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
 
     try:
@@ -90,6 +95,7 @@ def print_all(parts: Sequence[RenderableType]) -> None:
 
 
 def print_json(data: object) -> None:
+    """``data`` as indented JSON on stdout (datetimes and other values as their str)."""
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -107,6 +113,7 @@ def with_progress(
 
 
 def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
 
 
