@@ -160,8 +160,8 @@ class ConsumerLoop:
 
     async def run_to(self, until: Mapping[TopicPartition, int], progress: Progress | None = None) -> BatchResult:
         """Batch by batch (``run_once``, nothing fetched ahead) until each partition of ``until`` reached its stop
-        offset (exclusive); records at or past it are not applied. The consumer is assigned and sought by the
-        caller; every other assigned partition is paused. Returns the counts of every batch together.
+        offset (exclusive); records at or past it are not applied. The caller assigns the consumer, seeks each
+        partition to its start and pauses those with nothing to do. Returns the counts of every batch together.
 
         After each batch, ``progress`` gets the offset each unfinished partition reached; it may raise to give up
         (a partition that stopped moving). A finished partition is paused and its stop offset committed (past any
