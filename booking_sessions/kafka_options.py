@@ -12,9 +12,11 @@ from models.errors import ConfigurationError
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for AIOKafkaConsumer, AIOKafkaProducer and AIOKafkaAdminClient alike.
+    """Keyword arguments for AIOKafkaConsumer, AIOKafkaProducer and AIOKafkaAdminClient alike: the security
+    protocol, an SSL context (SSL, SASL_SSL), the SASL credentials (SASL_*), and the request deadlines.
 
-    Settings already refused inconsistent combinations; what is left to fail here is the content of the files.
+    Settings already refused inconsistent combinations; what is left to fail here is the content of the files:
+    raises ConfigurationError (``ssl_context``) when they cannot be loaded.
     """
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol, **kafka_deadlines(settings)}
@@ -34,7 +36,9 @@ CONNECTIONS_MAX_IDLE_MS = 300_000
 
 
 def kafka_deadlines(settings: Settings) -> dict[str, Any]:
-    """The bound on every broker request (a silent connection fails it and is replaced) for every client kind."""
+    """The bound on every broker request (a silent connection fails it and is replaced) for every client kind:
+    ``request_timeout_ms`` from BOOKING_KAFKA_REQUEST_TIMEOUT_S, and ``connections_max_idle_ms`` (CONTRACT, "Process
+    and configuration": every wait on the broker has a deadline)."""
     return {
         "request_timeout_ms": int(settings.kafka_request_timeout_s * 1000),
         "connections_max_idle_ms": CONNECTIONS_MAX_IDLE_MS,
@@ -42,7 +46,9 @@ def kafka_deadlines(settings: Settings) -> dict[str, Any]:
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
-    """Verifies the broker (hostname included) against the CA file, or the system's CAs when none is given."""
+    """Verifies the broker (hostname included) against the CA file, or the system's CAs when none is given; presents
+    the client certificate when one is configured. Raises ConfigurationError naming the files (never the password)
+    when one cannot be loaded."""
     password = settings.kafka_ssl_key_password
     try:
         context: ssl.SSLContext = create_ssl_context(

@@ -25,5 +25,6 @@ def alembic_config(database_url: str, connect_args: Mapping[str, Any] | None = N
 
 def upgrade_head(database_url: str, connect_args: Mapping[str, Any] | None = None) -> None:
     """Bring the schema to the newest revision; running it again changes nothing. ``connect_args``: as for
-    ``create_async_engine`` (``database_tls.database_connect_args``)."""
+    ``create_async_engine`` (``database_tls.database_connect_args``). Raises what the database raises (OSError
+    when it cannot be reached); concurrent runs queue on an advisory lock (``migrations/env.py``)."""
     command.upgrade(alembic_config(database_url, connect_args), "head")

@@ -96,7 +96,8 @@ _CUTOFF = text("SELECT now() - CAST(:age AS interval)")
 
 
 async def cutoff_for(engine: AsyncEngine, older_than: timedelta) -> datetime:
-    """``now() - older_than`` by the database's clock, not this machine's: the rows were stamped by it."""
+    """``now() - older_than`` by the database's clock, not this machine's: the rows were stamped by it. Returns an
+    aware datetime; raises what the database raises."""
     async with engine.connect() as conn:
         found: datetime = await conn.scalar(_CUTOFF, {"age": older_than})
     return found
@@ -104,8 +105,8 @@ async def cutoff_for(engine: AsyncEngine, older_than: timedelta) -> datetime:
 
 async def delete_batch(conn: AsyncConnection, target: PruneTarget, cutoff: datetime, batch_rows: int) -> int:
     """Delete at most ``batch_rows`` rows of ``target`` older than ``cutoff`` in the caller's transaction (keep it
-    short: one batch each); return how many went. Bounded waits: a batch that cannot get a lock or takes too long
-    fails alone, nothing held."""
+    short: one batch each); return how many went. Bounded waits: a batch that cannot get a lock (5 s) or takes too
+    long (60 s) fails alone, nothing held: raises the database's error (DBAPIError) then."""
     await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
     await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
     result = await conn.execute(target.delete_batch, {"cutoff": cutoff, "batch_rows": batch_rows})
@@ -115,13 +116,16 @@ async def delete_batch(conn: AsyncConnection, target: PruneTarget, cutoff: datet
 class RetentionObserver(Protocol):
     """What retention reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
 
-    def retention_deleted(self, table: str, rows: int) -> None: ...
+    def retention_deleted(self, table: str, rows: int) -> None:
+        """A batch deleted ``rows`` (> 0) rows of ``table`` (``inbox`` or ``outbox``)."""
 
-    def retention_retried(self, error: BaseException) -> None: ...
+    def retention_retried(self, error: BaseException) -> None:
+        """A round failed with ``error``; the next interval tries again."""
 
 
 class Retention:
-    """Keeps each table within its retention; ``None`` for a table turns its pruning off."""
+    """Keeps each table within its retention (``inbox``, ``outbox``: ages; ``None`` turns a table's pruning off),
+    a round every ``interval_s`` seconds, ``batch_rows`` rows per transaction."""
 
     def __init__(
         self,

@@ -23,7 +23,8 @@ from booking_sessions.logs import register_secrets
 from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.observe.health import Health
 from booking_sessions.observe.http import GroupMembership
-from booking_sessions.observe.metrics import Metrics, Sampler
+from booking_sessions.observe.metrics import Metrics
+from booking_sessions.observe.sampler import Sampler
 from booking_sessions.observe.tracing import link_limit
 from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings

@@ -12,7 +12,8 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 
 async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, **client_options: Any) -> None:
-    """Create the topics that do not exist yet; an existing topic is left as it is."""
+    """Create the topics that do not exist yet, with ``partitions`` partitions and replication factor 1; an existing
+    topic is left as it is. Raises the broker's error (a KafkaError) when it refuses to create one."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
@@ -29,6 +30,7 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, *
 
 
 async def partitions_of(bootstrap: str, topic: str, **client_options: Any) -> list[int]:
+    """The partition numbers of ``topic``, sorted; raises LookupError when it does not exist (it is never created)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
@@ -46,7 +48,8 @@ async def partitions_of(bootstrap: str, topic: str, **client_options: Any) -> li
 async def read_topic(
     bootstrap: str, topic: str, *, expected: int, timeout_s: float = 30.0, **client_options: Any
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` from the beginning, once at least ``expected`` arrived or the time is up.
+    """Every record of ``topic`` from the beginning, once at least ``expected`` arrived or ``timeout_s`` (seconds)
+    is up: then what arrived, never an error for too few. Raises LookupError when the topic does not exist.
 
     No consumer group: reading back commits nothing and disturbs nobody.
     """

@@ -27,8 +27,9 @@ def processing_span(
 ) -> Iterator[dict[UUID, TraceContext]]:
     """A ``process <topic>`` span (kind CONSUMER, a root: the messages' contexts are links, not parents) around one
     transaction of ``part``; current while it runs, so the database spans are its children. Yields the trace
-    context of each message of the part that carried one, by message id, for the outbox rows they cause; with
-    tracing off as well (the span is invalid and nothing is recorded, but the contexts travel on)."""
+    context of each message of the part that carried one, by message id, for the outbox rows they cause (CONTRACT,
+    "Output": each output record continues its cause's trace); with tracing off as well (the span is invalid and
+    nothing is recorded, but the contexts travel on)."""
     topic = part[0].record.topic if part else ""
     attributes: dict[str, str | int] = {
         "messaging.system": "kafka",

@@ -34,7 +34,8 @@ def booking_event(
     message_id: uuid.UUID | None = None,
     cancellation_reason: str | None = None,
 ) -> BookingEvent:
-    """A validated event; a fresh message id and the current time unless given."""
+    """A validated event (schema version 1); a fresh message id and the current time unless given. Raises
+    pydantic's ValidationError for anything the contract refuses (CONTRACT, "Input: a booking event")."""
     return BookingEvent(
         message_id=message_id or uuid.uuid4(),
         type=type,
@@ -54,21 +55,27 @@ def booking_event(
 
 
 def encode(event: BookingEvent) -> bytes:
+    """The event as the contract's UTF-8 JSON (CONTRACT, "Input: a booking event")."""
     return event.model_dump_json().encode()
 
 
 def as_record(event: BookingEvent, topic: str) -> OutgoingRecord:
+    """The event as a record for ``topic``, keyed by its booking id (CONTRACT, "Topics": one booking, one partition)."""
     return OutgoingRecord(topic, event.booking_id.encode(), encode(event))
 
 
 class BookingEventPublisher:
+    """Publishes booking events to one topic through a started ``Publisher``."""
+
     def __init__(self, publisher: Publisher, topic: str) -> None:
         self._publisher = publisher
         self._topic = topic
 
     async def publish(self, *events: BookingEvent) -> list[RecordMetadata]:
-        """Returns once the broker acknowledged every event; events of one booking keep their order."""
+        """Returns once the broker acknowledged every event, with each one's metadata; events of one booking keep
+        their order. Raises the broker's KafkaError."""
         return await self.publish_all(events)
 
     async def publish_all(self, events: Sequence[BookingEvent]) -> list[RecordMetadata]:
+        """As ``publish``, for a sequence; returns each event's metadata, in order; raises the broker's KafkaError."""
         return await self._publisher.send_all([as_record(e, self._topic) for e in events])

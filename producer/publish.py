@@ -37,7 +37,8 @@ LASTING_REFUSALS: tuple[type[KafkaError], ...] = (
 
 
 def without_value(record: OutgoingRecord) -> OutgoingRecord:
-    """The copy without its value, which can still be fetched from the source topic by its dlq-source-* headers."""
+    """The copy without its value, which can still be fetched from the source topic by its dlq-source-* headers;
+    adds ``dlq-value-omitted`` (the value's size in bytes) and ``dlq-value-sha256`` (CONTRACT, "Dead letters")."""
     value = record.value or b""
     omitted = (
         ("dlq-value-omitted", str(len(value)).encode()),
@@ -71,6 +72,8 @@ class Publisher:
 
     @classmethod
     async def start(cls, bootstrap: str, client_id: str, **client_options: Any) -> Publisher:
+        """A started producer (``client_options``: ``kafka_client_options``), idempotent unless the broker refuses
+        it. Raises KafkaConnectionError when the broker cannot be reached, and what a non-idempotent start raises."""
         options: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -95,7 +98,8 @@ class Publisher:
         return cls(producer)
 
     async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
-        """Queue all, then wait for all acks: one round of batches instead of one round trip per record."""
+        """Queue all, then wait for all acks: one round of batches instead of one round trip per record. Returns
+        each record's metadata, in order; raises the first send's KafkaError (some records may have gone)."""
         if not records:
             return []
         futures = [await self._send(r) for r in records]
@@ -104,7 +108,9 @@ class Publisher:
     async def send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:
         """``send_all`` for dead letters, which the DLQ topic may refuse for good (a copy too large for it, say):
         such a one is sent again alone (a whole batch fails with its largest record), then without its value,
-        then bare, and reported. A passing refusal raises, for the caller to retry the batch; nothing else does.
+        then bare, and reported (CONTRACT, "Dead letters": a refused dead letter never stops the partition). A
+        passing refusal raises, for the caller to retry the batch; nothing else does. Returns one ``Refusal`` per
+        record not sent whole.
         """
         if not records:
             return []
@@ -151,7 +157,8 @@ class Publisher:
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """``send_all`` for many small records, in ``PartitionBatches`` (about 10 µs of Python less per record
         than ``send``, which the relay paid for every message). Keys are partitioned as by any Kafka client
-        (murmur2 of the key, as ``send`` does); each partition's records keep their order."""
+        (murmur2 of the key, as ``send`` does); each partition's records keep their order. Returns once every
+        batch is acknowledged; raises the first batch's KafkaError."""
         placement: dict[str, list[int]] = {}
         batches = PartitionBatches(self._producer)
         acks: list[asyncio.Future[RecordMetadata]] = []
@@ -165,11 +172,14 @@ class Publisher:
         await asyncio.gather(*acks)
 
     async def stop(self) -> None:
+        """Flush what is queued and close the producer."""
         await self._producer.stop()
 
 
 @dataclass(frozen=True, slots=True)
 class SentBatch:
+    """One partition batch handed to the producer: ``records`` records, acknowledged when ``ack`` resolves."""
+
     topic: str
     partition: int
     records: int

@@ -26,6 +26,7 @@ class Links:
         self._room = max_links if span.is_recording() else 0
 
     def add(self, context: trace.SpanContext) -> None:
+        """Link the send span to ``context``; an invalid context, or one past the limit, is dropped."""
         if self._room > 0 and context.is_valid:
             self._span.add_link(context)
             self._room -= 1
@@ -54,7 +55,8 @@ def created(
     tracer: trace.Tracer, cause: TraceContext, topic: str, key: str, message_id: UUID, links: Links
 ) -> TraceContext | None:
     """A ``create <topic>`` span (kind PRODUCER) for one output record, a child of ``cause`` (the context of the
-    event that caused the row); returns its context, for the record's headers, and links the send span to it."""
+    event that caused the row); returns its context, for the record's ``traceparent`` header (CONTRACT, "Output":
+    the trace of the event that caused it continues), and links the send span to it. None when tracing is off."""
     span = tracer.start_span(
         f"create {topic}",
         context=cause.context,

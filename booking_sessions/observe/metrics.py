@@ -1,4 +1,7 @@
-"""Prometheus metrics on a registry of the service's own, the facade the loop and relay call, and the sampler.
+"""Prometheus metrics on a registry of the service's own, and the facade the loop, relay and retention call.
+
+The gauges that cost a round trip are refreshed by ``booking_sessions.observe.sampler``; errors become labels
+through ``booking_sessions.observe.causes``.
 
 Names follow Prometheus conventions: ``booking_sessions_`` prefix, ``_total`` counters, seconds, and labels of
 low cardinality only (a reason, a cause, a stage, a partition: never a booking or message id).
@@ -6,31 +9,21 @@ low cardinality only (a reason, a cause, a stage, a partition: never a booking o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import get_args
 
-import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from booking_sessions.observe.causes import RETRY_CAUSES, describe, retry_cause
 from consumer.batch import BatchResult
 from consumer.parking import Hold
 from models.errors import DlqReason
 from models.events import SessionEventType
-from models.faults import first_line, sqlstate
 from models.records import SentAs
-
-log = structlog.get_logger(__name__)
 
 NAMESPACE = "booking_sessions"
 # A batch takes 1 to max_batch_records (default 2000) records.
@@ -38,45 +31,11 @@ BATCH_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 # From a fraction of a millisecond (decode of one record) to the minutes of a retried outage.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-_OUTBOX_STATS = text(
-    """
-    SELECT count(*) AS rows,
-           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s
-    FROM outbox_messages
-    WHERE published_at IS NULL
-    """
-)
-
-
-RETRY_CAUSES = ("connection", "timeout", "kafka", "serialization_failure", "deadlock", "database", "other")
-
-
-def retry_cause(error: BaseException) -> str:
-    """A small fixed vocabulary for the ``cause`` label (an exception's text would explode the cardinality)."""
-    code = sqlstate(error)
-    if code == "40001":
-        return "serialization_failure"
-    if code == "40P01":
-        return "deadlock"
-    if isinstance(error, KafkaError):
-        return "kafka"
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, (OSError, ConnectionError)) or (isinstance(error, DBAPIError) and code is None):
-        return "connection"
-    if code is not None:
-        return "database"
-    return "other"
-
-
-def describe(error: BaseException) -> str:
-    """An error as a probe may show it: its cause, class and SQLSTATE; never its text (hosts, users, values)."""
-    code = sqlstate(error)
-    return f"{retry_cause(error)} ({type(error).__name__}{f', SQLSTATE {code}' if code else ''})"
-
 
 class Metrics:
-    """Every metric of the service; the consumer loop and the relay report through its methods."""
+    """Every metric of the service on ``registry`` (a new one of its own when None); the consumer loop, the relay
+    and retention report through its methods (``LoopObserver``, ``RelayObserver``, ``RetentionObserver``), and it
+    keeps what ``observe.health`` judges."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No "_created" twin of every counter: noise in the text format Prometheus scrapes (process-wide switch).
@@ -208,6 +167,8 @@ class Metrics:
     # --- consumer loop (consumer.loop.LoopObserver) -----------------------------------------------------------
 
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        """A batch's offsets were committed: count its records by outcome, its dead letters by reason, its outbox
+        rows by type, and time its stages (seconds: ``commit_s`` the offset commit, ``total_s`` the whole batch)."""
         self.consumer_progress_at, self.consumer_error = time.monotonic(), None
         self.consumed.inc(result.records)
         self.applied.inc(result.applied)
@@ -232,6 +193,7 @@ class Metrics:
             self.batch_duration.labels(stage).observe(seconds)
 
     def batch_retried(self, error: BaseException) -> None:
+        """The loop retries a batch after ``error``: counted by cause, and kept (``describe``) for the health check."""
         self.retries.labels("consumer", retry_cause(error)).inc()
         self.consumer_error = describe(error)
 
@@ -256,15 +218,18 @@ class Metrics:
             self.publish_duration.observe(duration_s)
 
     def relay_retried(self, error: BaseException) -> None:
+        """The relay retries a step after ``error``: counted by cause, and kept for the health check."""
         self.retries.labels("relay", retry_cause(error)).inc()
         self.relay_error = describe(error)
 
     # --- retention (booking_sessions.retention.RetentionObserver) ---------------------------------------------
 
     def retention_deleted(self, table: str, rows: int) -> None:
+        """Retention deleted ``rows`` rows of ``table`` (``inbox`` or ``outbox``)."""
         self.retention_deleted_rows.labels(table).inc(rows)
 
     def retention_retried(self, error: BaseException) -> None:
+        """A retention round failed with ``error`` and will be tried again: counted by cause."""
         self.retries.labels("retention", retry_cause(error)).inc()
 
     # --- sampled gauges --------------------------------------------------------------------------------------
@@ -279,6 +244,8 @@ class Metrics:
         self.assigned.set(len(lags))
 
     def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
+        """The sampled outbox backlog: unpublished ``rows`` and the oldest one's age in seconds (None: none waits),
+        by the database's clock; the age gauge keeps ageing it until the next sample. The database answered."""
         self.outbox_rows.set(rows)
         self.outbox_waiting, self.database_ok_at = rows, time.monotonic()
         self._oldest_age_s = oldest_age_s
@@ -291,72 +258,5 @@ class Metrics:
         return self._oldest_age_s + (time.monotonic() - self._oldest_sampled_at)
 
     def exposition(self) -> bytes:
+        """The registry in Prometheus' text format (version 0.0.4), for ``/metrics``."""
         return generate_latest(self.registry)
-
-
-class Sampler:
-    """Refreshes the gauges that cost a round trip (lag, outbox) every ``interval_s``, not per message."""
-
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        engine: AsyncEngine,
-        metrics: Metrics,
-        *,
-        interval_s: float,
-        timeout_s: float = 30.0,
-    ) -> None:
-        self._consumer = consumer
-        self._engine = engine
-        self._metrics = metrics
-        self._interval_s = interval_s
-        # aiokafka's committed() and end_offsets() retry while the coordinator is away, without a deadline of
-        # their own: bounded here, so that one silent broker cannot freeze the gauges the health check reads.
-        self._timeout_s = timeout_s
-
-    async def sample_once(self) -> None:
-        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn."""
-        failures: list[BaseException] = []
-        for sample in (self.sample_lag, self.sample_outbox):
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await sample()
-            except Exception as error:
-                failures.append(error)
-                if sample == self.sample_outbox:
-                    self._metrics.database_error = describe(error)
-                else:
-                    self._metrics.kafka_error = describe(error)
-        if failures:
-            raise failures[0]
-
-    async def sample_lag(self) -> None:
-        assigned = sorted(self._consumer.assignment())
-        if not assigned:
-            self._metrics.set_lag({})
-            return
-        ends = await self._consumer.end_offsets(assigned)
-        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in assigned))
-        never = [tp for tp, offset in zip(assigned, committed, strict=True) if offset is None]
-        # A group with no committed offset starts at the earliest one (CONTRACT): everything there is lag.
-        starts: dict[TopicPartition, int] = await self._consumer.beginning_offsets(never) if never else {}
-        lags = {}
-        for tp, offset in zip(assigned, committed, strict=True):
-            position = starts[tp] if offset is None else offset
-            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
-        self._metrics.set_lag(lags)
-
-    async def sample_outbox(self) -> None:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(_OUTBOX_STATS)).one()
-        self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.sample_once()
-            except Exception as error:
-                # The loop and relay retry and log the outage itself; the gauges keep their last values.
-                log.warning("metrics_sample_failed", cause=retry_cause(error), error=first_line(error, 300))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

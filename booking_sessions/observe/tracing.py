@@ -120,6 +120,7 @@ def instrument_database(provider: trace.TracerProvider) -> None:
 
 
 def uninstrument_database() -> None:
+    """Undo ``instrument_database`` (the instrumentor is process-wide: tests and the end of ``tracing()``)."""
     from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 
     AsyncPGInstrumentor().uninstrument()  # type: ignore[no-untyped-call]  # untyped, as above
@@ -133,6 +134,7 @@ class ChildSpansOnly(trace.TracerProvider):
         self._provider = provider
 
     def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        """The wrapped provider's tracer (same arguments), starting spans only beneath a valid parent span."""
         return _ChildTracer(self._provider.get_tracer(*args, **kwargs))
 
 

@@ -23,7 +23,8 @@ _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or a sum such as ``1d12h``."""
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or a sum such as ``1d12h``; raises ArgumentError for anything else
+    and for zero."""
     compact = text.strip().lower()
     if not _DURATION.fullmatch(compact):
         raise ArgumentError(f"{text!r} is not a duration: use a number and a unit (w, d, h, m, s), e.g. 30d or 12h")
@@ -37,6 +38,7 @@ def parse_moment(text: str, now: datetime) -> datetime:
     """A point in time: an RFC 3339 timestamp (seconds optional), a date (midnight UTC), or a duration ago.
 
     ``2026-11-01T00:00Z``, ``2026-11-01T09:30:00+01:00``, ``2026-11-01``, ``6h`` (six hours before ``now``).
+    Returns an aware datetime in UTC; raises ArgumentError for anything else (a timestamp without an offset too).
     """
     value = text.strip()
     if _DURATION.fullmatch(value.lower()):
@@ -60,6 +62,9 @@ def _from_iso(value: str, original: str) -> datetime:
 
 
 def parse_range(since: str | None, until: str | None, now: datetime) -> tuple[datetime | None, datetime | None]:
+    """``--since`` and ``--until`` (each as ``parse_moment``, None when not given) as a half-open range [start, end).
+
+    Raises ArgumentError for a time that cannot be read, or an end not later than the start."""
     start = parse_moment(since, now) if since is not None else None
     end = parse_moment(until, now) if until is not None else None
     if start is not None and end is not None and end <= start:
@@ -68,7 +73,8 @@ def parse_range(since: str | None, until: str | None, now: datetime) -> tuple[da
 
 
 def parse_offsets(text: str) -> dict[int, int]:
-    """``0:120,3:55``: partition 0 from offset 120 and partition 3 from offset 55 (``=`` works as well)."""
+    """``0:120,3:55``: partition 0 from offset 120 and partition 3 from offset 55 (``=`` works as well), as
+    {partition: offset}; raises ArgumentError for another form or a partition given twice."""
     offsets: dict[int, int] = {}
     for item in (part.strip() for part in text.split(",")):
         match = re.fullmatch(r"(\d+)\s*[:=]\s*(\d+)", item)
@@ -82,7 +88,8 @@ def parse_offsets(text: str) -> dict[int, int]:
 
 
 def parse_positions(values: Iterable[str]) -> frozenset[tuple[int, int]]:
-    """DLQ positions, ``partition:offset`` or a bare offset (partition 0, the usual single-partition DLQ)."""
+    """DLQ positions, ``partition:offset`` or a bare offset (partition 0, the usual single-partition DLQ), each value
+    possibly a comma-separated list; as (partition, offset) pairs. Raises ArgumentError for another form."""
     positions = set()
     for value in values:
         for item in (part.strip() for part in value.split(",")):
@@ -97,7 +104,8 @@ def parse_positions(values: Iterable[str]) -> frozenset[tuple[int, int]]:
 
 
 def choose(values: Iterable[str], allowed: Iterable[str], option: str) -> frozenset[str]:
-    """Values of a repeatable option that must come from a fixed set (reasons, event types)."""
+    """Values of a repeatable option that must come from a fixed set (reasons, event types); each value may be a
+    comma-separated list. Raises ArgumentError naming the unknown ones and the choices."""
     known = tuple(allowed)
     chosen = frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
     unknown = sorted(chosen - set(known))

@@ -50,12 +50,16 @@ _RESET_DEAD_LETTERED = text(
 
 @dataclass(frozen=True, slots=True)
 class InboxRow:
+    """What the inbox holds for one message id: its ``outcome`` and the SHA-256 (hex) of the payload it saw."""
+
     outcome: str
     payload_sha256: str
 
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One dead letter's fate: ``replay`` or ``skip``, with a note for the operator saying why."""
+
     letter: DeadLetter
     action: Action
     note: str
@@ -64,17 +68,25 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class ReplayOutcome:
+    """What a replay did: every step planned, the copies the broker acknowledged, the inbox rows deleted."""
+
     steps: list[Step]
     published: int
     inbox_rows_reset: int
 
     @property
     def skipped(self) -> int:
+        """How many steps were skips."""
         return sum(1 for s in self.steps if s.action == "skip")
 
 
 def plan(letters: Sequence[DeadLetter], inbox: Mapping[UUID, InboxRow]) -> list[Step]:
-    """Pure: what to do with each selected dead letter, given the inbox rows of their message ids."""
+    """Pure: what to do with each selected dead letter, given the inbox rows of their message ids; one ``Step`` per
+    letter, in the letters' order.
+
+    A second copy of the same message is skipped, and so are ``message_id_conflict``, a letter whose value the DLQ
+    left out, and an id the inbox holds applied, ignored, or with another payload (CONTRACT, "What each event does":
+    a message id is applied once)."""
     steps: list[Step] = []
     first_of: dict[tuple[UUID | None, bytes | None, str], DeadLetter] = {}
     for letter in letters:
@@ -106,7 +118,8 @@ def plan(letters: Sequence[DeadLetter], inbox: Mapping[UUID, InboxRow]) -> list[
 
 
 def replayed_record(letter: DeadLetter, input_topic: str, dlq_topic: str, replayed_at: datetime) -> OutgoingRecord:
-    """The original key, value and headers, without the dlq-* headers, plus two recording this replay."""
+    """The original key, value and headers, without the dlq-* headers (CONTRACT, "Dead letters"), plus
+    ``dlq-replayed-at`` (RFC 3339, UTC) and ``dlq-replayed-from`` (``<dlq topic>/<partition>/<offset>``)."""
     headers = (
         *letter.original_headers(),
         ("dlq-replayed-at", rfc3339_utc(replayed_at).encode()),
@@ -116,6 +129,8 @@ def replayed_record(letter: DeadLetter, input_topic: str, dlq_topic: str, replay
 
 
 async def inbox_rows(engine: AsyncEngine, letters: Sequence[DeadLetter]) -> dict[UUID, InboxRow]:
+    """The inbox rows of the letters' message ids (letters without one are left out), in one query; raises what
+    the database raises."""
     ids = sorted({m for m in (letter.message_id for letter in letters) if m is not None})
     if not ids:
         return {}
@@ -134,6 +149,9 @@ async def execute(
     replayed_at: datetime,
     progress: Progress,
 ) -> ReplayOutcome:
+    """Publish the ``replay`` steps to ``input_topic``, ``CHUNK`` (500) per transaction: delete the chunk's
+    ``dead_lettered`` inbox rows, send, wait for the acks, commit. Raises what the broker or the database raises;
+    the chunk in hand then rolls back (its inbox rows stay), chunks before it stay done."""
     chosen = [s for s in steps if s.action == "replay"]
     task = progress.add_task("replaying dead letters", total=len(chosen))
     published = reset = 0
@@ -158,7 +176,10 @@ async def execute(
 async def replay_dead_letters(
     settings: Settings, wanted: DlqFilter, *, dry_run: bool, progress: Progress
 ) -> tuple[list[Step], ReplayOutcome | None]:
-    """The plan for every selected dead letter, and what was done (None: a dry run, nothing changed)."""
+    """The plan for every selected dead letter, and what was done (None: a dry run, nothing changed).
+
+    Raises OperatorError when the broker, the database or a topic is not there as configured (``failures``), and
+    what the servers raise mid-way (see ``execute``)."""
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: dlq replay reads the DLQ topic")
     bootstrap = settings.kafka_bootstrap

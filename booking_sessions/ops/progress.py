@@ -25,6 +25,7 @@ class RateColumn(ProgressColumn):
         self._unit = unit
 
     def render(self, task: Task) -> Text:
+        """The task's rate as ``1,234 <unit>/s`` ("-" before rich can tell)."""
         speed = task.finished_speed or task.speed
         return Text("-" if speed is None else f"{speed:,.0f} {self._unit}/s", style="progress.data.speed")
 

@@ -36,6 +36,7 @@ class PruneResult:
     dry_run: bool
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: times as ISO 8601 strings, ``oldest`` None when no row was old enough."""
         return {
             "table": self.target.name,
             "cutoff": self.cutoff.isoformat(),
@@ -94,7 +95,10 @@ async def prune(
     dry_run: bool,
     progress: Progress,
 ) -> PruneResult:
-    """``inbox prune`` / ``outbox prune``: its own engine, checked first so a bad URL is one readable line."""
+    """``inbox prune`` / ``outbox prune``: its own engine, checked first so a bad URL is one readable line.
+
+    Raises OperatorError when the database cannot be reached or is not migrated, ArgumentError as
+    ``prune_table``."""
     engine = create_engine(settings)
     try:
         await check_database(engine, settings.database_url_value())

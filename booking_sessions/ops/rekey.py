@@ -113,7 +113,8 @@ def rekey_messages(
     sessions: Iterable[SessionRow], link_for: Callable[[UUID], str], key_version: int, now: datetime
 ) -> list[OutboxRow]:
     """Pure: one SessionUpdated per session whose link differs from its link under the current key, carrying
-    the session with its new link; none for a session already moved (the idempotence of a second run)."""
+    the session with its new link; none for a session already moved (the idempotence of a second run). Its message
+    id derives from the session id and ``key_version`` (CONTRACT, "Output": re-keying after a leaked secret)."""
     messages = []
     for session in sessions:
         link = link_for(session.id)
@@ -185,7 +186,10 @@ async def rekey_sessions(
 
 
 async def rekey(settings: Settings, request: RekeyRequest, progress: Progress) -> RekeyResult:
-    """``booking-sessions meeting rekey``: check the database, then ``rekey_sessions``."""
+    """``booking-sessions meeting rekey``: check the database, then ``rekey_sessions``.
+
+    Raises OperatorError when the database cannot be reached or is not migrated, ConfigurationError as
+    ``rekey_sessions``."""
     engine = create_engine(settings)
     try:
         await check_database(engine, settings.database_url_value())

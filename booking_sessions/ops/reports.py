@@ -43,6 +43,8 @@ def _age(seconds: float | None) -> str:
 
 
 def replay_report(summary: ReplaySummary) -> list[RenderableType]:
+    """``replay``: the offsets read per partition, the records by outcome, the sessions written, the outbox rows
+    published or left to the relay, the time taken."""
     mode = (" (dry run: nothing was written, sent or committed)", "bold") if summary.dry_run else ""
     lines: list[RenderableType] = [line("replay of ", summary.topic, " as group ", summary.group_id, mode)]
     table = Table("partition", "from", "to", "records", "", box=None, pad_edge=False)
@@ -80,6 +82,7 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
 
 
 def status_report(status: Status) -> list[RenderableType]:
+    """``status``: the lag per partition as a table, then the totals, the outbox backlog, the DLQ and the inbox."""
     table = Table("partition", "committed", "end", "lag")
     for p in status.partitions:
         table.add_row(str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end), str(p.lag))
@@ -96,6 +99,7 @@ def status_report(status: Status) -> list[RenderableType]:
 
 
 def dead_letter_table(letters: Sequence[DeadLetter]) -> Table:
+    """One row per dead letter: position, reason, error, source coordinates, key, time (untrusted text made safe)."""
     table = Table("dlq", "reason", "error", "source", "key", "failed at")
     for letter in letters:
         table.add_row(
@@ -110,6 +114,7 @@ def dead_letter_table(letters: Sequence[DeadLetter]) -> Table:
 
 
 def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[RenderableType]:
+    """``dlq list``: the table of the matched letters, then the counts scanned and matched and by reason."""
     lines: list[RenderableType] = []
     if result.letters:
         lines.append(dead_letter_table(result.letters))
@@ -120,6 +125,8 @@ def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[Renderable
 
 
 def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, input_topic: str) -> list[RenderableType]:
+    """``dlq replay``: each letter's step (replay or skip, and why), then what was published (``outcome`` None: a dry
+    run)."""
     table = Table("dlq", "reason", "key", "message id", "action", "why")
     for step in steps[:ROWS_SHOWN]:
         letter = step.letter
@@ -150,6 +157,7 @@ def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, inpu
 
 
 def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> list[RenderableType]:
+    """``outbox republish``: the chosen rows, then how many were queued and sent (``result`` None: a dry run)."""
     table = Table("id", "message id", "type", "booking", "created at", "published at", "chosen")
     for row in rows[:ROWS_SHOWN]:
         table.add_row(
@@ -174,6 +182,8 @@ def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> l
 
 
 def prune_report(result: PruneResult) -> list[RenderableType]:
+    """``inbox prune`` / ``outbox prune``: the cutoff, the rows older than it, and what was deleted (or, in a dry run,
+    would be)."""
     what, cutoff, oldest = result.target.what, _when(result.cutoff), _when(result.oldest)
     older = f"{result.candidates} {what} before {cutoff} (oldest {oldest})"
     if result.dry_run:

@@ -63,6 +63,9 @@ _UNPUBLISHED = text(
 
 @dataclass(frozen=True, slots=True)
 class Selection:
+    """Which outbox rows to re-send: any of these booking ids or session ids, created in [since, until) (aware
+    datetimes), of these event types; and, unless ``exact``, every later row of each chosen booking."""
+
     bookings: tuple[str, ...] = ()
     sessions: tuple[UUID, ...] = ()
     since: datetime | None = None
@@ -72,11 +75,14 @@ class Selection:
 
     @property
     def empty(self) -> bool:
+        """True when no filter is set (``outbox republish`` then needs ``--all``)."""
         return not (self.bookings or self.sessions or self.types) and self.since is None and self.until is None
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
+    """One outbox row as the command shows it (the payload is left in the database)."""
+
     id: int
     message_id: UUID
     booking_id: str
@@ -86,6 +92,7 @@ class OutboxRow:
     chosen: bool  # matched the selection (else: a later row of a chosen booking)
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ids and times as strings (ISO 8601), ``published_at`` None while unpublished."""
         return {
             "id": self.id,
             "message_id": str(self.message_id),
@@ -99,12 +106,16 @@ class OutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class Republished:
+    """What ``republish`` did with the rows it chose."""
+
     rows: list[OutboxRow]
     queued: int  # rows handed back to the relay
     published: int | None = None  # rows sent by this process (--relay), including other waiting rows
 
 
 async def select(engine: AsyncEngine, selection: Selection) -> list[OutboxRow]:
+    """The outbox rows ``selection`` chooses, in id order (the order the relay sends them); raises what the database
+    raises."""
     params = {
         "bookings": list(selection.bookings),
         "sessions": list(selection.sessions),
@@ -119,7 +130,8 @@ async def select(engine: AsyncEngine, selection: Selection) -> list[OutboxRow]:
 
 
 async def queue(engine: AsyncEngine, rows: Sequence[OutboxRow]) -> int:
-    """Hand the rows back to the relay, atomically with respect to every relay (see the module docstring)."""
+    """Hand the rows back to the relay (``published_at`` set to NULL), atomically with respect to every relay (see
+    the module docstring); returns how many. Raises what the database raises, and then nothing changed."""
     ids = [r.id for r in rows]
     if not ids:
         return 0
@@ -132,7 +144,11 @@ async def queue(engine: AsyncEngine, rows: Sequence[OutboxRow]) -> int:
 async def relay_now(
     engine: AsyncEngine, publisher: Publisher, rows: Sequence[OutboxRow], *, batch_rows: int, progress: Progress
 ) -> int:
-    """Publish until every row is sent: by this process, or by the running service's relay if it leads."""
+    """Publish until every row is sent: by this process, or by the running service's relay if it leads; returns
+    the rows this process sent (other waiting rows included).
+
+    Raises OperatorError when another relay holds the lock but the rows stay unpublished for RELAY_WAIT_S, and
+    what the broker or the database raises."""
     ids = [r.id for r in rows]
     relay = OutboxRelay(engine, publisher, batch_rows=batch_rows)
     task = progress.add_task("publishing", total=len(ids))
@@ -161,7 +177,11 @@ async def _unpublished(engine: AsyncEngine, ids: Sequence[int]) -> int:
 async def republish(
     settings: Settings, selection: Selection, *, dry_run: bool, relay: bool, progress: Progress
 ) -> tuple[list[OutboxRow], Republished | None]:
-    """The rows chosen, and what was done with them (None: a dry run, nothing changed)."""
+    """The rows chosen, and what was done with them (None: a dry run, nothing changed). ``relay``: also publish
+    from this process (``relay_now``), else the running service's relay sends them.
+
+    Raises OperatorError when the database, the broker (with ``relay``) or the output topic is not there as
+    configured."""
     engine = create_engine(settings)
     publisher: Publisher | None = None
     try:

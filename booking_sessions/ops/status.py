@@ -31,6 +31,8 @@ _SESSIONS = text("SELECT status, count(*) AS n FROM live_sessions GROUP BY statu
 
 @dataclass(frozen=True, slots=True)
 class PartitionLag:
+    """One partition's offsets: the group's committed offset, the beginning and the end (next offset to write)."""
+
     partition: int
     committed: int | None  # None: the group never committed here (it will start at the beginning)
     beginning: int
@@ -38,12 +40,17 @@ class PartitionLag:
 
     @property
     def lag(self) -> int:
+        """Records the group has still to commit; a group that never committed starts at the beginning (CONTRACT,
+        "Topics"), and a committed offset below the beginning (records deleted by retention) counts from there."""
         position = self.beginning if self.committed is None else max(self.committed, self.beginning)
         return max(0, self.end - position)
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
+    """What ``booking-sessions status`` shows: lag per input partition, outbox backlog (rows; age of the oldest in
+    seconds, None when none waits), DLQ size (records), inbox rows by outcome, sessions by status."""
+
     input_topic: str
     group_id: str
     partitions: list[PartitionLag]
@@ -56,13 +63,16 @@ class Status:
 
     @property
     def lag(self) -> int:
+        """The total lag of the input topic, in records."""
         return sum(p.lag for p in self.partitions)
 
     @property
     def inbox_size(self) -> int:
+        """Inbox rows of every outcome."""
         return sum(self.inbox.values())
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for ``status --json``."""
         return {
             "input_topic": self.input_topic,
             "group_id": self.group_id,
@@ -82,6 +92,9 @@ class Status:
 
 
 async def read_status(settings: Settings) -> Status:
+    """Read the live group's offsets without joining it (no rebalance), the topics' offsets and the tables' counts.
+
+    Raises OperatorError when the broker, a topic or the database is not there as configured (``failures``)."""
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: status reads the live group's offsets")
     bootstrap = settings.kafka_bootstrap

@@ -1,5 +1,8 @@
 """contract tables
 
+``upgrade`` creates the five tables of CONTRACT "Rows" (inbox_messages, live_sessions, session_participants,
+session_reservations, outbox_messages) with their indexes; ``downgrade`` drops them, data and all.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-25 11:49:04.947373

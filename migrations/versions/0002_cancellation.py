@@ -8,6 +8,7 @@ Expand-only, so that the previous release keeps running against this schema duri
 new nullable columns, and status checks that allow more than before (the previous release writes only
 'SCHEDULED' sessions without a cancellation and 'CONFIRMED' reservations, which every new check accepts).
 Adding the checks scans live_sessions and session_reservations once, under a short exclusive lock.
+``upgrade`` adds the columns and checks; ``downgrade`` removes them, raising RuntimeError as below.
 
 Downgrade refuses while a session or reservation is CANCELLED: the previous release can represent neither, and
 mapping them back to SCHEDULED/CONFIRMED would reopen a cancelled session and its meeting room. Operators who

@@ -1,5 +1,8 @@
 """meeting keys: one fingerprint per version of BOOKING_MEETING_SECRET (never the key)
 
+``upgrade`` creates meeting_keys (see booking_sessions/meeting.py); ``downgrade`` drops it, and with it each
+version's recorded fingerprint.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30 02:10:00.000000

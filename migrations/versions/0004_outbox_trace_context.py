@@ -1,7 +1,8 @@
 """outbox trace context: the causing event's W3C traceparent and tracestate on each outbox row
 
 Expand-only: two nullable columns, no default, so the ALTER takes no table rewrite and code that does not know them
-(the previous release, during a rolling deploy) keeps inserting and relaying rows without them.
+(the previous release, during a rolling deploy) keeps inserting and relaying rows without them. ``downgrade``
+drops them: rows not yet published then go out without their traceparent.
 
 Revision ID: 0004
 Revises: 0003

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from booking_sessions.dev.embedded import PostgresCluster
+from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.service import Service, run_until
 from booking_sessions.settings import Settings
 from consumer.decide import details_of, version_of

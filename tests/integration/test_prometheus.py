@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from booking_sessions.dev.embedded import PostgresCluster, free_port
+from booking_sessions.dev.embedded import free_port
+from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.settings import Settings
 from tests.integration.harness import running_process
 from tests.servers import PostgresHandle

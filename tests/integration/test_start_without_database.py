@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from booking_sessions.dev.embedded import PostgresCluster
+from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
 from tests.integration.harness import query

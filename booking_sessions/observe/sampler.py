@@ -1,0 +1,102 @@
+"""The sampler: refreshes the gauges that cost a round trip (consumer lag, outbox backlog) on a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from booking_sessions.observe.causes import describe, retry_cause
+from booking_sessions.observe.metrics import Metrics
+from models.faults import first_line
+
+log = structlog.get_logger(__name__)
+
+_OUTBOX_STATS = text(
+    """
+    SELECT count(*) AS rows,
+           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s
+    FROM outbox_messages
+    WHERE published_at IS NULL
+    """
+)
+
+
+class Sampler:
+    """Refreshes the gauges that cost a round trip (lag, outbox) every ``interval_s``, not per message."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self._consumer = consumer
+        self._engine = engine
+        self._metrics = metrics
+        self._interval_s = interval_s
+        # aiokafka's committed() and end_offsets() retry while the coordinator is away, without a deadline of
+        # their own: bounded here, so that one silent broker cannot freeze the gauges the health check reads.
+        self._timeout_s = timeout_s
+
+    async def sample_once(self) -> None:
+        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn.
+
+        A failure is kept for the health check (``describe``: the broker's as ``kafka_error``, the database's as
+        ``database_error``); the first one is raised after both had their turn."""
+        failures: list[BaseException] = []
+        for sample in (self.sample_lag, self.sample_outbox):
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    await sample()
+            except Exception as error:
+                failures.append(error)
+                if sample == self.sample_outbox:
+                    self._metrics.database_error = describe(error)
+                else:
+                    self._metrics.kafka_error = describe(error)
+        if failures:
+            raise failures[0]
+
+    async def sample_lag(self) -> None:
+        """Lag per assigned partition (end offset minus committed offset; from the beginning where the group never
+        committed, CONTRACT "Topics") into ``Metrics.set_lag``. Raises what the broker raises."""
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            self._metrics.set_lag({})
+            return
+        ends = await self._consumer.end_offsets(assigned)
+        committed = await asyncio.gather(*(self._consumer.committed(tp) for tp in assigned))
+        never = [tp for tp, offset in zip(assigned, committed, strict=True) if offset is None]
+        # A group with no committed offset starts at the earliest one (CONTRACT): everything there is lag.
+        starts: dict[TopicPartition, int] = await self._consumer.beginning_offsets(never) if never else {}
+        lags = {}
+        for tp, offset in zip(assigned, committed, strict=True):
+            position = starts[tp] if offset is None else offset
+            lags[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
+        self._metrics.set_lag(lags)
+
+    async def sample_outbox(self) -> None:
+        """The unpublished outbox rows and the oldest one's age into ``Metrics.set_outbox``. Raises what the
+        database raises."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_OUTBOX_STATS)).one()
+        self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """``sample_once`` every ``interval_s`` until ``stop``; a failed sample is logged, never raised."""
+        while not stop.is_set():
+            try:
+                await self.sample_once()
+            except Exception as error:
+                # The loop and relay retry and log the outage itself; the gauges keep their last values.
+                log.warning("metrics_sample_failed", cause=retry_cause(error), error=first_line(error, 300))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

@@ -1,0 +1,17 @@
+"""The options several operators' commands share, as typer annotations (one help text each)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Since = Annotated[
+    str | None,
+    typer.Option(help="From this time: 2026-11-01T00:00Z, 2026-11-01 (midnight UTC) or a duration ago (6h, 30d)."),
+]
+Until = Annotated[str | None, typer.Option(help="Before this time (same forms as --since).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would happen; change and send nothing.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+OlderThan = Annotated[str, typer.Option(help="Delete rows older than this: 30d, 12h, 2w (at least 1h).")]
+BatchRows = Annotated[int, typer.Option(help="Rows per transaction.", min=1)]
