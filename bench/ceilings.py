@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
+from consumer.client import to_record
 from consumer.decode import Limits, decode
-from consumer.loop import to_record
 
 # The service's batch size (BOOKING_MAX_BATCH_RECORDS).
 MAX_RECORDS = 2000

@@ -24,9 +24,9 @@ from bench.ceilings import batches_until
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
+from consumer.client import to_record
 from consumer.decide import Cancellation, SessionDetails, SessionRow, decide
 from consumer.decode import Limits, decode
-from consumer.loop import to_record
 from models.events import BookingEvent
 from models.records import Decoded
 from models.tables import live_sessions, outbox_messages, session_participants, session_reservations

@@ -53,7 +53,7 @@ def run() -> None:
     that instead.
     """
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(), secrets=settings.secret_values())
     _run_async(lambda: _serve(settings))
 
 
@@ -94,6 +94,7 @@ class Shutdown:
         self.unfinished: Callable[[], dict[str, Any]] = dict
 
     def begin(self, signal_name: str) -> None:
+        """The first signal: say what is being finished, and start the deadline's timer."""
         # Structured lines, not console prints: JSON like every other line when not on a terminal.
         log.info(
             "shutdown_requested",
@@ -106,6 +107,7 @@ class Shutdown:
         timer.start()
 
     def give_up(self) -> None:
+        """The deadline passed: log what was unfinished and exit with code 1 at once."""
         # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
         # drops what was already applied; unpublished outbox rows wait for the next relay.
         log.error(
@@ -117,6 +119,7 @@ class Shutdown:
         os._exit(1)
 
     def forced(self, signal_name: str) -> None:
+        """A second signal: exit with code 1 at once, saying what was unfinished."""
         log.warning("shutdown_forced", signal=signal_name, reason="second signal", unfinished=self.unfinished())
         os._exit(1)
 
@@ -154,7 +157,7 @@ async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdo
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
-    configure_logging(settings.log_level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(), secrets=settings.secret_values())
     if settings.database_url is None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.database_tls import database_connect_args
@@ -178,7 +181,7 @@ def demo() -> None:
     ids. Without BOOKING_MEETING_SECRET its bookings get a throwaway one, never recorded as a real key.
     """
     settings = settings_or_fail()
-    configure_logging(os.environ.get("BOOKING_LOG_LEVEL", "WARNING"), secrets=settings.secret_values())
+    configure_logging(settings.logging_level(quiet=True), secrets=settings.secret_values())
     console = Console()
     ok = _run_async(lambda: _demo(settings, console))
     console.print("[green]demo passed[/]" if ok else "[red]demo failed[/]")

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.settings import Settings
 from consumer.ids import meeting_link
-from models.backoff import jittered
+from models.backoff import backoff
 from models.errors import ConfigurationError
 from models.faults import first_line, is_transient, sqlstate
 
@@ -131,20 +131,23 @@ async def check_meeting_key(
     if key.throwaway:
         log.warning("meeting_key_throwaway", fingerprint=key.fingerprint, recorded=False)
         return False
-    delay_s = RETRY_INITIAL_S
-    while True:
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT_S):
-                stored, problem = await _check_once(engine, key, record)
-            break
-        except (OSError, SQLAlchemyError) as error:  # TimeoutError is an OSError
-            if wait_for_database and is_transient(error):
-                wait_s = jittered(delay_s)
-                log.warning("meeting_key_check_retry", error=first_line(error, 300), retry_in_s=round(wait_s, 2))
-                await asyncio.sleep(wait_s)  # a back-off, not synchronisation
-                delay_s = min(delay_s * 2, RETRY_MAX_S)
-                continue
-            raise _unreadable(error) from None
+
+    def database_away(error: BaseException) -> bool:
+        return wait_for_database and isinstance(error, (OSError, SQLAlchemyError)) and is_transient(error)
+
+    def retrying(error: BaseException, wait_s: float) -> None:
+        log.warning("meeting_key_check_retry", error=first_line(error, 300), retry_in_s=round(wait_s, 2))
+
+    try:
+        # A back-off, not synchronisation: asyncio.sleep between attempts.
+        async for attempt in backoff(
+            initial_s=RETRY_INITIAL_S, max_s=RETRY_MAX_S, sleep=asyncio.sleep, on_retry=retrying, retry_on=database_away
+        ):
+            with attempt:
+                async with asyncio.timeout(CHECK_TIMEOUT_S):
+                    stored, problem = await _check_once(engine, key, record)
+    except (OSError, SQLAlchemyError) as error:  # TimeoutError is an OSError
+        raise _unreadable(error) from None
     if problem is not None:
         raise ConfigurationError(problem)
     log.info("meeting_key_checked", key_version=key.version, fingerprint=key.fingerprint)

@@ -114,7 +114,11 @@ class Settings(BaseSettings):
         gt=0,
         description="work waiting and nothing moved for this long: /readyz and /healthz fail, metric stalled=1",
     )
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    # Unset (or empty): each command's own default, see ``logging_level``. Read nowhere else.
+    log_level: str | None = Field(
+        default=None,
+        description="DEBUG, INFO, WARNING or ERROR; unset: INFO for run and migrate, WARNING for the other commands",
+    )
 
     # Retention that `run` keeps by itself (booking_sessions/retention.py); README, "Retention".
     inbox_retention: Retention = Field(
@@ -193,12 +197,20 @@ class Settings(BaseSettings):
             raise PydanticCustomError("configuration", "; ".join(problems))
         return self
 
+    def logging_level(self, *, quiet: bool = False) -> str:
+        """The level name for ``booking_sessions.logs.configure_logging``: BOOKING_LOG_LEVEL when set and not empty;
+        else ``INFO`` for the service's commands (``run``, ``migrate``: one line per batch), ``WARNING`` for a
+        ``quiet`` one (``demo`` and the operators' commands, whose progress bars and summaries speak for them, and
+        whose warnings still show why a broker refused)."""
+        return self.log_level or ("WARNING" if quiet else "INFO")
+
     @property
     def embedded(self) -> bool:
         """Neither the broker nor the database given: ``run`` and ``demo`` start their own."""
         return self.kafka_bootstrap is None and self.database_url is None
 
     def database_url_value(self) -> str:
+        """The database URL in clear (for the engine only, never for a message); raises ValueError when unset."""
         if self.database_url is None:
             raise ValueError("BOOKING_DATABASE_URL is not set")
         return self.database_url.get_secret_value()

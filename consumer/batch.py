@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -24,15 +24,21 @@ from consumer.deadletter import (
     log_dead_letters,
     send_dead_letters,
 )
-from consumer.decide import Decision, decide
+from consumer.decide import decide
 from consumer.decode import Limits, decode, message_id_hint, payload_digest
 from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
+from consumer.isolation import isolate
 from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
+from consumer.results import BatchResult, Prepared, counted, merge, offsets_after
 from consumer.tracing import processing_span
-from models.errors import DlqReason
-from models.faults import first_line, is_transient, refusal_text
+from models.errors import Poison
+from models.faults import first_line, is_transient
 from models.records import Decoded, Record
 from models.trace_context import DEFAULT_MAX_LINKS
+
+# BatchResult, Prepared, merge and offsets_after live in consumer.results; named here too for the modules that
+# import them with the processor.
+__all__ = ["MIN_PART_RECORDS", "BatchProcessor", "BatchResult", "Prepared", "merge", "offsets_after"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,66 +48,18 @@ MIN_PART_RECORDS = 200
 DECODE_SLICE = 100
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A batch decoded, ready for its transactions; a retry applies the same one."""
-
-    records: Sequence[Record]
-    seen: int  # byte-identical repeats the inbox already holds, not decoded
-    decoded: list[Decoded]  # every other record, in batch order
-    decode_s: float
-    lookup_s: float  # looking for known repeats in the inbox
-    # Parts (by index) whose transaction committed, with what it did: a retry after a transient fault in
-    # another part applies only the rest, and the batch's counts stay those of the first time.
-    committed: dict[int, BatchResult] = field(default_factory=dict)
-
-    def followed_by(self, later: Prepared) -> Prepared:
-        """One batch of both; ``later`` was fetched after this one (each partition's records stay in order)."""
-        return Prepared(
-            [*self.records, *later.records],
-            self.seen + later.seen,
-            self.decoded + later.decoded,
-            self.decode_s + later.decode_s,
-            self.lookup_s + later.lookup_s,
-        )
-
-    def without(self, drop: Callable[[Record], bool]) -> Prepared:
-        """The batch less the records ``drop`` picks (those of a partition sought back, fetched too early)."""
-        records = [r for r in self.records if not drop(r)]
-        decoded = [d for d in self.decoded if not drop(d.record)]
-        # Every record is either decoded or a known repeat: what is left of the repeats is the difference.
-        return Prepared(records, len(records) - len(decoded), decoded, self.decode_s, self.lookup_s)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What one committed batch did; the loop commits ``next_offsets`` and logs the counts."""
-
-    records: int
-    applied: int
-    duplicates: int
-    ignored: int
-    dead_lettered: Counter[DlqReason]
-    sessions_created: int
-    sessions_updated: int
-    sessions_cancelled: int = 0  # SessionCancelled written: announced sessions that were cancelled
-    cancelled_unannounced: int = 0  # sessions written CANCELLED at their first write: never announced
-    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    decode_s: float = 0.0  # parsing and validating the records (pure CPU)
-    database_s: float = 0.0  # the transaction, dead letters sent before its commit included
-    # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
-    dlq_refused: Counter[str] = field(default_factory=Counter)
-    # Bookings set aside because another session holds their session row locked (consumer.parking), and per
-    # partition the offset of its first parked record: ``next_offsets`` stops there, and consumption resumes there.
-    parked: frozenset[str] = frozenset()
-    held: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    @property
-    def outbox_rows(self) -> int:
-        return self.sessions_created + self.sessions_updated + self.sessions_cancelled
-
-
 class BatchProcessor:
+    """The one way batches are applied (``run`` and ``replay``): ``prepare`` decodes a batch of records, ``apply``
+    applies it in transactions and returns what it did, with the offsets to commit (CONTRACT "What each event does":
+    the inbox row and the effects in one transaction; dead letters sent before it commits).
+
+    Takes the engine, the dead-letter sender (a producer.publish.Publisher, wired in by the service), the meeting
+    link of a session id, the output and DLQ topics, the input limits, how many transactions a large batch may
+    spread over, a clock, ``dry_run`` (roll every transaction back, send nothing), the tracer, the consumer group
+    named in spans, the span link limit, and ``park_locked`` (only for a caller that honours ``BatchResult.held``:
+    the consume loop of ``run``).
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -142,19 +100,32 @@ class BatchProcessor:
         return await self.apply(await self.prepare(records))
 
     async def prepare(self, records: Sequence[Record]) -> Prepared:
-        """Decode and sort the batch: CPU only, in slices that let other tasks run between them (the loop
-        prepares the next batch while this one's transactions wait for PostgreSQL). Never raises for the
-        database: the lookup of known repeats is only a shortcut, and without it everything is decoded."""
+        """Decode and sort the batch, ready for ``apply``: ``records`` in, a ``Prepared`` out. Never raises.
+
+        Two steps: while recent batches were mostly repeats (a replay, a redelivery), one short query asks the inbox
+        which records' exact bytes it holds already (``_known_repeats``: those are counted, not decoded); then the
+        rest is decoded, CPU only, in slices that let other tasks run between them (the loop prepares the next
+        batch while this one's transactions wait for PostgreSQL)."""
         digests = [payload_digest(r.value) for r in records]
-        seen: set[int] = set()
-        lookup_s = 0.0
-        if self._look_for_repeats:
-            lookup_started = time.perf_counter()
-            try:
-                seen = await self._seen_before(records, digests)
-            except Exception as error:  # the transaction will meet the same fault and retry it properly
-                log.debug("repeat_lookup_failed", error=first_line(error))
-            lookup_s = time.perf_counter() - lookup_started
+        lookup_started = time.perf_counter()
+        seen = await self._known_repeats(records, digests) if self._look_for_repeats else set()
+        lookup_s = time.perf_counter() - lookup_started if self._look_for_repeats else 0.0
+        decoded, decode_s = await self._decode(records, digests, seen)
+        return Prepared(records, len(seen), decoded, decode_s, lookup_s)
+
+    async def _known_repeats(self, records: Sequence[Record], digests: list[str]) -> set[int]:
+        """Indexes of records whose exact bytes the inbox has recorded. Only a shortcut: when the database cannot
+        answer, none (everything is decoded, and the transaction meets the same fault and retries it properly)."""
+        try:
+            return await self._seen_before(records, digests)
+        except Exception as error:
+            log.debug("repeat_lookup_failed", error=first_line(error))
+            return set()
+
+    async def _decode(
+        self, records: Sequence[Record], digests: list[str], seen: set[int]
+    ) -> tuple[list[Decoded], float]:
+        """Every record not in ``seen``, decoded in batch order (CPU only), and the seconds it took."""
         decoded: list[Decoded] = []
         decode_s = 0.0
         for start in range(0, len(records), DECODE_SLICE):
@@ -166,7 +137,7 @@ class BatchProcessor:
             ]
             decode_s += time.perf_counter() - slice_started
             await asyncio.sleep(0)
-        return Prepared(records, len(seen), decoded, decode_s, lookup_s)
+        return decoded, decode_s
 
     async def apply(self, batch: Prepared) -> BatchResult:
         """Apply a prepared batch: each booking's events in one transaction, in batch order.
@@ -244,7 +215,13 @@ class BatchProcessor:
                 if is_transient(error) or not kept:
                     raise
                 log.warning("batch_rejected_isolating", records=len(kept), error=first_line(error))
-                return replace(await self._bisect(kept, error, now), parked=frozenset(parked))
+                pieces = await isolate(
+                    kept,
+                    error,
+                    lambda piece: self._transact(piece, now),
+                    lambda record, poison: self._dead_letter(record, poison, now),
+                )
+                return replace(merge(pieces), parked=frozenset(parked))
 
     def release(self, booking_ids: Collection[str]) -> None:
         """Parked bookings whose first parked record the loop will deliver again: applied from now on."""
@@ -262,37 +239,25 @@ class BatchProcessor:
             log.info("parked_bookings_check_failed", error=first_line(error))
             return set(booking_ids)
 
-    async def _bisect(self, part: list[Decoded], error: Exception, now: datetime) -> BatchResult:
-        if len(part) == 1:
-            return await self._dead_letter_poison(part[0], error, now)
-        middle = len(part) // 2
-        results = []
-        for half in (part[:middle], part[middle:]):  # in order: a booking's events stay in order
-            try:
-                results.append(await self._transact(half, now))
-            except Exception as half_error:
-                if is_transient(half_error):
-                    raise  # the halves already committed are duplicates on the retry: harmless
-                results.append(await self._bisect(half, half_error, now))
-        return merge(results)
-
-    async def _dead_letter_poison(self, decoded: Decoded, error: Exception, now: datetime) -> BatchResult:
-        poison = as_poison(decoded, refusal_text(error))
+    async def _dead_letter(self, decoded: Decoded, poison: Poison, now: datetime) -> BatchResult:
+        """Where ``Poison`` is acted on: the record's inbox row (outcome ``dead_lettered``) and its dead letter, in
+        one transaction (DLQ before the commit); a repeat already in the inbox is not sent again."""
+        dead = as_poison(decoded, poison)
         refused: Counter[str] = Counter()
         async with self._engine.connect() as conn, conn.begin() as transaction:
-            repeats = await store.insert_inbox(conn, [poison] if poison.message_id is not None else [])
+            repeats = await store.insert_inbox(conn, [dead] if dead.message_id is not None else [])
             if self._dry_run:
                 await transaction.rollback()
-            elif poison.message_id not in repeats:
-                refused = await send_dead_letters(self._publisher, dead_letters([poison], self._dlq_topic, now))
+            elif dead.message_id not in repeats:
+                refused = await send_dead_letters(self._publisher, dead_letters([dead], self._dlq_topic, now))
         if not self._dry_run:
-            log_dead_letters([poison])
-        return replace(_result([poison], Repeats([], []), [poison], []), dlq_refused=refused)
+            log_dead_letters([dead])
+        return replace(counted([dead], Repeats([], []), [dead], []), dlq_refused=refused)
 
     async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
         """One part in one transaction, in its processing span; its dead letters are sent before the commit."""
         if not part:
-            return _result([], Repeats([], []), [], [])
+            return counted([], Repeats([], []), [], [])
         refused: Counter[str] = Counter()
         with processing_span(self._tracer, part, self._consumer_group, self._max_links) as causes:
             async with self._engine.connect() as conn, conn.begin() as transaction:
@@ -315,7 +280,7 @@ class BatchProcessor:
                     refused = await send_dead_letters(self._publisher, dead_letters(dead, self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters(dead)
-        return replace(_result(fresh, across, dead, decisions), dlq_refused=refused)
+        return replace(counted(fresh, across, dead, decisions), dlq_refused=refused)
 
     async def _seen_before(self, records: Sequence[Record], digests: list[str]) -> set[int]:
         """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them."""
@@ -329,43 +294,6 @@ class BatchProcessor:
         return {i for i, hint in hints.items() if (hint, digests[i]) in known}
 
 
-def merge(results: Sequence[BatchResult]) -> BatchResult:
-    offsets: dict[tuple[str, int], int] = {}
-    parked: set[str] = set()
-    dead: Counter[DlqReason] = Counter()
-    refused: Counter[str] = Counter()
-    for r in results:
-        dead.update(r.dead_lettered)
-        refused.update(r.dlq_refused)
-        parked |= r.parked
-        for tp, offset in r.next_offsets.items():
-            offsets[tp] = max(offsets.get(tp, 0), offset)
-    return BatchResult(
-        records=sum(r.records for r in results),
-        applied=sum(r.applied for r in results),
-        duplicates=sum(r.duplicates for r in results),
-        ignored=sum(r.ignored for r in results),
-        dead_lettered=dead,
-        sessions_created=sum(r.sessions_created for r in results),
-        sessions_updated=sum(r.sessions_updated for r in results),
-        sessions_cancelled=sum(r.sessions_cancelled for r in results),
-        cancelled_unannounced=sum(r.cancelled_unannounced for r in results),
-        next_offsets=offsets,
-        decode_s=sum(r.decode_s for r in results),
-        database_s=sum(r.database_s for r in results),
-        dlq_refused=refused,
-        parked=frozenset(parked),
-    )
-
-
-def offsets_after(records: Iterable[Record]) -> dict[tuple[str, int], int]:
-    """The offsets to commit once ``records`` are applied: past the last one of each partition, in batch order.
-    That is the highest, except in a batch topped up after a rebalance reset the partition's position to its
-    committed offset: then it is lower, and the records after it come again as duplicates. Never higher than a
-    record that was not applied."""
-    return {(r.topic, r.partition): r.offset + 1 for r in records}
-
-
 def _worst(failures: Sequence[BaseException]) -> BaseException:
     """The error to raise for a batch whose parts failed: one that is not transient (a bug, say) wins, so that
     it is not retried for ever; the others are logged, not lost."""
@@ -373,21 +301,3 @@ def _worst(failures: Sequence[BaseException]) -> BaseException:
     for other in failures[1:]:
         log.warning("batch_part_failed", cause=type(other).__name__, error=first_line(other))
     return failures[0]
-
-
-def _result(
-    fresh: Sequence[Decoded], across: Repeats, dead: Sequence[Decoded], decisions: Sequence[Decision]
-) -> BatchResult:
-    """What one transaction did with its part: ``fresh`` records new to the inbox, ``across`` the repeats."""
-    kinds = Counter(o.kind for d in decisions for o in d.outbox)
-    return BatchResult(
-        records=len(fresh) + len(across.duplicates) + len(across.conflicts),
-        applied=sum(1 for d in fresh if d.outcome == "applied"),
-        duplicates=len(across.duplicates),
-        ignored=sum(1 for d in fresh if d.outcome == "ignored"),
-        dead_lettered=Counter(d.reason for d in dead if d.reason is not None),
-        sessions_created=kinds["SessionCreated"],
-        sessions_updated=kinds["SessionUpdated"],
-        sessions_cancelled=kinds["SessionCancelled"],
-        cancelled_unannounced=sum(1 for d in decisions if d.first_write and d.cancelled),
-    )

@@ -10,8 +10,19 @@ from typing import Protocol
 import structlog
 
 from consumer.decode import truncate
+from models.errors import Poison
 from models.events import rfc3339_utc
-from models.records import Decoded, OutgoingRecord, Refusal
+from models.records import (
+    DLQ_ERROR,
+    DLQ_FAILED_AT,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    Decoded,
+    OutgoingRecord,
+    Refusal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -27,21 +38,25 @@ class DeadLetterSender(Protocol):
 
 
 def dead_letter(decoded: Decoded, dlq_topic: str, failed_at: datetime) -> OutgoingRecord:
+    """The dead letter of a dead-lettered record (CONTRACT "Dead letters"): its key, value and headers unchanged,
+    plus the six dlq-* headers (models.records.DLQ_HEADERS; dlq-error at most 1 KiB). Raises ValueError for a record
+    that has no dlq reason (a bug)."""
     record = decoded.record
     if decoded.reason is None:
         raise ValueError(f"record at {record.topic}/{record.partition}/{record.offset} has no dlq reason")
     added = (
-        ("dlq-reason", decoded.reason.encode()),
-        ("dlq-error", truncate(decoded.error or decoded.reason).encode()),
-        ("dlq-source-topic", record.topic.encode()),
-        ("dlq-source-partition", str(record.partition).encode()),
-        ("dlq-source-offset", str(record.offset).encode()),
-        ("dlq-failed-at", rfc3339_utc(failed_at).encode()),
+        (DLQ_REASON, decoded.reason.encode()),
+        (DLQ_ERROR, truncate(decoded.error or decoded.reason).encode()),
+        (DLQ_SOURCE_TOPIC, record.topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+        (DLQ_FAILED_AT, rfc3339_utc(failed_at).encode()),
     )
     return OutgoingRecord(dlq_topic, record.key, record.value, record.headers + added)
 
 
 def dead_letters(items: Sequence[Decoded], dlq_topic: str, failed_at: datetime) -> list[OutgoingRecord]:
+    """``dead_letter`` of each, in order."""
     return [dead_letter(d, dlq_topic, failed_at) for d in items]
 
 
@@ -51,14 +66,10 @@ def as_conflict(d: Decoded) -> Decoded:
     return d._replace(outcome="dead_lettered", event=None, reason="message_id_conflict", error=error)
 
 
-def as_poison(d: Decoded, error: str) -> Decoded:
-    """A record that failed on its own although it passed validation (which keeps its inbox row storable)."""
-    return d._replace(
-        outcome="dead_lettered",
-        event=None,
-        reason="processing_error",
-        error=error,
-    )
+def as_poison(d: Decoded, poison: Poison) -> Decoded:
+    """A record that failed on its own although it passed validation (which keeps its inbox row storable): dead
+    with the ``Poison``'s reason and message (consumer.isolation)."""
+    return d._replace(outcome="dead_lettered", event=None, reason=poison.reason, error=str(poison))
 
 
 def log_dead_letters(dead: Iterable[Decoded]) -> None:
@@ -84,13 +95,15 @@ async def send_dead_letters(publisher: DeadLetterSender, records: Sequence[Outgo
     refusals = await publisher.send_dead_letters(records)
     for refusal in refusals:
         headers = dict(refusal.record.headers)
-        source = [(headers.get(f"dlq-source-{part}") or b"?").decode() for part in ("topic", "partition", "offset")]
+        source = [
+            (headers.get(name) or b"?").decode() for name in (DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET)
+        ]
         log.error(
             "dead_letter_refused_by_dlq",
             sent_as=refusal.sent_as,
             refusal=refusal.error,
             value_bytes=len(refusal.record.value or b""),
-            reason=(headers.get("dlq-reason") or b"?").decode(),
+            reason=(headers.get(DLQ_REASON) or b"?").decode(),
             topic=source[0],
             partition=source[1],
             offset=source[2],

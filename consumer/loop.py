@@ -1,4 +1,11 @@
-"""The consumer loop: getmany, one transaction per batch, offsets committed only after it."""
+"""The one consume loop, of ``run`` and of ``replay``: getmany, one transaction per batch (consumer.batch), offsets
+committed only after it (CONTRACT "What each event does": offsets only after the transaction that holds a message's
+effects has committed), transient faults retried with backoff, nothing committed meanwhile.
+
+``run`` subscribes and goes on until SIGTERM (``ConsumerLoop.run``); ``replay`` assigns the partitions itself, seeks
+to its start offsets and steps the same loop until its stop offsets are reached (``ConsumerLoop.run_to``), with a
+bounded number of attempts per batch and, for a dry run, no commits.
+"""
 
 from __future__ import annotations
 
@@ -10,54 +17,47 @@ from dataclasses import replace
 from typing import Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.batch import BatchProcessor, BatchResult, Prepared
-from consumer.parking import Hold
-from consumer.wire import split_unreadable
-from models.backoff import jittered
-from models.faults import is_transient
-from models.records import Record
+from consumer.batch import BatchProcessor
+from consumer.client import commit, poll_paused, to_record
+from consumer.parking import Hold, HoldObserver, Holds
+from consumer.results import BatchResult, Prepared, merge
+from models.backoff import backoff
+from models.faults import first_line
 
 log = structlog.get_logger(__name__)
 
 BatchHook = Callable[[BatchResult], Awaitable[None]]
+# Per partition of a bounded run, the offset reached so far: the next one to apply, at most its stop offset.
+Progress = Callable[[Mapping[TopicPartition, int]], None]
 
 
-class LoopObserver(Protocol):
+class LoopObserver(HoldObserver, Protocol):
     """What the loop reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
 
-    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None: ...
+    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        """A batch's offsets were committed ``commit_s`` seconds after the commit began, ``total_s`` after the
+        batch was taken in hand."""
 
-    def batch_retried(self, error: BaseException) -> None: ...
-
-    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None: ...
+    def batch_retried(self, error: BaseException) -> None:
+        """The batch met a transient fault and will be retried."""
 
 
 class Stopped(Exception):
     """Shutdown was asked for while a batch waited for the world to recover: it is left uncommitted."""
 
 
-def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
-    """The record as plain data: headers exactly as they arrived (a null value stays None), and its timestamp."""
-    raw = message.headers
-    headers, unreadable = split_unreadable(tuple(raw)) if raw else ((), None)  # most records have none
-    return Record(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        headers,
-        message.timestamp,
-        unreadable,
-    )
-
-
 class ConsumerLoop:
-    """Steppable: ``run_once`` fetches one batch, applies it and commits; ``run`` repeats until stopped."""
+    """Steppable: ``run_once`` fetches one batch, applies it and commits; ``run`` repeats until stopped (``run``),
+    ``run_to`` until given offsets are reached (``replay``).
+
+    Takes the started consumer (subscribed, or assigned and sought), the batch processor, ``max_records`` per batch,
+    ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to ``retry_max_s``, seconds;
+    ``retry_attempts`` per batch, None: until the world comes back or SIGTERM), ``commit_offsets`` (False: a dry
+    run, which must not move a group it may resume), two hooks around the offset commit, an observer for metrics,
+    and the deadline of one offset commit (``commit_timeout_s``).
+    """
 
     def __init__(
         self,
@@ -68,6 +68,8 @@ class ConsumerLoop:
         fetch_timeout_ms: int = 500,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 10.0,
+        retry_attempts: int | None = None,
+        commit_offsets: bool = True,
         before_offset_commit: BatchHook | None = None,
         after_commit: BatchHook | None = None,
         observer: LoopObserver | None = None,
@@ -79,6 +81,8 @@ class ConsumerLoop:
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
+        self._retry_attempts = retry_attempts
+        self._commit_offsets = commit_offsets
         # Seams: tests inject a crash between the database commit and the offset commit; the service
         # wakes the outbox relay after each commit.
         self._before_offset_commit = before_offset_commit
@@ -87,15 +91,35 @@ class ConsumerLoop:
         self._commit_timeout_s = commit_timeout_s
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
+        # A bounded run (``run_to``): per partition, the first offset not to apply; and the partitions done, paused.
+        self._until: dict[tuple[str, int], int] = {}
+        self._done: set[TopicPartition] = set()
         self.in_hand: dict[str, int] = {}  # records per partition of the batch applied but not yet committed
-        self.held: dict[TopicPartition, Hold] = {}  # partitions held at a parked booking (consumer.parking)
+        # Partitions held at a parked booking (consumer.parking).
+        self._holds = Holds(
+            consumer,
+            locked=processor.locked,
+            release=processor.release,
+            observer=observer,
+            initial_s=retry_initial_s,
+            max_s=retry_max_s,
+        )
 
     @property
     def processor(self) -> BatchProcessor:
+        """The batch processor the loop applies batches with."""
         return self._processor
 
+    @property
+    def held(self) -> dict[TopicPartition, Hold]:
+        """The partitions held at a parked booking, and where (consumer.parking.Hold)."""
+        return self._holds.held
+
     async def run_once(self) -> BatchResult | None:
-        """One batch end to end; None when nothing arrived within the fetch timeout."""
+        """One batch end to end: fetched, applied (transient faults retried), offsets committed. Returns what it
+        did; None when nothing arrived within the fetch timeout. Raises ``Stopped`` when shutdown was asked for
+        while the batch waited for the world, and the batch's error once ``retry_attempts`` are spent (or at once,
+        for an error that is not transient)."""
         batch = await self._fetch()
         if batch is None:
             await self._release_due()
@@ -134,12 +158,48 @@ class ConsumerLoop:
                 if not ahead.cancelled() and ahead.exception() is not None:
                     log.warning("fetch_ahead_failed", error=repr(ahead.exception()))
 
+    async def run_to(self, until: Mapping[TopicPartition, int], progress: Progress | None = None) -> BatchResult:
+        """Batch by batch (``run_once``, nothing fetched ahead) until each partition of ``until`` reached its stop
+        offset (exclusive); records at or past it are not applied. The caller assigns the consumer, seeks each
+        partition to its start and pauses those with nothing to do. Returns the counts of every batch together.
+
+        After each batch, ``progress`` gets the offset each unfinished partition reached; it may raise to give up
+        (a partition that stopped moving). A finished partition is paused and its stop offset committed (past any
+        record the topic no longer holds, such as a transaction marker), so a later run of the group resumes there.
+        Raises what ``run_once`` raises.
+        """
+        todo = dict(until)
+        self._until = {(tp.topic, tp.partition): stop for tp, stop in until.items()}
+        results: list[BatchResult] = []
+        while todo:
+            result = await self.run_once()
+            if result is not None:
+                results.append(result)
+            reached = {tp: min(await self._consumer.position(tp), stop) for tp, stop in todo.items()}
+            finished = {tp: stop for tp, stop in todo.items() if reached[tp] >= stop}
+            if finished:
+                self._consumer.pause(*finished)
+                self._done |= finished.keys()
+                await self.commit({(tp.topic, tp.partition): stop for tp, stop in finished.items()})
+                todo = {tp: stop for tp, stop in todo.items() if tp not in finished}
+            if progress is not None:
+                progress(reached)
+        return merge(results)
+
+    async def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit ``offsets`` ((topic, partition) -> the next offset to consume) as ``consumer.client.commit`` does;
+        nothing for a dry run."""
+        if self._commit_offsets:
+            await commit(self._consumer, offsets, self._commit_timeout_s)
+
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
         batch = await self._consumer.getmany(
             timeout_ms=self._fetch_timeout_ms if timeout_ms is None else timeout_ms,
             max_records=max_records or self._max_records,
         )
         records = [to_record(m) for messages in batch.values() for m in messages]
+        if self._until:
+            records = [r for r in records if r.offset < self._until.get((r.topic, r.partition), r.offset + 1)]
         return await self._processor.prepare(records) if records else None
 
     async def _top_up(self, batch: Prepared) -> Prepared:
@@ -152,11 +212,14 @@ class ConsumerLoop:
     async def _apply_and_commit(self, batch: Prepared) -> BatchResult:
         started = time.perf_counter()
         self.in_hand = dict(Counter(f"{r.topic}/{r.partition}" for r in batch.records))
-        result = self._held_back(await self._apply_with_retry(batch))
+        result = await self._apply_with_retry(batch)
+        capped = self._holds.capped(result.next_offsets)
+        if capped != result.next_offsets:
+            result = replace(result, next_offsets=capped)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
         commit_started = time.perf_counter()
-        await self._commit(result)
+        await self.commit(result.next_offsets)
         committed_at = time.perf_counter()
         if self._observer is not None:
             self._observer.batch_committed(
@@ -179,144 +242,53 @@ class ConsumerLoop:
             total_ms=round((committed_at - started) * 1000, 1),
         )
         self.in_hand = {}
-        self._hold(result)
+        self._holds.hold(result.held, result.parked)
         await self._release_due()
         if self._after_commit is not None:
             await self._after_commit(result)
         return result
 
-    async def _commit(self, result: BatchResult) -> None:
-        owned = self._consumer.assignment()
-        offsets = {
-            TopicPartition(t, p): OffsetAndMetadata(o, "")
-            for (t, p), o in result.next_offsets.items()
-            if TopicPartition(t, p) in owned
-        }
-        lost = len(result.next_offsets) - len(offsets)
-        try:
-            if offsets:
-                # aiokafka retries a commit without end while the group coordinator is unreachable (a silent
-                # broker): bounded here. Skipping one is safe: the next batch's commit covers these partitions, and
-                # what a crash before it redelivers, the inbox drops.
-                async with asyncio.timeout(self._commit_timeout_s):
-                    await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, RebalanceInProgressError, TimeoutError) as error:
-            lost = len(result.next_offsets)
-            log.warning("offset_commit_lost", error=type(error).__name__)
-        if lost:
-            # The effects are committed; the partition's new owner redelivers and the inbox drops the repeats.
-            log.warning("offsets_not_committed_after_rebalance", partitions=lost)
-
     async def _apply_with_retry(self, batch: Prepared) -> BatchResult:
-        """Retry the same batch (the fetched position is kept) with capped exponential backoff."""
-        delay = self._retry_initial_s
-        while True:
-            try:
+        """Retry the same batch (the fetched position is kept) with the one backoff policy (models.backoff), polling
+        meanwhile (``_wait_polling``); the error is raised once ``retry_attempts`` are spent, or at once when it is
+        not transient."""
+        async for attempt in backoff(
+            initial_s=self._retry_initial_s,
+            max_s=self._retry_max_s,
+            sleep=self._wait_polling,
+            on_retry=self._retrying,
+            attempts=self._retry_attempts,
+        ):
+            with attempt:
                 return await self._processor.apply(batch)
-            except Exception as error:
-                if not is_transient(error):
-                    raise
-                if self._observer is not None:
-                    self._observer.batch_retried(error)
-                wait_s = jittered(delay)
-                log.warning(
-                    "batch_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=round(wait_s, 2)
-                )
-            await self._wait_polling(wait_s)
-            delay = min(delay * 2, self._retry_max_s)
+        raise AssertionError("unreachable: backoff raises the last error")
+
+    def _retrying(self, error: BaseException, wait_s: float) -> None:
+        if self._observer is not None:
+            self._observer.batch_retried(error)
+        log.warning(
+            "batch_retry", cause=type(error).__name__, error=first_line(error, 300), retry_in_s=round(wait_s, 2)
+        )
 
     async def _wait_polling(self, delay_s: float) -> None:
-        """Back off without leaving the group: paused partitions fetch nothing, but getmany still counts as a
-        poll, so a long outage does not exceed max_poll_interval_ms and cost a rebalance."""
+        """Back off without leaving the group (``consumer.client.poll_paused``); raises ``Stopped`` at SIGTERM."""
         if self._stop.is_set():
             raise Stopped
         if self._ahead is not None:
             await asyncio.wait([self._ahead])  # its getmany first: one fetch at a time (its result is kept)
-        paused = self._consumer.assignment()
-        self._consumer.pause(*paused)
-        try:
-            unexpected = await self._consumer.getmany(timeout_ms=int(delay_s * 1000))
-            for tp, messages in unexpected.items():
-                # Assigned by a rebalance during the wait, so not paused: put the position back, lose nothing.
-                self._consumer.seek(tp, messages[0].offset)
-        finally:
-            self._consumer.resume(*(paused & self._consumer.assignment()))
+        # A bounded run's finished partitions stay paused.
+        await poll_paused(self._consumer, delay_s, keep_paused=self._done)
         if self._stop.is_set():
             raise Stopped
 
-    def _held_back(self, result: BatchResult) -> BatchResult:
-        """The batch's offsets, none past the first parked record of a partition held since an earlier batch."""
-        held = {(tp.topic, tp.partition): hold.offset for tp, hold in self.held.items()}
-        offsets = {tp: min(offset, held.get(tp, offset)) for tp, offset in result.next_offsets.items()}
-        return result if offsets == result.next_offsets else replace(result, next_offsets=offsets)
-
-    def _hold(self, result: BatchResult) -> None:
-        """After a commit: a partition where the batch parked a booking is held at its first parked record. It is
-        still consumed (its other bookings go on; the parked booking's later records are parked too, without
-        waiting), but its commits stop there until ``_release_due`` finds the lock gone."""
-        owned = self._consumer.assignment()
-        gone = [tp for tp in self.held if tp not in owned]  # moved away: its new owner starts at the hold
-        if gone:
-            forgotten = frozenset().union(*(self.held.pop(tp).bookings for tp in gone))
-            self._processor.release(forgotten - self._held_bookings())
-        now = time.monotonic()
-        for (topic, partition), offset in result.held.items():
-            tp = TopicPartition(topic, partition)
-            if tp not in owned:
-                continue
-            before = self.held.get(tp)
-            if before is None:
-                delay_s = self._retry_initial_s
-                self.held[tp] = Hold(offset, result.parked, now, delay_s, now + jittered(delay_s))
-            else:
-                self.held[tp] = replace(
-                    before, offset=min(before.offset, offset), bookings=before.bookings | result.parked
-                )
-        if result.held:
-            log.warning(
-                "partitions_held",
-                partitions={f"{tp.topic}/{tp.partition}": h.offset for tp, h in sorted(self.held.items())},
-                bookings=sorted(result.parked)[:20],
-                reason="session row locked by another session (SQLSTATE 55P03)",
-            )
-        if (gone or result.held) and self._observer is not None:
-            self._observer.holds_changed(len(result.parked), self._holds())
-
     async def _release_due(self) -> None:
-        """Each held partition whose backoff is over: if its parked bookings are no longer locked, it is sought back
-        to its first parked record, which comes again with everything after it (the inbox drops the repeats), so
-        each booking's events still apply in order; else the backoff doubles, up to the retry cap. Only between two
-        batches: no batch in hand may commit the partition past that record once its hold is gone."""
-        now = time.monotonic()
-        due = [(tp, hold) for tp, hold in self.held.items() if hold.resume_at <= now]
-        if not due:
+        """Held partitions whose parked bookings are free again are sought back (consumer.parking.Holds.due); only
+        between two batches: no batch in hand may commit a partition past that record once its hold is gone."""
+        released, free = await self._holds.due()
+        if not released:
             return
-        asked = frozenset().union(*(hold.bookings for _, hold in due))
-        free = asked - await self._processor.locked(asked)
-        if not free:
-            for tp, hold in due:
-                delay_s = min(hold.delay_s * 2, self._retry_max_s)
-                self.held[tp] = replace(hold, delay_s=delay_s, resume_at=now + jittered(delay_s))
-            return
-        # Every partition where a freed booking was parked goes back, together: none of its events may overtake
-        # another. A booking still locked stays parked, and is held again where its records come again.
-        released = {tp: hold.offset for tp, hold in self.held.items() if hold.bookings & free}
         await self._drop_ahead({(tp.topic, tp.partition): offset for tp, offset in released.items()})
-        owned = self._consumer.assignment()
-        for tp, offset in released.items():
-            del self.held[tp]
-            if tp in owned:
-                self._consumer.seek(tp, offset)
-            log.info("partition_released", partition=f"{tp.topic}/{tp.partition}", from_offset=offset)
-        self._processor.release(free)
-        if self._observer is not None:
-            self._observer.holds_changed(0, self._holds())
-
-    def _held_bookings(self) -> frozenset[str]:
-        return frozenset().union(*(hold.bookings for hold in self.held.values()))
-
-    def _holds(self) -> dict[str, Hold]:
-        return {f"{tp.topic}/{tp.partition}": hold for tp, hold in self.held.items()}
+        self._holds.release(released, free)
 
     async def _drop_ahead(self, held: Mapping[tuple[str, int], int]) -> None:
         """The batch fetched ahead must not apply what a partition sought back will deliver again, in order."""

@@ -7,17 +7,24 @@ of their records, and their later records are parked too until the lock is gone.
 no further than the first parked record (CONTRACT: offsets only after the effects are durable); once the lock is
 gone the loop seeks back to it: the records after it come again and the inbox drops them as repeats, so each
 booking's events still apply in partition order.
+
+Two sides: ``Parking`` is the batch processor's (which bookings to leave out of a transaction), ``Holds`` the consume
+loop's (which partitions may commit how far, and when to look at the locks again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from models.backoff import jittered
 from models.faults import sqlstate
 from models.records import Decoded, Record
 
@@ -117,3 +124,116 @@ class Hold:
     since: float  # first held (a partition held round after round keeps it)
     delay_s: float
     resume_at: float
+
+
+class HoldObserver(Protocol):
+    """What the holds report for metrics and health (booking_sessions.observe.metrics.Metrics implements it)."""
+
+    def holds_changed(self, parked: int, held: Mapping[str, Hold]) -> None:
+        """``parked`` bookings were just parked (0: a release); ``held`` is every held partition now, by
+        "topic/partition"."""
+
+
+class Holds:
+    """The consume loop's side of parking: per partition, the first parked record its commits may not pass, and when
+    its parked bookings' locks are looked at again.
+
+    Why not ``models.backoff.backoff``: that one waits inside one call, while a hold's rounds are looked at between
+    batches (the loop must go on consuming the partition's other bookings meanwhile). The schedule is the same
+    policy: doubling from ``initial_s`` up to ``max_s`` (seconds), each wait ``jittered``.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        *,
+        locked: Callable[[frozenset[str]], Awaitable[set[str]]],
+        release: Callable[[Collection[str]], None],
+        observer: HoldObserver | None,
+        initial_s: float,
+        max_s: float,
+    ) -> None:
+        self._consumer = consumer
+        self._locked = locked  # which of these bookings are still locked (BatchProcessor.locked)
+        self._release = release  # these bookings apply again (BatchProcessor.release)
+        self._observer = observer
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self.held: dict[TopicPartition, Hold] = {}
+
+    def capped(self, offsets: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], int]:
+        """``offsets`` to commit ((topic, partition) -> next offset), none past the first parked record of a
+        partition held since an earlier batch."""
+        held = {(tp.topic, tp.partition): hold.offset for tp, hold in self.held.items()}
+        return {tp: min(offset, held.get(tp, offset)) for tp, offset in offsets.items()}
+
+    def hold(self, held: Mapping[tuple[str, int], int], parked: frozenset[str]) -> None:
+        """After a commit: each partition of ``held`` (its first parked record's offset) where the batch parked the
+        bookings ``parked`` is held there. It is still consumed (its other bookings go on; the parked booking's later
+        records are parked too, without waiting), but its commits stop there until ``due`` finds the lock gone.
+        A held partition that moved to another consumer is forgotten: its new owner starts at the hold."""
+        owned = self._consumer.assignment()
+        gone = [tp for tp in self.held if tp not in owned]
+        if gone:
+            forgotten = frozenset().union(*(self.held.pop(tp).bookings for tp in gone))
+            self._release(forgotten - self.bookings())
+        now = time.monotonic()
+        for (topic, partition), offset in held.items():
+            tp = TopicPartition(topic, partition)
+            if tp not in owned:
+                continue
+            before = self.held.get(tp)
+            if before is None:
+                self.held[tp] = Hold(offset, parked, now, self._initial_s, now + jittered(self._initial_s))
+            else:
+                self.held[tp] = replace(before, offset=min(before.offset, offset), bookings=before.bookings | parked)
+        if held:
+            log.warning(
+                "partitions_held",
+                partitions={f"{tp.topic}/{tp.partition}": h.offset for tp, h in sorted(self.held.items())},
+                bookings=sorted(parked)[:20],
+                reason="session row locked by another session (SQLSTATE 55P03)",
+            )
+        if gone or held:
+            self._changed(len(parked))
+
+    async def due(self) -> tuple[dict[TopicPartition, int], frozenset[str]]:
+        """The held partitions to seek back now (partition -> its first parked record) and the bookings freed.
+
+        Each partition whose backoff is over: if its parked bookings are no longer locked, it goes back to its first
+        parked record, with every partition where a freed booking was parked (none of its events may overtake
+        another); else its backoff doubles, up to ``max_s``. Nothing is released yet: the loop calls ``release``
+        once nothing fetched ahead can commit past those records."""
+        now = time.monotonic()
+        due = [(tp, hold) for tp, hold in self.held.items() if hold.resume_at <= now]
+        if not due:
+            return {}, frozenset()
+        asked = frozenset().union(*(hold.bookings for _, hold in due))
+        free = asked - await self._locked(asked)
+        if not free:
+            for tp, hold in due:
+                delay_s = min(hold.delay_s * 2, self._max_s)
+                self.held[tp] = replace(hold, delay_s=delay_s, resume_at=now + jittered(delay_s))
+            return {}, frozenset()
+        return {tp: hold.offset for tp, hold in self.held.items() if hold.bookings & free}, free
+
+    def release(self, partitions: Mapping[TopicPartition, int], free: frozenset[str]) -> None:
+        """Seek each of ``partitions`` back to its first parked record (the records after it come again, and the
+        inbox drops the repeats) and let the ``free`` bookings apply again. A booking still locked stays parked,
+        and is held again where its records come again."""
+        owned = self._consumer.assignment()
+        for tp, offset in partitions.items():
+            del self.held[tp]
+            if tp in owned:
+                self._consumer.seek(tp, offset)
+            log.info("partition_released", partition=f"{tp.topic}/{tp.partition}", from_offset=offset)
+        self._release(free)
+        self._changed(0)
+
+    def bookings(self) -> frozenset[str]:
+        """Every booking parked in a held partition."""
+        return frozenset().union(*(hold.bookings for hold in self.held.values()))
+
+    def _changed(self, parked: int) -> None:
+        if self._observer is not None:
+            self._observer.holds_changed(parked, {f"{tp.topic}/{tp.partition}": h for tp, h in self.held.items()})

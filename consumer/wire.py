@@ -34,6 +34,7 @@ from aiokafka.codec import gzip_decode, lz4_decode, snappy_decode, zstd_decode
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
 
+from models.faults import first_line
 from models.records import Headers
 
 # A lone surrogate: strict UTF-8 decoding (aiokafka's and ours) never yields one, so no real header has this name.
@@ -128,7 +129,11 @@ class LenientBatch:
                 read += 1
         except Exception as error:  # whatever aiokafka could not read: read the rest ourselves, leniently
             rest = self._read_rest(read)
-            yield from rest if rest is not None else [_whole_batch(self._inner, f"unreadable ({error!r})"[:300])]
+            yield from (
+                rest
+                if rest is not None
+                else [_whole_batch(self._inner, f"unreadable ({type(error).__name__}: {first_line(error, 280)})")]
+            )
 
     def _read_rest(self, skip: int) -> list[WireRecord] | None:
         """The records after the first ``skip``; None: not even the batch header can be read (or it is of the

@@ -1,8 +1,9 @@
 """The one retry-with-backoff policy of every loop that waits out the world (tenacity underneath).
 
-The consume loop, the relay, `replay` and the startup checks each retry what ``models.faults.is_transient`` calls
-the world's fault (CONTRACT "Delivery": transient faults are retried with backoff, and nothing is committed
-meanwhile). They differ only in how they wait (a consumer keeps polling so that it stays in its group; the relay
+The consume loop (of `run` and of `replay`: consumer.loop), the relay and the meeting-key check at startup each retry
+what ``models.faults.is_transient`` calls the world's fault, committing nothing meanwhile (CONTRACT "What each event
+does": offsets only after the effects committed; "Process and configuration": every wait has a deadline, and SIGTERM
+ends the process). They differ only in how they wait (a consumer keeps polling so that it stays in its group; the relay
 wakes up early at SIGTERM) and in how often they try (`run` forever, an operator's command a few times), so those two
 are the parameters; the doubling, the cap and the jitter are written once, here.
 """

@@ -25,13 +25,16 @@ _TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock det
 
 
 def first_line(error: BaseException, limit: int = 500) -> str:
-    """The first line of the database's (or any) error message, at most ``limit`` characters: for logs and
-    dead letters, without SQLAlchemy's statement and parameters."""
+    """The one error-line helper: the first line of the database's (or any) error message, at most ``limit``
+    characters, for logs, dead letters and operators' messages, without SQLAlchemy's statement and parameters (which
+    may quote the input). An error with no text gives its class name."""
     text = str(getattr(error, "orig", None) or error).strip()
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def sqlstate(error: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE (five characters) the error carries, on itself, on SQLAlchemy's ``orig`` or on the
+    driver's cause; None when there is none (a connection lost before the server answered, not a database error)."""
     original = getattr(error, "orig", None)
     for candidate in (error, original, getattr(original, "__cause__", None)):
         code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)

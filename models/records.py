@@ -13,6 +13,24 @@ Outcome = Literal["applied", "ignored", "dead_lettered"]
 # A header value may be null on the wire (Kafka's NULLABLE_BYTES), and a dead letter keeps it null (CONTRACT).
 Headers = tuple[tuple[str, bytes | None], ...]
 
+# The headers a dead letter carries besides the original ones (CONTRACT "Dead letters"), named once: written by
+# consumer.deadletter (and producer.publish for a refused copy), read by booking_sessions.ops.dlq, documented by
+# booking_sessions.dev.asyncapi.
+DLQ_HEADER_PREFIX = "dlq-"
+DLQ_REASON = "dlq-reason"  # a models.errors.DlqReason
+DLQ_ERROR = "dlq-error"  # a readable message, at most 1 KiB
+DLQ_SOURCE_TOPIC = "dlq-source-topic"
+DLQ_SOURCE_PARTITION = "dlq-source-partition"  # decimal
+DLQ_SOURCE_OFFSET = "dlq-source-offset"  # decimal
+DLQ_FAILED_AT = "dlq-failed-at"  # RFC 3339, UTC
+# Added to a copy the DLQ topic refused for good: without its value, then bare (producer.publish).
+DLQ_VALUE_OMITTED = "dlq-value-omitted"  # the original value's size in bytes
+DLQ_VALUE_SHA256 = "dlq-value-sha256"  # its SHA-256, hex
+DLQ_KEY_OMITTED = "dlq-key-omitted"  # bare copy: the key's size in bytes
+DLQ_HEADERS_OMITTED = "dlq-headers-omitted"  # bare copy: how many headers were left out
+# The six every dead letter carries, in the order they are added.
+DLQ_HEADERS = (DLQ_REASON, DLQ_ERROR, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET, DLQ_FAILED_AT)
+
 
 # NamedTuples, not frozen dataclasses: two of these are built per record, and a frozen dataclass's __init__
 # (one object.__setattr__ per field) costs about 1 µs, five times a NamedTuple's; just as immutable.

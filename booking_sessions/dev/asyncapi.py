@@ -14,6 +14,7 @@ from pydantic_core import core_schema
 
 from booking_sessions.dev.servers import EMBEDDED_PARTITIONS
 from booking_sessions.settings import Settings
+from models import records
 from models.errors import DlqReason
 from models.events import SCHEMA_VERSION, BookingEvent, BookingType, SessionEvent, SessionEventType
 
@@ -138,30 +139,28 @@ def _messages() -> dict[str, Any]:
 
 def _dead_letter_headers() -> dict[str, Any]:
     text = {"type": "string"}
+    digits = {**text, "pattern": "^[0-9]+$"}
     return {
         "type": "object",
         "description": "The original record's headers are kept exactly as they were (a null value as null); "
         "these are added. A copy the DLQ topic refuses for good (too large for it) comes without its value, with "
         "dlq-value-omitted and dlq-value-sha256; refused even so, it comes bare (only dlq-* headers).",
-        "required": [
-            "dlq-reason",
-            "dlq-error",
-            "dlq-source-topic",
-            "dlq-source-partition",
-            "dlq-source-offset",
-            "dlq-failed-at",
-        ],
+        "required": list(records.DLQ_HEADERS),
         "properties": {
-            "dlq-reason": {"type": "string", "enum": list(get_args(DlqReason))},
-            "dlq-error": {**text, "maxLength": 1024, "description": "a readable message, at most 1 KiB"},
-            "dlq-source-topic": text,
-            "dlq-source-partition": {**text, "pattern": "^[0-9]+$"},
-            "dlq-source-offset": {**text, "pattern": "^[0-9]+$"},
-            "dlq-failed-at": {**text, "format": "date-time"},
-            "dlq-value-omitted": {**text, "pattern": "^[0-9]+$", "description": "the original value's size in bytes"},
-            "dlq-value-sha256": {**text, "pattern": "^[0-9a-f]{64}$", "description": "the original value's SHA-256"},
-            "dlq-key-omitted": {**text, "pattern": "^[0-9]+$", "description": "bare copy: the key's size in bytes"},
-            "dlq-headers-omitted": {**text, "pattern": "^[0-9]+$", "description": "bare copy: headers left out"},
+            records.DLQ_REASON: {"type": "string", "enum": list(get_args(DlqReason))},
+            records.DLQ_ERROR: {**text, "maxLength": 1024, "description": "a readable message, at most 1 KiB"},
+            records.DLQ_SOURCE_TOPIC: text,
+            records.DLQ_SOURCE_PARTITION: digits,
+            records.DLQ_SOURCE_OFFSET: digits,
+            records.DLQ_FAILED_AT: {**text, "format": "date-time"},
+            records.DLQ_VALUE_OMITTED: {**digits, "description": "the original value's size in bytes"},
+            records.DLQ_VALUE_SHA256: {
+                **text,
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "the original value's SHA-256",
+            },
+            records.DLQ_KEY_OMITTED: {**digits, "description": "bare copy: the key's size in bytes"},
+            records.DLQ_HEADERS_OMITTED: {**digits, "description": "bare copy: headers left out"},
         },
     }
 

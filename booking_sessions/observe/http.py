@@ -51,15 +51,19 @@ class GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]  # aioka
         self.changed_at = time.monotonic()
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """aiokafka's callback: a rebalance began (an assigned member is now rebalancing)."""
         if self.state == "assigned":
             self.state, self.changed_at = "rebalancing", time.monotonic()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """aiokafka's callback: the rebalance ended with ``assigned`` (possibly none) for this member."""
         # An empty assignment is still membership: more instances than partitions, this one waits.
         self.state, self.partitions, self.changed_at = "assigned", len(set(assigned)), time.monotonic()
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
     def check(self) -> dict[str, Any]:
+        """For readiness (booking_sessions.observe.health): ``ok`` while assigned, or rebalancing for less than
+        REBALANCE_GRACE_S; with ``state``, the number of ``partitions`` and ``since_s`` (seconds in this state)."""
         since_s = time.monotonic() - self.changed_at
         ok = self.state == "assigned" or (self.state == "rebalancing" and since_s < REBALANCE_GRACE_S)
         return {"ok": ok, "state": self.state, "partitions": self.partitions, "since_s": round(since_s, 1)}
@@ -88,6 +92,8 @@ class HttpServer:
         self.port = 0
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``/metrics`` (Prometheus or OpenMetrics text, as the Accept header asks), ``/healthz`` and ``/readyz``
+        (JSON; 200 or 503), anything else 404."""
         if request.path == "/metrics":
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
             return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
@@ -102,6 +108,8 @@ class HttpServer:
         return _json(404, {"error": "not found", "paths": list(PATHS)})
 
     def start(self, host: str, port: int) -> None:
+        """Serve on ``host:port`` from a thread of its own; returns once it listens. Raises ConfigurationError when
+        it does not start within START_TIMEOUT_S or the port cannot be bound (saying what to set)."""
         self._thread = threading.Thread(target=self._serve, args=(host, port), name="http-endpoints", daemon=True)
         self._thread.start()
         if not self._started.wait(START_TIMEOUT_S):
@@ -137,6 +145,7 @@ class HttpServer:
             await runner.cleanup()
 
     def stop(self) -> None:
+        """Stop serving and free the port (waits up to 5 s for the thread)."""
         if self._loop is not None and self._stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 self._loop.call_soon_threadsafe(self._stop.set)

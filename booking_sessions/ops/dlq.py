@@ -24,7 +24,16 @@ from booking_sessions.ops.untrusted import parse_json
 from booking_sessions.settings import Settings
 from consumer import wire
 from models.errors import DlqReason
-from models.records import Headers
+from models.records import (
+    DLQ_ERROR,
+    DLQ_FAILED_AT,
+    DLQ_HEADER_PREFIX,
+    DLQ_REASON,
+    DLQ_SOURCE_OFFSET,
+    DLQ_SOURCE_PARTITION,
+    DLQ_SOURCE_TOPIC,
+    Headers,
+)
 
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
 STALL_TIMEOUT_S = 30.0  # a partition that stops short of the end offset it reported: say so instead of hanging
@@ -52,20 +61,20 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.header("dlq-reason") or "?"
+        return self.header(DLQ_REASON) or "?"
 
     @property
     def error(self) -> str:
-        return self.header("dlq-error") or ""
+        return self.header(DLQ_ERROR) or ""
 
     @property
     def source(self) -> str:
-        parts = (self.header("dlq-source-topic"), self.header("dlq-source-partition"), self.header("dlq-source-offset"))
+        parts = (self.header(DLQ_SOURCE_TOPIC), self.header(DLQ_SOURCE_PARTITION), self.header(DLQ_SOURCE_OFFSET))
         return "/".join(p or "?" for p in parts)
 
     @property
     def failed_at(self) -> datetime:
-        text = self.header("dlq-failed-at")
+        text = self.header(DLQ_FAILED_AT)
         if text is not None:
             try:
                 return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
@@ -93,7 +102,7 @@ class DeadLetter:
 
     def original_headers(self) -> Headers:
         """The headers the record had before it was dead-lettered (every dlq-* header removed)."""
-        return tuple((k, v) for k, v in self.headers if not k.startswith("dlq-"))
+        return tuple((k, v) for k, v in self.headers if not k.startswith(DLQ_HEADER_PREFIX))
 
     def as_dict(self) -> dict[str, Any]:
         message_id = self.message_id

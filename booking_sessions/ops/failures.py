@@ -18,6 +18,7 @@ from models.faults import first_line, sqlstate
 
 # How long a command waits for a server that does not answer before it says so.
 CONNECT_TIMEOUT_S = 15.0
+LIMIT = 300  # characters of a server's own message quoted in the line (models.faults.first_line)
 
 _SQLSTATE_HINTS = {
     "3D000": "the database does not exist",
@@ -32,21 +33,25 @@ class OperatorError(BookingSessionsError):
 
 
 def one_line(error: BaseException) -> str | None:
-    """The readable line for a failure the operator can act on; None for anything else (a bug: let it show)."""
+    """The readable line for a failure the operator can act on; None for anything else (a bug: let it show).
+
+    Our own errors (``BookingSessionsError``) are written as one line and shown whole; a server's or a client's
+    message is cut to its first line (``models.faults.first_line``, at most LIMIT characters) after a prefix that
+    says which server refused, or a hint when the SQLSTATE says what to do."""
     if isinstance(error, BookingSessionsError):
         return str(error)
     if isinstance(error, KafkaConnectionError):
-        return f"cannot reach the Kafka broker: {error}"
+        return f"cannot reach the Kafka broker: {first_line(error, LIMIT)}"
     if isinstance(error, KafkaError):
-        return f"Kafka refused: {type(error).__name__}: {error}"
+        return f"Kafka refused: {type(error).__name__}: {first_line(error, LIMIT)}"
     if isinstance(error, DBAPIError):
         code = sqlstate(error)
         hint = _SQLSTATE_HINTS.get(code or "")
-        return hint or f"database error: {first_line(error, limit=300)}"
+        return hint or f"database error: {first_line(error, LIMIT)}"
     if isinstance(error, SQLAlchemyError):
-        return f"database error: {first_line(error, limit=300)}"
+        return f"database error: {first_line(error, LIMIT)}"
     if isinstance(error, (OSError, ConnectionError, TimeoutError)):
-        return f"connection failed: {type(error).__name__}: {error}"
+        return f"connection failed: {type(error).__name__}: {first_line(error, LIMIT)}"
     return None
 
 

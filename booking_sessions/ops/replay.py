@@ -1,4 +1,5 @@
-"""Replay the input topic through the same BatchProcessor as ``run``, under a consumer group of its own.
+"""Replay the input topic through the same consume loop and BatchProcessor as ``run``, under a consumer group of its
+own, from planned start offsets to stop offsets taken when it begins (or ``--until``).
 
 The inbox drops what was applied and the upserts keep the newest snapshot, so a replay changes only what is
 missing (a rebuild into an empty database recreates everything, with the same ids). The replay group commits
@@ -7,16 +8,13 @@ after each batch: running again with the same ``--group`` resumes where an inter
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,16 +26,13 @@ from booking_sessions.ops.failures import OperatorError, check_database, topic_p
 from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
-from consumer.batch import BatchProcessor, BatchResult, merge
-from consumer.loop import to_record
-from models.faults import is_transient
-from models.records import Record
+from consumer.loop import ConsumerLoop
+from consumer.results import BatchResult, merge
 from producer.publish import Publisher
 from producer.relay import OutboxRelay
 
-log = structlog.get_logger(__name__)
-
 RETRY_ATTEMPTS = 6  # about 12 s of capped backoff: enough for a failover, short enough for an operator
+RETRY_MAX_S = 5.0  # the cap of one wait between two attempts (the first is consumer.loop's 0.2 s)
 STALL_TIMEOUT_S = 60.0  # no progress on a partition short of its stop offset for this long: say so, stop
 
 
@@ -51,11 +46,16 @@ class Span:
 
     @property
     def size(self) -> int:
+        """How many offsets the span covers (0: nothing to do)."""
         return max(0, self.stop - self.start)
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayRequest:
+    """What the operator asked for (README "Replay"): the replay's own ``group_id``, where to start (``since``, a
+    time, or explicit ``offsets`` by partition) and stop (``until``), ``dry_run`` (count, write and send nothing,
+    commit nothing), and ``relay`` (publish the outbox rows at the end)."""
+
     group_id: str
     since: datetime | None = None
     offsets: Mapping[int, int] | None = None
@@ -66,6 +66,9 @@ class ReplayRequest:
 
 @dataclass(slots=True)
 class ReplaySummary:
+    """What a replay did: its spans and how far each partition got (``reached``), the batches' counts together
+    (``totals``), the outbox rows it published (``--relay``) and those still waiting, and its duration in seconds."""
+
     topic: str
     group_id: str
     dry_run: bool
@@ -77,6 +80,7 @@ class ReplaySummary:
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as ``replay --json`` prints it (``ops.reports.replay_report`` renders it for a person)."""
         t = self.totals
         return {
             "topic": self.topic,
@@ -152,6 +156,15 @@ def _describe(partitions: Sequence[int]) -> str:
 
 
 async def replay_topic(settings: Settings, request: ReplayRequest, progress: Progress) -> ReplaySummary:
+    """Replay the input topic as ``request`` says, showing ``progress``, and return the summary.
+
+    The same consume loop and batch processor as ``run`` (consumer.loop.ConsumerLoop, service.batch_processor):
+    the same decoding, transactions, dead letters and retries (here RETRY_ATTEMPTS per batch, then the error), and
+    offsets committed to the replay group only after each batch's effects (none for a dry run). Raises
+    OperatorError before anything is read when Kafka is not configured, the group is the live one, or the database
+    cannot be used; ConfigurationError when the meeting key is missing or does not fit; OperatorError when a
+    partition stops moving for STALL_TIMEOUT_S.
+    """
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: replay reads the service's input topic")
     if request.group_id == settings.group_id:
@@ -183,8 +196,17 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)
         summary = ReplaySummary(settings.input_topic, request.group_id, request.dry_run, spans)
         processor = batch_processor(settings, engine, publisher, dry_run=request.dry_run, group_id=request.group_id)
+        loop = ConsumerLoop(
+            consumer,
+            processor,
+            max_records=settings.max_batch_records,
+            retry_max_s=RETRY_MAX_S,
+            retry_attempts=RETRY_ATTEMPTS,
+            commit_offsets=not request.dry_run,  # a dry run must not move a group it may resume
+            commit_timeout_s=settings.kafka_commit_timeout_s,
+        )
         started = time.monotonic()
-        await _consume(consumer, processor, summary, settings.max_batch_records, progress)
+        await _consume(consumer, loop, summary, progress)
         if request.relay and not request.dry_run:
             summary.published = await OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows).drain()
         summary.backlog = await _outbox_backlog(engine)
@@ -217,75 +239,39 @@ async def _offsets_at(
     return {tp.partition: (None if at is None else at.offset) for tp, at in found.items()}
 
 
-async def _consume(
-    consumer: AIOKafkaConsumer, processor: BatchProcessor, summary: ReplaySummary, max_records: int, progress: Progress
-) -> None:
+async def _consume(consumer: AIOKafkaConsumer, loop: ConsumerLoop, summary: ReplaySummary, progress: Progress) -> None:
+    """The planned spans through the service's own consume loop (``ConsumerLoop.run_to``): every planned partition
+    is assigned (commits need that) and sought to its start, the ones with nothing to do paused. Raises
+    OperatorError when no partition moved for STALL_TIMEOUT_S."""
     spans = {TopicPartition(summary.topic, p): span for p, span in summary.spans.items()}
-    todo = {tp: span for tp, span in spans.items() if span.size > 0}
+    todo = {tp: span.stop for tp, span in spans.items() if span.size > 0}
     summary.reached = {p: span.start for p, span in summary.spans.items()}
-    task = progress.add_task("dry run" if summary.dry_run else "replaying", total=sum(s.size for s in todo.values()))
-    # Every planned partition is assigned (commits need that); the ones with nothing to do are paused.
+    task = progress.add_task(
+        "dry run" if summary.dry_run else "replaying", total=sum(s.size for s in summary.spans.values())
+    )
     consumer.assign(list(spans))
     for tp, span in spans.items():
         consumer.seek(tp, span.start)
     consumer.pause(*(tp for tp in spans if tp not in todo))
-    commit = _committer(consumer, dry_run=summary.dry_run)
     # The plan itself first: a resumed replay then continues where this one stops, on every partition.
-    await commit({tp: span.start for tp, span in spans.items() if not span.resumed})
-    results: list[BatchResult] = []
+    await loop.commit({(tp.topic, tp.partition): span.start for tp, span in spans.items() if not span.resumed})
     last_move = time.monotonic()
-    while todo:
-        batch = await consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
-        records = [to_record(m) for tp, messages in batch.items() for m in messages if m.offset < todo[tp].stop]
-        if records:
-            result = await _process(processor, records)
-            results.append(result)
-            await commit({TopicPartition(t, p): o for (t, p), o in result.next_offsets.items()})
-        finished: dict[TopicPartition, int] = {}
-        for tp in list(todo):
-            reached = min(await consumer.position(tp), todo[tp].stop)
-            if reached > summary.reached[tp.partition]:
+
+    def advanced(reached: Mapping[TopicPartition, int]) -> None:
+        nonlocal last_move
+        for tp, offset in reached.items():
+            if offset > summary.reached[tp.partition]:
                 last_move = time.monotonic()
-            summary.reached[tp.partition] = reached
-            if reached >= todo[tp].stop:
-                finished[tp] = todo.pop(tp).stop
-        if finished:
-            consumer.pause(*finished)
-            await commit(finished)
+            summary.reached[tp.partition] = offset
         progress.update(task, completed=sum(summary.reached[p] - s.start for p, s in summary.spans.items()))
-        if todo and time.monotonic() - last_move > STALL_TIMEOUT_S:
-            stuck = ", ".join(
-                f"{tp.partition} at {summary.reached[tp.partition]} of {s.stop}" for tp, s in todo.items()
+        stuck = {tp: todo[tp] for tp, offset in reached.items() if offset < todo[tp]}
+        if stuck and time.monotonic() - last_move > STALL_TIMEOUT_S:
+            where = ", ".join(
+                f"{tp.partition} at {summary.reached[tp.partition]} of {stop}" for tp, stop in stuck.items()
             )
-            raise OperatorError(f"no progress for {STALL_TIMEOUT_S:g} s on partition {stuck}; rerun to resume")
-    summary.totals = merge(results)
+            raise OperatorError(f"no progress for {STALL_TIMEOUT_S:g} s on partition {where}; rerun to resume")
 
-
-def _committer(
-    consumer: AIOKafkaConsumer, *, dry_run: bool
-) -> Callable[[Mapping[TopicPartition, int]], Awaitable[None]]:
-    """Commits to the replay group; a dry run commits nothing (it must not move a group it may resume)."""
-
-    async def commit(offsets: Mapping[TopicPartition, int]) -> None:
-        if offsets and not dry_run:
-            await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
-
-    return commit
-
-
-async def _process(processor: BatchProcessor, records: Sequence[Record]) -> BatchResult:
-    """The batch through the service's processor; transient faults retried with capped backoff, then raised."""
-    delay_s = 0.2
-    for attempt in range(1, RETRY_ATTEMPTS + 1):
-        try:
-            return await processor.process(records)
-        except Exception as error:
-            if not is_transient(error) or attempt == RETRY_ATTEMPTS:
-                raise
-            log.warning("replay_batch_retry", cause=type(error).__name__, attempt=attempt, retry_in_s=delay_s)
-        await asyncio.sleep(delay_s)
-        delay_s = min(delay_s * 2, 5.0)
-    raise AssertionError("unreachable")
+    summary.totals = await loop.run_to(todo, advanced)
 
 
 async def _outbox_backlog(engine: AsyncEngine) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -47,11 +46,12 @@ def settings_or_fail() -> Settings:
 
 
 def load_settings(*, kafka: bool, database: bool) -> Settings:
+    """The settings of an operator's command, with logging set up (quiet: ``Settings.logging_level``); one line and
+    exit 2 when the command needs the broker (``kafka``) or the database (``database``) and it is not configured."""
     settings = settings_or_fail()
     # Progress bars and summaries speak for these commands; the service's per-batch log lines would drown them.
     # Warnings still show: aiokafka logs why a broker refused (TLS, SASL), which the one-line error cannot say.
-    level = os.environ.get("BOOKING_LOG_LEVEL") or "WARNING"
-    configure_logging(level, secrets=settings.secret_values())
+    configure_logging(settings.logging_level(quiet=True), secrets=settings.secret_values())
     if kafka and settings.kafka_bootstrap is None:
         fail("BOOKING_KAFKA_BOOTSTRAP is not set (e.g. 127.0.0.1:9092): the command works on the service's broker")
     if database and settings.database_url is None:
@@ -60,6 +60,9 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
 
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
+    """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
+    exit 130; a failure the operator can act on (``ops.failures.one_line``): one line, exit 2; anything else (a bug)
+    is raised with its traceback."""
     from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
 
     try:
@@ -92,6 +95,7 @@ def print_all(parts: Sequence[RenderableType]) -> None:
 
 
 def print_json(data: object) -> None:
+    """``data`` as indented JSON on stdout (datetimes and other values as their str)."""
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -109,6 +113,7 @@ def with_progress(
 
 
 def now() -> datetime:
+    """The current time, timezone-aware (UTC)."""
     return datetime.now(UTC)
 
 

@@ -90,7 +90,7 @@ async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding
     import consumer.batch
     import consumer.decode
     from booking_sessions.topics import read_topic
-    from consumer.loop import to_record
+    from consumer.client import to_record
 
     produced = Produced()
     events = stream(10)

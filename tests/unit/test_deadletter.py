@@ -234,7 +234,7 @@ def test_group_events_per_booking_in_batch_order_skipping_what_is_not_applied() 
 def test_to_record_keeps_null_header_values_and_the_record_timestamp() -> None:
     from aiokafka import ConsumerRecord
 
-    from consumer.loop import to_record
+    from consumer.client import to_record
 
     message = ConsumerRecord(
         "booking.events", 2, 40, 1764000000123, 0, b"bk_1", b"{}", None, 4, 2, (("null", None), ("empty", b""))

@@ -9,63 +9,16 @@ import asyncio
 from collections import Counter
 from collections.abc import Collection, Sequence
 
-from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import TopicPartition
 
-from consumer.batch import BatchResult, Prepared, offsets_after
 from consumer.loop import ConsumerLoop
 from consumer.parking import held_offsets, hold_back, without
+from consumer.results import BatchResult, Prepared, offsets_after
 from models.records import Decoded, Record
+from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer
 from tests.waiting import eventually
 
-TOPIC = "booking.events"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
-Event = tuple[str, int, int]  # ("apply" | "commit", partition, offset)
-
-
-class MemoryConsumer:
-    """Just what the loop calls: positions, pause and resume, seek, getmany in partition order, commits."""
-
-    def __init__(self, logs: dict[TopicPartition, list[str]], timeline: list[Event]) -> None:
-        self.logs = logs
-        self.position = dict.fromkeys(logs, 0)
-        self.stopped: set[TopicPartition] = set()
-        self.timeline = timeline
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.logs)
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.stopped |= set(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.stopped -= set(tps)
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.position[tp] = offset
-
-    async def getmany(
-        self, *, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        out: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
-        room = max_records
-        for tp in sorted(self.logs):
-            start = self.position[tp]
-            keys = self.logs[tp][start : start + room] if tp not in self.stopped else []
-            if keys:
-                out[tp] = [
-                    ConsumerRecord(TOPIC, tp.partition, start + i, 0, 0, k.encode(), b"{}", None, 1, 2, ())
-                    for i, k in enumerate(keys)
-                ]
-                self.position[tp] += len(keys)
-                room -= len(keys)
-        # A fetch is a round trip (the batch in hand goes on meanwhile) of records taken from where the partition
-        # stood when it began; an empty fetch waits, as the broker's would.
-        await asyncio.sleep(0.001 if out else min(timeout_ms, 5) / 1000)
-        return out
-
-    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        self.timeline += [("commit", tp.partition, meta.offset) for tp, meta in offsets.items()]
 
 
 class LockingProcessor:

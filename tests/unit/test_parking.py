@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from booking_sessions.observe.health import Observed, assess
 from booking_sessions.observe.metrics import Metrics
-from consumer.batch import Prepared, offsets_after
 from consumer.parking import Hold, bookings_of, held_offsets, hold_back, without
+from consumer.results import Prepared, offsets_after
 from models.records import Decoded, Record
 
 TOPIC = "booking.events"

@@ -12,8 +12,8 @@ from aiokafka import TopicPartition
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 from aiokafka.record.util import calc_crc32c
 
+from consumer.client import to_record
 from consumer.decode import decode
-from consumer.loop import to_record
 from consumer.wire import LenientMemoryRecords, install, read_batch
 from models.records import Record
 from tests.raw_headers import raw_name
