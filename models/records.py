@@ -28,6 +28,9 @@ DLQ_VALUE_OMITTED = "dlq-value-omitted"  # the original value's size in bytes
 DLQ_VALUE_SHA256 = "dlq-value-sha256"  # its SHA-256, hex
 DLQ_KEY_OMITTED = "dlq-key-omitted"  # bare copy: the key's size in bytes
 DLQ_HEADERS_OMITTED = "dlq-headers-omitted"  # bare copy: how many headers were left out
+# Added by `dlq replay` to the copy it sends back to the input topic (README, "Dead letters").
+DLQ_REPLAYED_AT = "dlq-replayed-at"  # RFC 3339, UTC
+DLQ_REPLAYED_FROM = "dlq-replayed-from"  # <dlq topic>/<partition>/<offset>
 # The six every dead letter carries, in the order they are added.
 DLQ_HEADERS = (DLQ_REASON, DLQ_ERROR, DLQ_SOURCE_TOPIC, DLQ_SOURCE_PARTITION, DLQ_SOURCE_OFFSET, DLQ_FAILED_AT)
 

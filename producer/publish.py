@@ -21,7 +21,17 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
-from models.records import Headers, OutgoingRecord, Refusal, SentAs
+from models.records import (
+    DLQ_HEADER_PREFIX,
+    DLQ_HEADERS_OMITTED,
+    DLQ_KEY_OMITTED,
+    DLQ_VALUE_OMITTED,
+    DLQ_VALUE_SHA256,
+    Headers,
+    OutgoingRecord,
+    Refusal,
+    SentAs,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -41,18 +51,18 @@ def without_value(record: OutgoingRecord) -> OutgoingRecord:
     adds ``dlq-value-omitted`` (the value's size in bytes) and ``dlq-value-sha256`` (CONTRACT, "Dead letters")."""
     value = record.value or b""
     omitted = (
-        ("dlq-value-omitted", str(len(value)).encode()),
-        ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
+        (DLQ_VALUE_OMITTED, str(len(value)).encode()),
+        (DLQ_VALUE_SHA256, hashlib.sha256(value).hexdigest().encode()),
     )
     return replace(record, value=None, headers=record.headers + omitted)
 
 
 def bare(record: OutgoingRecord) -> OutgoingRecord:
     """Only the dlq-* headers, for a copy whose key or headers are themselves too large for the DLQ topic."""
-    kept = tuple((name, v) for name, v in without_value(record).headers if name.startswith("dlq-"))
+    kept = tuple((name, v) for name, v in without_value(record).headers if name.startswith(DLQ_HEADER_PREFIX))
     omitted = (
-        ("dlq-key-omitted", str(len(record.key or b"")).encode()),
-        ("dlq-headers-omitted", str(len(record.headers) - len(kept) + 2).encode()),
+        (DLQ_KEY_OMITTED, str(len(record.key or b"")).encode()),
+        (DLQ_HEADERS_OMITTED, str(len(record.headers) - len(kept) + 2).encode()),
     )
     return OutgoingRecord(record.topic, None, None, kept + omitted)
 

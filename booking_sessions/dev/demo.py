@@ -23,7 +23,7 @@ from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.service import create_engine, open_service, run_until
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics
-from consumer.batch import BatchResult
+from consumer.results import BatchResult
 from models.records import OutgoingRecord
 from producer.publish import Publisher
 

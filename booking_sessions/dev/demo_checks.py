@@ -19,6 +19,7 @@ from booking_sessions.dev.demo_scenario import REASON, Scenario
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.ids import session_cancelled_id, session_created_id, session_id
+from models.records import DLQ_REASON
 
 Records = list[ConsumerRecord[bytes, bytes]]
 
@@ -211,7 +212,7 @@ def checks(scenario: Scenario, seen: Outcome, meeting_base_url: str) -> list[Che
         ),
         Check(
             "malformed record dead-lettered with reason invalid",
-            [dict(m.headers).get("dlq-reason") for m in dlq] == [b"invalid"],
+            [dict(m.headers).get(DLQ_REASON) for m in dlq] == [b"invalid"],
             f"{len(dlq)} dead letter(s)",
         ),
     ]

@@ -19,8 +19,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from booking_sessions.observe.causes import RETRY_CAUSES, describe, retry_cause
-from consumer.batch import BatchResult
 from consumer.parking import Hold
+from consumer.results import BatchResult
 from models.errors import DlqReason
 from models.events import SessionEventType
 from models.records import SentAs

@@ -29,6 +29,7 @@ from models.records import (
     DLQ_FAILED_AT,
     DLQ_HEADER_PREFIX,
     DLQ_REASON,
+    DLQ_REPLAYED_FROM,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
@@ -115,7 +116,7 @@ class DeadLetter:
             "key": self.key_text,
             "message_id": None if message_id is None else str(message_id),
             "failed_at": self.failed_at.isoformat(),
-            "replayed_from": self.header("dlq-replayed-from"),
+            "replayed_from": self.header(DLQ_REPLAYED_FROM),
         }
 
 

@@ -29,7 +29,7 @@ from booking_sessions.ops.failures import OperatorError, check_database, topic_p
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from models.events import rfc3339_utc
-from models.records import OutgoingRecord
+from models.records import DLQ_REPLAYED_AT, DLQ_REPLAYED_FROM, DLQ_VALUE_OMITTED, OutgoingRecord
 from producer.publish import Publisher
 
 Action = Literal["replay", "skip"]
@@ -99,7 +99,7 @@ def plan(letters: Sequence[DeadLetter], inbox: Mapping[UUID, InboxRow]) -> list[
         if letter.reason == "message_id_conflict":
             steps.append(Step(letter, "skip", "not replayable: its message id was applied with another payload"))
             continue
-        omitted = letter.header("dlq-value-omitted")
+        omitted = letter.header(DLQ_VALUE_OMITTED)
         if omitted is not None:
             # The DLQ refused the copy whole: replaying it would send an empty value in its place.
             note = f"not replayable from the DLQ: its value ({omitted} bytes) was left out; it is at {letter.source}"
@@ -122,8 +122,8 @@ def replayed_record(letter: DeadLetter, input_topic: str, dlq_topic: str, replay
     ``dlq-replayed-at`` (RFC 3339, UTC) and ``dlq-replayed-from`` (``<dlq topic>/<partition>/<offset>``)."""
     headers = (
         *letter.original_headers(),
-        ("dlq-replayed-at", rfc3339_utc(replayed_at).encode()),
-        ("dlq-replayed-from", f"{dlq_topic}/{letter.partition}/{letter.offset}".encode()),
+        (DLQ_REPLAYED_AT, rfc3339_utc(replayed_at).encode()),
+        (DLQ_REPLAYED_FROM, f"{dlq_topic}/{letter.partition}/{letter.offset}".encode()),
     )
     return OutgoingRecord(input_topic, letter.key, letter.value, headers)
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from booking_sessions.settings import Settings
-from consumer.batch import BatchResult
 from consumer.ids import session_created_id, session_id
+from consumer.results import BatchResult
 from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, publish, read_json, service, snapshot
 

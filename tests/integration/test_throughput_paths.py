@@ -15,8 +15,9 @@ from sqlalchemy.exc import OperationalError
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
-from consumer.batch import MIN_PART_RECORDS, BatchResult
+from consumer.batch import MIN_PART_RECORDS
 from consumer.ids import session_created_id, session_id, session_updated_id
+from consumer.results import BatchResult
 from models.events import BookingEvent
 from models.records import Decoded
 from producer.bookings import as_record
