@@ -12,10 +12,15 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 from uuid import UUID
 
-from pydantic_core import to_json
-
 from consumer.ids import session_cancelled_id, session_created_id, session_id, session_updated_id
-from models.events import BookingEvent, SessionEvent, SessionEventType, SessionStatus, rfc3339_utc
+from models.events import (
+    BookingEvent,
+    SessionEvent,
+    SessionEventType,
+    SessionStatus,
+    session_event_fields,
+    session_event_json,
+)
 
 Version = tuple[datetime, UUID]
 
@@ -77,38 +82,31 @@ class OutboxRow(NamedTuple):
 
     @property
     def event(self) -> SessionEvent:
-        """The message as the contract's model, validated."""
-        return SessionEvent.model_validate(self._fields_as_dict())
+        """The message as the contract's model, validated (times as sent: milliseconds)."""
+        return SessionEvent.model_validate(self.fields())
 
     def payload(self) -> str:
-        """``event.model_dump_json()``, without building the models: thousands of these are made a second.
-        pydantic-core's serializer of plain values, so the same JSON; ``tests/unit/test_session_event.py``
-        holds the two equal for any text."""
-        return to_json(self._fields_as_dict()).decode()
+        """The JSON text written to ``outbox_messages.payload`` and published as is: ``event.model_dump_json()``."""
+        return session_event_json(self.fields())
 
-    def _fields_as_dict(self) -> dict[str, object]:
-        details = self.row.details
-        session: dict[str, object] = {
-            "id": self.row.id,
-            "status": self.row.status,
-            "meeting_link": self.row.meeting_link,
-            "scheduled_start": rfc3339_utc(details.scheduled_start),
-            "duration_minutes": details.duration_minutes,
-            "instructor_id": details.instructor_id,
-            "student_id": details.student_id,
-            "title": details.title,
-        }
-        cancellation = self.row.cancellation
-        if cancellation is not None and cancellation.reason is not None:  # left out when not given, as the model
-            session["cancellation_reason"] = cancellation.reason
-        return {  # SessionEvent's fields, in its order, as their JSON values
-            "message_id": self.message_id,
-            "type": self.kind,
-            "schema_version": 1,
-            "occurred_at": rfc3339_utc(self.now),
-            "booking_id": self.row.booking_id,
-            "session": session,
-        }
+    def fields(self) -> dict[str, object]:
+        """The message's fields as JSON values (``models.events.session_event_fields``)."""
+        row, details, cancellation = self.row, self.row.details, self.row.cancellation
+        return session_event_fields(
+            message_id=self.message_id,
+            kind=self.kind,
+            occurred_at=self.now,
+            booking_id=row.booking_id,
+            session_id=row.id,
+            status=row.status,
+            meeting_link=row.meeting_link,
+            scheduled_start=details.scheduled_start,
+            duration_minutes=details.duration_minutes,
+            instructor_id=details.instructor_id,
+            student_id=details.student_id,
+            title=details.title,
+            cancellation_reason=None if cancellation is None else cancellation.reason,
+        )
 
 
 class Decision(NamedTuple):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import NamedTuple, TypeGuard, get_args
+from typing import NamedTuple, get_args
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from models.events import (
     BookingType,
     Envelope,
     control_character,
+    is_booking_id,
 )
 from models.records import Decoded, Record
 
@@ -158,7 +159,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     except ValidationError as envelope_error:
         return _dead(record, digest, "invalid", _describe(envelope_error, full_error))
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
-    booking_id = envelope.booking_id if _is_booking_id(envelope.booking_id) else None
+    booking_id = envelope.booking_id if is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
         reason: DlqReason = "unsupported_version"
         error = f"schema_version {envelope.schema_version} is newer than {SCHEMA_VERSION}"
@@ -167,13 +168,6 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
     return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)
-
-
-_BOOKING_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def _is_booking_id(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and _BOOKING_ID.fullmatch(value) is not None
 
 
 def _key_mismatch(key: bytes | None, booking_id: str) -> str | None:
