@@ -262,7 +262,8 @@ async def write_decisions(
             raise StaleDecision(f"session rows appeared while deciding: {sorted(missing)[:5]}")
     learners = sorted(
         {(d.session_id, student, d.cancelled) for d in decisions for student in d.learners},
-        key=lambda learner: (str(learner[0]), learner[1]),  # lock order, as above
+        # Lock order, as above: by session id (a UUID's int orders as its text and as PostgreSQL's uuid), then user.
+        key=lambda learner: (learner[0].int, learner[1]),
     )
     if learners:
         session_ids = [s for s, _, _ in learners]
