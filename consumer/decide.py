@@ -53,6 +53,9 @@ class Cancellation(NamedTuple):
 
 
 class SessionRow(NamedTuple):
+    """A ``live_sessions`` row as the decision sees it (CONTRACT "Rows"): ``id`` is UUIDv5 of ``booking_id``,
+    ``version`` the (occurred_at, message_id) of the snapshot shown, ``cancellation`` None while SCHEDULED."""
+
     id: UUID
     booking_id: str
     details: SessionDetails
@@ -62,6 +65,7 @@ class SessionRow(NamedTuple):
 
     @property
     def status(self) -> SessionStatus:
+        """``SCHEDULED``, or ``CANCELLED`` once a cancellation is recorded (final, CONTRACT "What each event does")."""
         return "SCHEDULED" if self.cancellation is None else "CANCELLED"
 
 
@@ -78,6 +82,7 @@ class OutboxRow(NamedTuple):
 
     @property
     def key(self) -> str:
+        """The output record's key: the booking id (CONTRACT "Topics"), so a booking's messages stay in order."""
         return self.row.booking_id
 
     @property
@@ -110,6 +115,9 @@ class OutboxRow(NamedTuple):
 
 
 class Decision(NamedTuple):
+    """What ``decide`` found for one booking: the rows to write (``store.write_decisions``) and the messages to
+    announce, for one transaction (CONTRACT "What each event does", "Output")."""
+
     session_id: UUID
     session: SessionRow | None  # None: leave the session row alone
     learners: frozenset[str]  # students to ensure as LEARNER participant with a reservation
@@ -119,10 +127,13 @@ class Decision(NamedTuple):
 
 
 def version_of(event: BookingEvent) -> Version:
+    """The order of snapshots: (occurred_at, message_id); ties on the instant go to the larger message id
+    (CONTRACT "What each event does")."""
     return (event.occurred_at, event.message_id)
 
 
 def details_of(event: BookingEvent) -> SessionDetails:
+    """The session details the event's booking snapshot gives, the start converted to UTC."""
     booking = event.booking
     return SessionDetails(
         instructor_id=booking.instructor_id,

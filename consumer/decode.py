@@ -43,7 +43,8 @@ _MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 
 
 def payload_digest(value: bytes | None) -> str:
-    """The inbox's payload_sha256: hex SHA-256 of the value bytes exactly as they arrived."""
+    """The inbox's payload_sha256: hex SHA-256 (64 characters) of the value bytes exactly as they arrived, of no
+    bytes for a null value (CONTRACT "What each event does": a message id with another SHA-256 is a conflict)."""
     return hashlib.sha256(value or b"").hexdigest()
 
 
@@ -213,6 +214,8 @@ def printable(text: str) -> str:
 
 
 def truncate(text: str, limit: int = _ERROR_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (default 1 KiB, CONTRACT "Dead letters": dlq-error), with
+    "..." when cut, never splitting a character."""
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text

@@ -138,9 +138,11 @@ class _FromJson:
     consumer's path): each Python call from the Rust core cost about 1 µs a field, a sixth of the whole parse.
 
     Steps: RFC 3339 text (the ``_RFC3339`` pattern, as Rust regex), then pydantic's parse, then the instant in UTC
-    within the years 1 to 9999, then ``also`` (a range, with its message). Every error reads as the Python
-    validators' (``tests/unit/test_timestamps_from_json.py`` holds both paths to one verdict and one message).
-    Python input (the producer's datetimes, dicts) still goes through those validators; the JSON schema is theirs.
+    within the years 1 to 9999, then ``also`` (a range, with its message). Both paths accept and refuse the same
+    texts with the same messages (``tests/unit/test_timestamps_from_json.py``), but for a date that does not exist
+    in the year 1, 9999 or next to a session start bound: pydantic says what is wrong with it, the Python
+    validators' own parse only "is not a valid timestamp". Python input (the producer's datetimes, dicts) still
+    goes through those validators; the JSON schema is theirs.
     """
 
     also: tuple[datetime, datetime, str] | None = None  # (earliest, latest, message) in UTC, both inclusive
