@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import NamedTuple, TypeGuard, get_args
+from typing import NamedTuple, get_args
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from models.events import (
     BookingType,
     Envelope,
     control_character,
+    is_booking_id,
 )
 from models.records import Decoded, Record
 
@@ -36,11 +37,14 @@ class Limits(NamedTuple):
     clock_skew_s: float = 3600.0  # occurred_at may be this much later than the record's own timestamp
 
 
+# The model's validator itself: ``BookingEvent.model_validate_json`` adds a Python call per record around it.
+_validate_event = BookingEvent.__pydantic_validator__.validate_json
 _MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([0-9A-Fa-f-]{32,36})"')
 
 
 def payload_digest(value: bytes | None) -> str:
-    """The inbox's payload_sha256: hex SHA-256 of the value bytes exactly as they arrived."""
+    """The inbox's payload_sha256: hex SHA-256 (64 characters) of the value bytes exactly as they arrived, of no
+    bytes for a null value (CONTRACT "What each event does": a message id with another SHA-256 is a conflict)."""
     return hashlib.sha256(value or b"").hexdigest()
 
 
@@ -84,26 +88,27 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None) -> D
     if (b"NaN" in value or b"Infinity" in value) and not _strict_json(value):
         return _dead(record, digest, "invalid", "value: not strict JSON (NaN, Infinity or -Infinity)")
     try:
-        event = BookingEvent.model_validate_json(value)
+        event: BookingEvent = _validate_event(value)
     except ValidationError as full_error:
         return _classify_invalid(record, digest, full_error)
+    message_id, event_type, booking_id = event.message_id, event.type, event.booking_id
     if event.schema_version > SCHEMA_VERSION:
-        return _dead(
-            record,
-            digest,
-            "unsupported_version",
-            f"schema_version {event.schema_version} is newer than {SCHEMA_VERSION}",
-            event.message_id,
-            event.type,
-            event.booking_id,
-        )
-    too_late = _after_record_time(event.occurred_at, record.timestamp_ms, limits.clock_skew_s)
-    if too_late is not None:
-        return _dead(record, digest, "invalid", too_late, event.message_id, event.type, event.booking_id)
-    key_error = _key_mismatch(record.key, event.booking_id)
-    if key_error is not None:
-        return _dead(record, digest, "key_mismatch", key_error, event.message_id, event.type, event.booking_id)
-    return Decoded(record, digest, event.message_id, event.type, event.booking_id, "applied", event=event)
+        error = f"schema_version {event.schema_version} is newer than {SCHEMA_VERSION}"
+        return _dead(record, digest, "unsupported_version", error, message_id, event_type, booking_id)
+    # The two checks below run inline for every record; their helpers only word a refusal.
+    timestamp_ms, skew_s = record.timestamp_ms, limits.clock_skew_s
+    if (
+        timestamp_ms is not None
+        and timestamp_ms >= 0
+        and event.occurred_at.timestamp() * 1000 > timestamp_ms + skew_s * 1000
+    ):
+        error = _after_record_time(event.occurred_at, timestamp_ms, skew_s)
+        return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
+    # booking_id is ASCII (its pattern): a key is its UTF-8 text exactly when the bytes are equal.
+    key = record.key
+    if key is not None and key != booking_id.encode():
+        return _dead(record, digest, "key_mismatch", _key_mismatch(key, booking_id), message_id, event_type, booking_id)
+    return Decoded(record, digest, message_id, event_type, booking_id, "applied", event)
 
 
 def _oversize(record: Record, limits: Limits) -> str | None:
@@ -138,15 +143,10 @@ def _strict_json(value: bytes) -> bool:
     return True
 
 
-def _after_record_time(occurred_at: datetime, timestamp_ms: int | None, skew_s: float) -> str | None:
-    """CONTRACT: occurred_at is not later than the record's own timestamp plus the skew, so that one event
-    from a broken clock cannot pin a session's details for good."""
-    if timestamp_ms is None or timestamp_ms < 0:
-        return None
-    occurred_at_s = occurred_at.timestamp()
-    if occurred_at_s * 1000 <= timestamp_ms + skew_s * 1000:
-        return None
-    late_s = occurred_at_s - timestamp_ms / 1000
+def _after_record_time(occurred_at: datetime, timestamp_ms: int, skew_s: float) -> str:
+    """Why ``occurred_at`` is refused: later than the record's own timestamp (ms since the epoch) plus the skew
+    (seconds). CONTRACT "Input": so that one event from a broken clock cannot pin a session's details for good."""
+    late_s = occurred_at.timestamp() - timestamp_ms / 1000
     return f"occurred_at: is {late_s:.0f} s after the record's timestamp; at most {skew_s:g} s allowed"
 
 
@@ -158,7 +158,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     except ValidationError as envelope_error:
         return _dead(record, digest, "invalid", _describe(envelope_error, full_error))
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
-    booking_id = envelope.booking_id if _is_booking_id(envelope.booking_id) else None
+    booking_id = envelope.booking_id if is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
         reason: DlqReason = "unsupported_version"
         error = f"schema_version {envelope.schema_version} is newer than {SCHEMA_VERSION}"
@@ -169,23 +169,14 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)
 
 
-_BOOKING_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def _is_booking_id(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and _BOOKING_ID.fullmatch(value) is not None
-
-
-def _key_mismatch(key: bytes | None, booking_id: str) -> str | None:
-    if key is None:
-        return None  # booking_id is authoritative; an absent key is no contradiction
+def _key_mismatch(key: bytes, booking_id: str) -> str:
+    """Why a key that differs from ``booking_id`` is refused (CONTRACT "Dead letters": key_mismatch); an absent
+    key is no contradiction, as booking_id is authoritative."""
     try:
         text = key.decode("utf-8")
     except UnicodeDecodeError:
         return f"key is not UTF-8; booking_id is {booking_id!r}"
-    if text != booking_id:
-        return f"key {text[:80]!r} differs from booking_id {booking_id!r}"
-    return None
+    return f"key {text[:80]!r} differs from booking_id {booking_id!r}"
 
 
 def _describe(*errors: ValidationError) -> str:
@@ -223,6 +214,8 @@ def printable(text: str) -> str:
 
 
 def truncate(text: str, limit: int = _ERROR_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (default 1 KiB, CONTRACT "Dead letters": dlq-error), with
+    "..." when cut, never splitting a character."""
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text

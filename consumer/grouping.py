@@ -13,14 +13,16 @@ from models.records import Decoded
 
 @dataclass(frozen=True, slots=True)
 class Repeats:
-    """Records whose message id appeared earlier: harmless duplicates or contract-breaking conflicts."""
+    """Records whose message id appeared earlier: harmless duplicates (the same payload SHA-256) or
+    ``message_id_conflict``s (another one; CONTRACT "What each event does"), each list in batch order."""
 
     duplicates: list[Decoded]
     conflicts: list[Decoded]
 
 
 def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
-    """Keep the first record of each message id in the batch; later copies are duplicates or conflicts."""
+    """``decoded`` (one batch, in order) -> (the first record of each message id, with every record that has no id,
+    in batch order; the later copies as ``Repeats``, judged by their payload SHA-256 against the first's)."""
     first_hash: dict[UUID, str] = {}
     firsts: list[Decoded] = []
     repeats = Repeats([], [])
@@ -38,6 +40,9 @@ def split_repeats(decoded: Sequence[Decoded]) -> tuple[list[Decoded], Repeats]:
 
 
 def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) -> Repeats:
+    """Records whose message id the inbox held already, sorted by the SHA-256 recorded for it (``known_hashes``:
+    message id -> hex digest): the same payload is a duplicate, another one a ``message_id_conflict`` (CONTRACT
+    "What each event does")."""
     repeats = Repeats([], [])
     for d in earlier:
         if d.message_id is not None and known_hashes.get(d.message_id) == d.payload_sha256:
@@ -48,7 +53,8 @@ def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) 
 
 
 def group_events(decoded: Iterable[Decoded]) -> dict[str, list[BookingEvent]]:
-    """Each booking's events in partition order (the order of the batch)."""
+    """booking id -> its applied events in partition order (the order of ``decoded``); records without an event
+    (ignored, dead-lettered) are left out."""
     groups: dict[str, list[BookingEvent]] = {}
     for d in decoded:
         if d.event is not None:

@@ -11,11 +11,13 @@ SESSION_NAMESPACE = uuid.UUID("5b0c6f1e-3d2a-5c8e-9a41-7f3e2d1c0b9a")
 
 
 def session_id(booking_id: str) -> uuid.UUID:
+    """``live_sessions.id``: UUIDv5 of the booking id under ``SESSION_NAMESPACE`` (CONTRACT "Rows")."""
     return uuid.uuid5(SESSION_NAMESPACE, booking_id)
 
 
 def session_created_id(session: uuid.UUID) -> uuid.UUID:
-    """One SessionCreated id per session, ever: a re-sent copy carries the same id."""
+    """One SessionCreated id per session, ever: UUIDv5 of the session id and ``SessionCreated`` (CONTRACT "Output"),
+    so a re-sent copy carries the same id."""
     return uuid.uuid5(session, "SessionCreated")
 
 
@@ -26,7 +28,8 @@ def session_cancelled_id(session: uuid.UUID) -> uuid.UUID:
 
 
 def session_updated_id(session: uuid.UUID, cause: uuid.UUID) -> uuid.UUID:
-    """One SessionUpdated id per (session, causing event): a replay of that event yields the same id."""
+    """One SessionUpdated id per (session, causing event's message id): UUIDv5 under the session id (CONTRACT
+    "Output"), so a replay of that event yields the same id."""
     return uuid.uuid5(session, f"SessionUpdated:{cause}")
 
 

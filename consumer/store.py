@@ -150,7 +150,9 @@ _INSERT_OUTBOX = text(
 
 
 async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UUID]:
-    """Record the message ids; return those that were there already: repeats of earlier messages."""
+    """Insert one inbox row per record (each has a message id; CONTRACT "Rows": inbox_messages), in one statement;
+    return the message ids that were there already (repeats of earlier messages), whose rows are left as they were.
+    Raises what the database raises (the caller's transaction is then lost)."""
     if not rows:
         return set()
     result = await conn.execute(
@@ -171,6 +173,7 @@ async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UU
 
 
 async def inbox_hashes(conn: AsyncConnection, message_ids: Iterable[UUID]) -> dict[UUID, str]:
+    """The recorded payload SHA-256 (hex) of each of ``message_ids`` that the inbox holds; absent ids are left out."""
     ids = list(message_ids)
     if not ids:
         return {}
@@ -188,7 +191,8 @@ _KNOWN_PAYLOADS = text(
 
 
 async def known_payloads(conn: AsyncConnection, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
-    """Which (message id, payload SHA-256) pairs the inbox already holds: byte-identical repeats."""
+    """Which of ``pairs`` (message id, hex payload SHA-256) the inbox already holds, both equal: byte-identical
+    repeats, skipped without decoding. One statement, outside any transaction of the batch."""
     if not pairs:
         return set()
     result = await conn.execute(_KNOWN_PAYLOADS, {"ids": [p[0] for p in pairs], "digests": [p[1] for p in pairs]})
@@ -196,7 +200,9 @@ async def known_payloads(conn: AsyncConnection, pairs: Sequence[tuple[UUID, str]
 
 
 async def lock_sessions(conn: AsyncConnection, booking_ids: Iterable[str]) -> dict[str, SessionRow]:
-    """The current session of each booking, locked until commit so the decision cannot go stale."""
+    """booking id -> its current session row (bookings without one are left out), each row locked (``FOR UPDATE``)
+    until the transaction ends so the decision cannot go stale; locked in booking id order, as every writer does,
+    so two transactions never deadlock on them."""
     ids = sorted(set(booking_ids))  # one lock order for every writer: no deadlock between two of them
     if not ids:
         return {}
@@ -262,7 +268,8 @@ async def write_decisions(
             raise StaleDecision(f"session rows appeared while deciding: {sorted(missing)[:5]}")
     learners = sorted(
         {(d.session_id, student, d.cancelled) for d in decisions for student in d.learners},
-        key=lambda learner: (str(learner[0]), learner[1]),  # lock order, as above
+        # Lock order, as above: by session id (a UUID's int orders as its text and as PostgreSQL's uuid), then user.
+        key=lambda learner: (learner[0].int, learner[1]),
     )
     if learners:
         session_ids = [s for s, _, _ in learners]
