@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from bench.databases import OutboxWatch
-from bench.e2e import CreatedWatch, creating_records, produce_trickle
+from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
 from bench.harness import Harness
 from bench.latency import commit_latencies_s, created_latencies_s, first_sent_at, median, percentile
 from bench.produce import produce_paced
@@ -23,7 +23,8 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
     (h2) produce -> SessionCreated readable of every session they create, from one run."""
     count = max(20, int(rate_per_s * h.options.latency_s))
     records = generate(count, seed=h.options.seed + 1, prefix="lt").records
-    watch = CreatedWatch(h.bootstrap, fleet.settings.output_topic, h.options.partitions)
+    output = fleet.settings.output_topic
+    watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=BUSY_FETCH_WAIT_MS)
     await watch.start()
     try:
         with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t:
@@ -53,7 +54,10 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
         max_ms=max(latencies_ms, default=0.0),
         batches=len(fleet.batches),
     )
-    note = f"a record's send time is when it was due; the upstream producer lingers 5 ms; {len(fleet.batches)} batches"
+    note = (
+        f"a record's send time is when it was due; the upstream producer lingers 5 ms, the watcher's fetch waits "
+        f"up to {BUSY_FETCH_WAIT_MS} ms; {len(fleet.batches)} batches"
+    )
     return latency, _end_to_end(offered, e2e_ms, note)
 
 
@@ -65,7 +69,8 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     rate = h.options.trickle_per_s
     count = max(20, int(rate * h.options.latency_s))
     records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)
-    watch = CreatedWatch(h.bootstrap, fleet.settings.output_topic, h.options.partitions)
+    output = fleet.settings.output_topic
+    watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
     await watch.start()
     try:
         with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t:
