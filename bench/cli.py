@@ -26,9 +26,11 @@ def bench(
     ] = 1,
     partitions: Annotated[int, typer.Option(min=1, help="partitions of every bench topic")] = 12,
     naive_events: Annotated[
-        int, typer.Option(min=20, help="about this many records (whole bookings) for the slow baseline")
+        int, typer.Option(min=20, help="about this many records (whole bookings) for the baseline and the peer")
     ] = 5_000,
-    latency_s: Annotated[float, typer.Option(min=1.0, help="seconds of offered load for the p99 stage")] = 10.0,
+    latency_s: Annotated[
+        float, typer.Option(min=1.0, help="seconds of offered load for each latency stage (f, h1, h2)")
+    ] = 10.0,
     seed: Annotated[int, typer.Option(help="workload seed; the same seed gives the same records")] = 7,
     json: Annotated[
         bool, typer.Option("--json", help="print the results as one JSON line instead of the table")
@@ -38,8 +40,10 @@ def bench(
     ] = None,
 ) -> None:
     """Measure, in one run on the same records: (a) raw consume, (b) consume + decode, (c) the old
-    check-then-create code, (d) the service's run path end to end, (e) a replay (all duplicates), (f) produce ->
-    offset commit latency at half the service's rate, and with --consumers K (g) K service processes.
+    check-then-create code, (c2) the peer (FastStream with faststream-outbox), (d) the service's run path end to
+    end, (e) a replay (all duplicates), (h1) produce -> SessionCreated readable at a trickle (20 events/s, one at a
+    time), (f) produce -> offset commit and (h2) produce -> SessionCreated readable at half the service's rate, and
+    with --consumers K (g) K service processes.
 
     Each stage gets its own topics, consumer group and migrated database. Uses embedded servers (Tansu and
     PostgreSQL 18) unless BOOKING_KAFKA_BOOTSTRAP and BOOKING_DATABASE_URL are set; then the database user needs

@@ -109,5 +109,13 @@ class OutboxWatch:
             count = await conn.scalar(text("SELECT count(*) FROM outbox_messages WHERE published_at IS NULL"))
         return int(count or 0)
 
+    async def count_created(self) -> int:
+        """SessionCreated rows in the outbox, published or not."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                text("""SELECT count(*) FROM outbox_messages WHERE payload LIKE '%"type":"SessionCreated"%'""")
+            )
+        return int(count or 0)
+
     async def close(self) -> None:
         await self._engine.dispose()

@@ -34,3 +34,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+def created_latencies_s(sent_at: Mapping[str, float], seen_at: Mapping[str, float]) -> list[float]:
+    """For every booking whose ``SessionCreated`` was read (``seen_at``, by booking id): the time it was read minus
+    the send time of the booking event that created the session (``sent_at``, by booking id). Bookings sent but
+    not seen are left out (the caller counts them); one seen but never sent is a bench error."""
+    return [seen - sent_at[booking] for booking, seen in seen_at.items()]
+
+
+def first_sent_at(booking_ids: Iterable[str], started: float, rate_per_s: float) -> dict[str, float]:
+    """Paced production: record ``i`` was due at ``started + i / rate_per_s``; each booking's first record is the
+    one that creates its session (the workload never starts a booking with its cancellation)."""
+    sent: dict[str, float] = {}
+    for i, booking in enumerate(booking_ids):
+        sent.setdefault(booking, started + i / rate_per_s)
+    return sent
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)

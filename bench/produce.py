@@ -74,6 +74,7 @@ class Paced:
     sent_at: dict[int, dict[int, float]] = field(default_factory=dict)
     ends: Ends = field(default_factory=dict)
     seconds: float = 0.0
+    started: float = 0.0  # monotonic: record i was due at started + i / rate
 
     @property
     def records(self) -> int:
@@ -96,7 +97,7 @@ async def produce_paced(
         every = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
         owners = [partitioner(r.key, every, every) for r in records]  # before the clock starts
-        started = time.monotonic()
+        started = paced.started = time.monotonic()
         batches = PartitionBatches(producer)
         queued: dict[int, list[int]] = {}  # per partition, the indexes of its records not yet in a sent batch
         sent = 0

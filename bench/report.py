@@ -14,7 +14,7 @@ from rich.table import Table
 
 @dataclass(frozen=True)
 class Stage:
-    key: str  # raw, decode, naive, service, replay, scaleout
+    key: str  # raw, decode, naive, peer, service, replay, scaleout
     label: str
     records: int
     seconds: float
@@ -45,6 +45,18 @@ class Latency:
 
 
 @dataclass
+class EndToEnd:
+    """Produce -> ``SessionCreated`` readable on the output topic, per session created, at an offered rate."""
+
+    offered_per_s: float
+    sessions: int  # SessionCreated read and matched to the event that created them
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    note: str = ""  # what the time is made of
+
+
+@dataclass
 class Results:
     events: int
     partitions: int
@@ -52,6 +64,8 @@ class Results:
     servers: str
     stages: list[Stage] = field(default_factory=list)
     latency: Latency | None = None
+    e2e_trickle: EndToEnd | None = None  # (h1): one event at a time, 20 a second: the idle path
+    e2e_half: EndToEnd | None = None  # (h2): at half (d)'s rate, measured in the same run as (f)
     rss_mb_at_tenth: float = 0.0  # the service process after a tenth of the events
     rss_mb: float = 0.0  # ... and after all of them
     checks: list[Check] = field(default_factory=list)
@@ -61,6 +75,7 @@ class Results:
         return next((s.per_s for s in self.stages if s.key == key), 0.0)
 
     def ratio(self, key: str) -> float:
+        """The service's rate over stage ``key``'s; 0 when that stage did not run."""
         base = self.rate(key)
         return self.rate("service") / base if base else 0.0
 
@@ -69,12 +84,17 @@ class Results:
         return all(c.ok for c in self.checks)
 
     def summary_line(self) -> str:
+        """key=value pairs for scripts (parsed back by ``parse_summary``); a stage that did not run reads 0."""
         p99 = self.latency.p99_ms if self.latency is not None else 0.0
+        trickle = self.e2e_trickle.p99_ms if self.e2e_trickle is not None else 0.0
+        half = self.e2e_half.p99_ms if self.e2e_half is not None else 0.0
         return (
             f"events={self.events} service_per_s={self.rate('service'):.0f} "
             f"decode_ceiling_per_s={self.rate('decode'):.0f} naive_per_s={self.rate('naive'):.0f} "
             f"replay_per_s={self.rate('replay'):.0f} ratio_vs_decode={self.ratio('decode'):.2f} "
-            f"ratio_vs_naive={self.ratio('naive'):.1f} p99_commit_ms={p99:.0f} rss_mb={self.rss_mb:.0f}"
+            f"ratio_vs_naive={self.ratio('naive'):.1f} p99_commit_ms={p99:.0f} rss_mb={self.rss_mb:.0f} "
+            f"peer_per_s={self.rate('peer'):.0f} ratio_vs_peer={self.ratio('peer'):.1f} "
+            f"e2e_p99_trickle_ms={trickle:.0f} e2e_p99_half_ms={half:.0f}"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -82,7 +102,14 @@ class Results:
         for stage, raw in zip(self.stages, data["stages"], strict=True):
             raw["per_s"] = round(stage.per_s, 1)
         data["summary"] = self.summary_line()
+        data["figures"] = parse_summary(data["summary"])  # the last line's fields, as numbers
         return data
+
+
+def parse_summary(line: str) -> dict[str, float]:
+    """The summary line back into numbers, for scripts comparing runs. Raises ValueError on a malformed pair."""
+    pairs = (pair.split("=", 1) for pair in line.split())
+    return {key: float(value) for key, value in pairs}
 
 
 def machine() -> str:
@@ -116,6 +143,12 @@ def table(results: Results) -> Table:
             f"offered at half (d)'s rate: p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; "
             f"{lat.batches} batches, {lat.records / max(1, lat.batches):.0f} avg",
         )
+    for label, e2e in (
+        ("(h1) produce -> SessionCreated, trickle", results.e2e_trickle),
+        ("(h2) produce -> SessionCreated, half rate", results.e2e_half),
+    ):
+        if e2e is not None:
+            grid.add_row(label, f"{e2e.sessions:,}", "", f"{e2e.offered_per_s:,.0f}", "", e2e_note(e2e))
     grid.add_row(
         "service RSS",
         "",
@@ -126,6 +159,12 @@ def table(results: Results) -> Table:
         f"{results.events:,}",
     )
     return grid
+
+
+def e2e_note(e2e: EndToEnd) -> str:
+    """The figures of one end-to-end stage, then what its time is made of."""
+    figures = f"p50 {e2e.p50_ms:.0f} ms, p99 {e2e.p99_ms:.0f} ms, max {e2e.max_ms:.0f} ms"
+    return f"{figures}; {e2e.note}" if e2e.note else figures
 
 
 def print_report(results: Results, console: Console, *, as_json: bool) -> None:

@@ -4,48 +4,31 @@ and freshly migrated database, on one broker and one PostgreSQL server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import os
-import secrets
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from pydantic import SecretStr
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from sqlalchemy.exc import SQLAlchemyError
 
 from bench import checks
 from bench.ceilings import consume_ceiling
-from bench.cpu import Servers, busy_note
-from bench.databases import OutboxWatch, create_database, drop_databases, durability, rows
-from bench.latency import commit_latencies_s, percentile
+from bench.cpu import busy_note
+from bench.databases import OutboxWatch, durability, rows
+from bench.harness import Harness, Options
 from bench.naive import NaiveConsumer, run_naive
-from bench.produce import Ends, produce_bulk, produce_paced
+from bench.peer_stage import run_peer, same_rows_check
+from bench.produce import Ends, produce_bulk
 from bench.profile import recording
-from bench.report import Check, Latency, Results, Stage, machine
+from bench.report import Check, Results, Stage, machine
 from bench.service_path import Fleet
+from bench.user_latency import half_rate, trickle
 from bench.workload import Workload, generate
 from booking_sessions.dev.servers import servers_for, with_throwaway_secret
 from booking_sessions.service import meeting_links
 from booking_sessions.settings import Settings
 from booking_sessions.topics import ensure_topics, read_topic
 
-
-@dataclass(frozen=True)
-class Options:
-    events: int = 200_000
-    partitions: int = 12
-    consumers: int = 1  # processes of the scale-out stage; 1: no such stage
-    naive_events: int = 5_000  # the baseline runs on a sample of whole bookings of about this many records
-    latency_s: float = 10.0
-    seed: int = 7
-    profile_dir: Path | None = None  # py-spy the service processes of (d), (e) and (g) into this directory
+__all__ = ["Options", "run_bench"]
 
 
 async def run_bench(settings: Settings, options: Options, console: Console) -> Results:
@@ -57,63 +40,8 @@ async def run_bench(settings: Settings, options: Options, console: Console) -> R
             await bench.clean_up()
 
 
-class Bench:
-    def __init__(self, settings: Settings, options: Options, console: Console, *, embedded: bool) -> None:
-        assert settings.kafka_bootstrap is not None
-        self.settings = settings
-        self.embedded = embedded
-        self.bootstrap = settings.kafka_bootstrap
-        self.server_url = settings.database_url_value()
-        self.servers = Servers.of(self.server_url, self.bootstrap)
-        self.options = options
-        self.console = console
-        self.tag = secrets.token_hex(3)
-        self.topics: list[str] = []
-        self.databases: list[str] = []
-        self.fleets: list[Fleet] = []
-        self.bar = Progress(
-            TextColumn("{task.description:<44}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-
-    def topic(self, stage: str, kind: str) -> str:
-        name = f"bench-{self.tag}-{stage}.{kind}"
-        self.topics.append(name)
-        return name
-
-    async def database(self, stage: str) -> str:
-        name = f"bench_{self.tag}_{stage}"
-        self.databases.append(name)
-        return await create_database(self.server_url, name)
-
-    def stage_settings(self, stage: str, input_topic: str, database_url: str) -> Settings:
-        return self.settings.model_copy(
-            update={
-                "input_topic": input_topic,
-                "output_topic": self.topic(stage, "session.events"),
-                "dlq_topic": self.topic(stage, "booking.events.dlq"),
-                "group_id": f"bench-{self.tag}-{stage}",
-                "database_url": SecretStr(database_url),
-                "metrics_port": 0,
-            }
-        )
-
-    def fleet(self, name: str, settings: Settings, count: int = 1) -> Fleet:
-        fleet = Fleet(name, settings, count)
-        self.fleets.append(fleet)
-        return fleet
-
-    @contextlib.contextmanager
-    def task(self, description: str, total: int) -> Iterator[TaskID]:
-        task = self.bar.add_task(description, total=total)
-        try:
-            yield task
-        finally:
-            self.bar.update(task, completed=total, visible=False)
+class Bench(Harness):
+    """The stages, in order, on the same records."""
 
     async def run(self) -> Results:
         o = self.options
@@ -125,24 +53,30 @@ class Bench:
         every = max(1, round(o.events / o.naive_events))
         sample = workload.sample(every)
         main, naive_topic = self.topic("in", "booking.events"), self.topic("naive", "booking.events")
+        peer_topics = self.topic("peer", "booking.events"), self.topic("peer", "session.events")
         latency_topic = self.topic("latency", "booking.events")
-        stages = ("naive", "service", "latency", *(("scaleout",) if o.consumers > 1 else ()))
+        trickle_topic = self.topic("trickle", "booking.events")
+        stages = ("naive", "peer", "service", "latency", "trickle", *(("scaleout",) if o.consumers > 1 else ()))
         urls = {stage: await self.database(stage) for stage in stages}
         fleets = {
             "service": self.fleet("service", self.stage_settings("service", main, urls["service"])),
             # The replay reads the same topic under a new group into the database the service just filled.
             "replay": self.fleet("replay", self.stage_settings("replay", main, urls["service"])),
             "latency": self.fleet("latency", self.stage_settings("latency", latency_topic, urls["latency"])),
+            "trickle": self.fleet("trickle", self.stage_settings("trickle", trickle_topic, urls["trickle"])),
         }
         if o.consumers > 1:
             scaleout = self.stage_settings("scaleout", main, urls["scaleout"])
             fleets["scaleout"] = self.fleet("scaleout", scaleout, o.consumers)
         await ensure_topics(self.bootstrap, self.topics, o.partitions)
         with self.bar:
-            with self.task("producing the records", workload.events + sample.events) as t:
-                ends = await produce_bulk(self.bootstrap, main, workload.records, o.partitions, self._advance(t))
+            with self.task("producing the records", workload.events + 2 * sample.events) as t:
+                ends = await produce_bulk(self.bootstrap, main, workload.records, o.partitions, self.advance(t))
                 naive_ends = await produce_bulk(
-                    self.bootstrap, naive_topic, sample.records, o.partitions, self._advance(t)
+                    self.bootstrap, naive_topic, sample.records, o.partitions, self.advance(t)
+                )
+                peer_ends = await produce_bulk(
+                    self.bootstrap, peer_topics[0], sample.records, o.partitions, self.advance(t)
                 )
             # All service processes join their groups at once: the broker's join delay is paid once, unmeasured.
             with self.task("starting the service processes", len(fleets)) as t:
@@ -159,7 +93,7 @@ class Bench:
                         ends,
                         decoding=decoding,
                         max_message_bytes=self.settings.max_message_bytes,
-                        progress=self._advance(t),
+                        progress=self.advance(t),
                     )
                     results.stages.append(stage)
             decoded = f"{workload.events} applied"
@@ -169,6 +103,8 @@ class Bench:
             results.checks.append(
                 checks.naive_rows_check(naive_rows, bookings=sample.bookings, cancelled=sample.cancelled_bookings)
             )
+            peer = await run_peer(self, urls["peer"], peer_topics, peer_ends, sample, every)
+            results.stages.append(peer.stage)
 
             service = fleets["service"]
             results.stages.append(await self._service("service", "(d) service: run path, 1 process", service, ends))
@@ -179,6 +115,7 @@ class Bench:
             results.checks.append(
                 checks.duplicates_check("(d) service", service.duplicates, workload.counts["redelivered"])
             )
+            results.checks.append(await same_rows_check(peer, urls["service"]))
 
             before = await rows(urls["service"])
             replay = fleets["replay"]
@@ -188,8 +125,9 @@ class Bench:
             after = await rows(urls["service"])
             results.checks.append(Check("(e) replay changed no row", after == before, f"{after}"))
 
-            service_rate = results.rate("service")
-            results.latency = await self._latency(fleets["latency"], latency_topic, service_rate / 2)
+            results.e2e_trickle = await trickle(self, fleets["trickle"], trickle_topic)
+            half = results.rate("service") / 2
+            results.latency, results.e2e_half = await half_rate(self, fleets["latency"], latency_topic, half)
 
             if "scaleout" in fleets:
                 label = f"(g) service: {o.consumers} processes, one group"
@@ -199,9 +137,6 @@ class Bench:
                 await self._check_service(name, fleets["scaleout"], workload)
         results.load = (results.load[0], os.getloadavg()[0])
         return results
-
-    def _advance(self, task: TaskID) -> Callable[[int], None]:
-        return lambda n: self.bar.advance(task, n)
 
     async def _naive(self, url: str, topic: str, ends: Ends, records: int, every: int) -> Stage:
         # Its outbox rows name an output topic, but it publishes nothing: no topic to create.
@@ -215,7 +150,7 @@ class Bench:
                     f"bench-{self.tag}-naive",
                     naive,
                     max_message_bytes=self.settings.max_message_bytes,
-                    progress=self._advance(t),
+                    progress=self.advance(t),
                 )
         finally:
             await naive.close()
@@ -267,44 +202,3 @@ class Bench:
         )
         published = await read_topic(self.bootstrap, fleet.settings.output_topic, expected=counted.outbox)
         self.results.checks.append(checks.output_check(name, published, counted.outbox))
-
-    async def _latency(self, fleet: Fleet, topic: str, rate_per_s: float) -> Latency:
-        """Offer records at ``rate_per_s`` for the configured time; produce -> offset commit of each."""
-        count = max(20, int(rate_per_s * self.options.latency_s))
-        records = generate(count, seed=self.options.seed + 1, prefix="lt").records
-        with self.task(f"(f) p99 at {rate_per_s:,.0f}/s", len(records)) as t:
-            fleet.go()
-            paced = await produce_paced(self.bootstrap, topic, records, rate_per_s, self._advance(t))
-            await fleet.drained(topic, paced.ends)
-        await fleet.stop()
-        latencies_ms = [s * 1000 for s in commit_latencies_s(topic, paced.sent_at, fleet.batches)]
-        self.results.checks.append(
-            Check("(f) every record committed", len(latencies_ms) == len(records), f"{len(latencies_ms):,}")
-        )
-        return Latency(
-            offered_per_s=len(records) / paced.seconds if paced.seconds else rate_per_s,
-            records=len(latencies_ms),
-            p50_ms=percentile(latencies_ms, 50),
-            p99_ms=percentile(latencies_ms, 99),
-            max_ms=max(latencies_ms, default=0.0),
-            batches=len(fleet.batches),
-        )
-
-    async def clean_up(self) -> None:
-        """Stop every service process; on configured servers also drop the bench's databases and topics."""
-        for fleet in self.fleets:
-            await fleet.stop()
-        if self.embedded:
-            return  # the embedded servers take everything with them
-        try:
-            await drop_databases(self.server_url, self.databases)
-        except (SQLAlchemyError, OSError) as error:
-            self.console.print(f"could not drop the bench databases {self.databases}: {error}")
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            await admin.start()
-            await admin.delete_topics(sorted(set(self.topics)))
-        except KafkaError as error:
-            self.console.print(f"could not delete the bench topics: {error!r}")
-        finally:
-            await admin.close()

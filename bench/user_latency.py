@@ -1,0 +1,121 @@
+"""The latency stages: (f) produce -> offset commit and (h2) produce -> SessionCreated at half (d)'s rate, measured
+in one paced run, and (h1) produce -> SessionCreated at a trickle, one event at a time (the idle path)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bench.databases import OutboxWatch
+from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
+from bench.harness import Harness
+from bench.latency import commit_latencies_s, created_latencies_s, first_sent_at, median, percentile
+from bench.produce import produce_paced
+from bench.report import Check, EndToEnd, Latency
+from bench.service_path import Fleet
+from bench.workload import generate
+
+RELAY_TAIL_TIMEOUT_S = 60.0  # after the last offset commit: the relay's last rows, and the watcher reading them
+
+
+async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> tuple[Latency, EndToEnd]:
+    """Offer records at ``rate_per_s`` for the configured time: (f) produce -> offset commit of every record, and
+    (h2) produce -> SessionCreated readable of every session they create, from one run."""
+    count = max(20, int(rate_per_s * h.options.latency_s))
+    records = generate(count, seed=h.options.seed + 1, prefix="lt").records
+    output = fleet.settings.output_topic
+    watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=BUSY_FETCH_WAIT_MS)
+    await watch.start()
+    try:
+        with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t:
+            fleet.go()
+            paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t))
+            await fleet.drained(topic, paced.ends)
+        created = await _created_rows(fleet)
+        complete = await watch.until(created, RELAY_TAIL_TIMEOUT_S)
+    finally:
+        await fleet.stop()
+        await watch.stop()
+    latencies_ms = [s * 1000 for s in commit_latencies_s(topic, paced.sent_at, fleet.batches)]
+    h.results.checks.append(
+        Check("(f) every record committed", len(latencies_ms) == len(records), f"{len(latencies_ms):,}")
+    )
+    sent = first_sent_at((r.key.decode() for r in records), paced.started, rate_per_s)
+    e2e_ms = [s * 1000 for s in created_latencies_s(sent, watch.seen_at)]
+    h.results.checks.append(
+        Check("(h2) every SessionCreated read", complete, f"{len(watch.seen_at):,} read, {created:,} in the outbox")
+    )
+    offered = len(records) / paced.seconds if paced.seconds else rate_per_s
+    latency = Latency(
+        offered_per_s=offered,
+        records=len(latencies_ms),
+        p50_ms=percentile(latencies_ms, 50),
+        p99_ms=percentile(latencies_ms, 99),
+        max_ms=max(latencies_ms, default=0.0),
+        batches=len(fleet.batches),
+    )
+    note = (
+        f"a record's send time is when it was due; the upstream producer lingers 5 ms, the watcher's fetch waits "
+        f"up to {BUSY_FETCH_WAIT_MS} ms; {len(fleet.batches)} batches"
+    )
+    return latency, _end_to_end(offered, e2e_ms, note)
+
+
+async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
+    """(h1): the first event of new bookings, each produced alone at ``trickle_per_s`` (acks=all, awaited): every
+    one creates a session, whose SessionCreated the watcher times. The note splits the time: the produce
+    acknowledgement, produce -> offset commit (fetch wait, decoding, the batch's transaction, the offset commit),
+    the batch's transaction alone, and the rest (relay wake-up, its transaction and produce, the watcher's fetch)."""
+    rate = h.options.trickle_per_s
+    count = max(20, int(rate * h.options.latency_s))
+    records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)
+    output = fleet.settings.output_topic
+    watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
+    await watch.start()
+    try:
+        with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t:
+            fleet.go()
+            sent = await produce_trickle(h.bootstrap, topic, records, rate, h.advance(t))
+            await fleet.drained(topic, sent.ends)
+        complete = await watch.until(len(records), RELAY_TAIL_TIMEOUT_S)
+    finally:
+        await fleet.stop()
+        await watch.stop()
+    h.results.checks.append(
+        Check("(h1) every SessionCreated read", complete, f"{len(watch.seen_at):,} of {len(records):,}")
+    )
+    e2e_ms = [s * 1000 for s in created_latencies_s(sent.sent_at, watch.seen_at)]
+    commit_ms = [s * 1000 for s in commit_latencies_s(topic, sent.by_offset, fleet.batches)]
+    ack_ms = median([s * 1000 for s in sent.ack_s])
+    database_ms = median([b.database_s * 1000 for b in fleet.batches])
+    to_commit = median(commit_ms)
+    note = (
+        f"p50s: produce ack {ack_ms:.1f} ms, produce -> offset commit {to_commit:.1f} ms (of which the batch's "
+        f"transaction {database_ms:.1f} ms), offset commit -> read {median(e2e_ms) - to_commit:.1f} ms; "
+        f"{len(fleet.batches)} batches"
+    )
+    return _end_to_end(len(records) / sent.seconds if sent.seconds else rate, e2e_ms, note)
+
+
+async def _created_rows(fleet: Fleet) -> int:
+    """SessionCreated rows in the stage's outbox, once the relay has published every row (or it timed out)."""
+    watch = OutboxWatch(fleet.settings.database_url_value())
+    try:
+        deadline = time.monotonic() + RELAY_TAIL_TIMEOUT_S
+        # Polling a table: there is no event to wait on.
+        while await watch.unpublished() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return await watch.count_created()
+    finally:
+        await watch.close()
+
+
+def _end_to_end(offered_per_s: float, latencies_ms: list[float], note: str) -> EndToEnd:
+    return EndToEnd(
+        offered_per_s=offered_per_s,
+        sessions=len(latencies_ms),
+        p50_ms=percentile(latencies_ms, 50),
+        p99_ms=percentile(latencies_ms, 99),
+        max_ms=max(latencies_ms, default=0.0),
+        note=note,
+    )

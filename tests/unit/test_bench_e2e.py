@@ -1,0 +1,83 @@
+"""The end-to-end and peer arithmetic of the bench: which records create sessions, when each was sent, what the
+output topic says was announced. Pure: no servers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from bench.databases import Rows
+from bench.e2e import creating_records
+from bench.latency import created_latencies_s, first_sent_at
+from bench.peer_checks import announced, topic_rows
+from bench.workload import generate
+
+
+def test_creating_records_are_each_bookings_first_in_stream_order() -> None:
+    workload = generate(2_000, seed=3)
+    firsts = creating_records(workload.records, 50)
+    assert len(firsts) == 50
+    assert len({r.booking for r in firsts}) == 50
+    for r in firsts:
+        earlier = next(x for x in workload.records if x.booking == r.booking)
+        assert earlier is r
+        assert r.kind in ("approved", "confirmed")  # a booking never starts with its cancellation
+    positions = [workload.records.index(r) for r in firsts]
+    assert positions == sorted(positions)
+
+
+def test_first_sent_at_keeps_each_bookings_first_due_time() -> None:
+    sent = first_sent_at(["a", "b", "a", "c", "b"], started=100.0, rate_per_s=10.0)
+    assert sent == {"a": 100.0, "b": 100.1, "c": 100.3}
+
+
+def test_created_latencies_match_by_booking_and_skip_the_unseen() -> None:
+    sent = {"a": 1.0, "b": 2.0, "c": 3.0}
+    seen = {"b": 2.25, "a": 1.5}
+    assert sorted(created_latencies_s(sent, seen)) == [0.25, 0.5]
+
+
+def test_a_session_created_for_a_booking_never_sent_is_a_bench_error() -> None:
+    with pytest.raises(KeyError):
+        created_latencies_s({"a": 1.0}, {"z": 2.0})
+
+
+def record(kind: str, message_id: str, booking: str, offset: int = 0) -> ConsumerRecord[bytes, bytes]:
+    value = json.dumps({"message_id": message_id, "type": kind, "booking_id": booking}).encode()
+    return ConsumerRecord("out", 0, offset, 0, 0, booking.encode(), value, None, 0, len(value), [])
+
+
+def test_announced_counts_distinct_ids_per_type() -> None:
+    published = [
+        record("SessionCreated", "c1", "bk_1"),
+        record("SessionCreated", "c1", "bk_1", 1),  # a re-sent copy
+        record("SessionUpdated", "u1", "bk_1", 2),
+        record("SessionCreated", "c2", "bk_2", 3),
+        record("SessionCancelled", "x2", "bk_2", 4),
+    ]
+    seen = announced(published)
+    assert (len(seen["SessionCreated"]), len(seen["SessionUpdated"]), len(seen["SessionCancelled"])) == (2, 1, 1)
+    assert seen["keys"] == {"bk_1", "bk_2"}
+
+
+def test_topic_rows_take_the_announcements_from_the_topic() -> None:
+    counted = Rows(
+        inbox=10,
+        sessions=3,
+        participants=3,
+        reservations=3,
+        session_created=0,
+        session_updated=0,
+        unpublished=0,
+        cancelled=2,
+        unannounced=2,  # from outbox_messages, which the peer leaves empty
+        reservations_cancelled=2,
+    )
+    published = [record("SessionCreated", "c1", "bk_1"), record("SessionCancelled", "x1", "bk_1", 1)]
+    rows = topic_rows(counted, published, cancelled=["bk_1", "bk_3"])
+    assert (rows.session_created, rows.session_updated, rows.session_cancelled) == (1, 0, 1)
+    assert rows.unannounced == 1  # bk_3 was cancelled before anything about it was published
+    assert rows.outbox == 2
+    assert (rows.inbox, rows.sessions, rows.unpublished) == (10, 3, 0)
