@@ -11,7 +11,7 @@ import structlog
 
 from consumer.decode import truncate
 from models.errors import Poison
-from models.events import rfc3339_utc
+from models.fields import rfc3339_utc
 from models.records import (
     DLQ_ERROR,
     DLQ_FAILED_AT,

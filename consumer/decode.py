@@ -12,15 +12,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails, from_json
 
 from models.errors import DlqReason
-from models.events import (
-    NO_CONTROL_PATTERN,
-    SCHEMA_VERSION,
-    BookingEvent,
-    BookingType,
-    Envelope,
-    control_character,
-    is_booking_id,
-)
+from models.events import SCHEMA_VERSION, BookingEvent, BookingType, Envelope
+from models.fields import NO_CONTROL_PATTERN, control_character, is_booking_id
 from models.records import Decoded, Record
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB

@@ -28,7 +28,7 @@ from booking_sessions.ops.dlq import DeadLetter, DlqFilter, scan
 from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
-from models.events import rfc3339_utc
+from models.fields import rfc3339_utc
 from models.records import DLQ_REPLAYED_AT, DLQ_REPLAYED_FROM, DLQ_VALUE_OMITTED, OutgoingRecord
 from producer.publish import Publisher
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from consumer.decode import Limits, decode
 from models.errors import DlqReason
-from models.events import EARLIEST_START, LATEST_START
+from models.fields import EARLIEST_START, LATEST_START
 from models.records import Decoded, Record
 from tests.unit.builders import example
 from tests.unit.decode_checks import check_invariants

@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from consumer.decode import decode
-from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot, rfc3339_utc
+from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot
+from models.fields import rfc3339_utc
 from producer.bookings import as_record, booking_event, encode
 from tests.unit.builders import DROP, MAX_BYTES, MESSAGE_ID, body, record
 

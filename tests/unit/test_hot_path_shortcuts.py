@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.decode import decode
-from models.events import BOOKING_ID_PATTERN, is_booking_id
+from models.fields import BOOKING_ID_PATTERN, is_booking_id
 from tests.unit.builders import MAX_BYTES, body, record
 
 booking_ids = st.from_regex(BOOKING_ID_PATTERN, fullmatch=True)

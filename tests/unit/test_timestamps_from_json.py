@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from models.events import Rfc3339, SessionStart
+from models.fields import Rfc3339, SessionStart
 
 ADAPTERS = {"occurred_at": TypeAdapter(Rfc3339), "scheduled_start": TypeAdapter(SessionStart)}
 # Where the Python validator's own parse (datetime.fromisoformat) refuses first, it says only this; pydantic's
