@@ -68,6 +68,8 @@ def install() -> None:
 
 
 def unreadable_header(what: str) -> tuple[str, bytes]:
+    """The header that marks a record as unreadable: ``(UNREADABLE, what)``, ``what`` (why) as UTF-8 with any
+    unpaired surrogate backslash-escaped. Read by ``consumer.client.to_record`` into ``Record.unreadable``."""
     return (UNREADABLE, what.encode("utf-8", "backslashreplace"))
 
 
@@ -80,12 +82,16 @@ class LenientMemoryRecords:
         self._pos = 0  # where the inner reader's next batch starts
 
     def size_in_bytes(self) -> int:
+        """The fetched bytes' length, as aiokafka's reader reports it."""
         return int(self._inner.size_in_bytes())
 
     def has_next(self) -> bool:
+        """Whether another batch starts after the last one read."""
         return bool(self._inner.has_next())
 
     def next_batch(self) -> LenientBatch | None:
+        """The next batch, wrapped so that a record aiokafka cannot read becomes an unreadable record at its offset
+        (CONTRACT "Dead letters": ``undecodable``); None after the last one."""
         batch = self._inner.next_batch()
         if batch is None:
             return None
@@ -110,6 +116,8 @@ class LenientBatch:
         return getattr(self._inner, name)  # base_offset, next_offset, producer_id, is_control_batch, ...
 
     def validate_crc(self) -> bool:
+        """Always True: the checksum's verdict is kept, and ``__iter__`` turns a failing batch into one unreadable
+        record instead of aiokafka's exception."""
         # A batch that fails its checksum is not parsed (it cannot be trusted), but it must not stop the partition
         # either: __iter__ yields one unreadable record for it.
         self._crc_ok = bool(self._inner.validate_crc())

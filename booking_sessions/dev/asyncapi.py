@@ -230,4 +230,6 @@ def document() -> dict[str, Any]:
 
 
 def render() -> str:
+    """The AsyncAPI 3 document as indented JSON text ending in a newline: what `booking-sessions asyncapi` prints
+    and what the committed ``asyncapi.json`` must equal (tests/unit/test_asyncapi.py)."""
     return json.dumps(document(), indent=2, ensure_ascii=False) + "\n"

@@ -52,29 +52,36 @@ class DeadLetter:
     headers: Headers
 
     def header(self, name: str) -> str | None:
+        """The last header called ``name`` as text (invalid UTF-8 replaced), None if absent or null."""
         found = [v for k, v in self.headers if k == name]
         value = found[-1] if found else None
         return None if value is None else value.decode("utf-8", errors="replace")
 
     @property
     def position(self) -> str:
+        """``partition:offset`` in the DLQ topic: what `dlq replay --offset` takes."""
         return f"{self.partition}:{self.offset}"
 
     @property
     def reason(self) -> str:
+        """``dlq-reason`` (a ``models.errors.DlqReason``; "?" if missing: not written by this service)."""
         return self.header(DLQ_REASON) or "?"
 
     @property
     def error(self) -> str:
+        """``dlq-error``, the readable cause (empty if missing)."""
         return self.header(DLQ_ERROR) or ""
 
     @property
     def source(self) -> str:
+        """``topic/partition/offset`` of the original record (CONTRACT "Dead letters"), "?" for a missing part."""
         parts = (self.header(DLQ_SOURCE_TOPIC), self.header(DLQ_SOURCE_PARTITION), self.header(DLQ_SOURCE_OFFSET))
         return "/".join(p or "?" for p in parts)
 
     @property
     def failed_at(self) -> datetime:
+        """``dlq-failed-at`` as an aware UTC datetime, or the DLQ record's own timestamp if it is missing or
+        unreadable."""
         text = self.header(DLQ_FAILED_AT)
         if text is not None:
             try:
@@ -85,6 +92,7 @@ class DeadLetter:
 
     @property
     def payload_sha256(self) -> str:
+        """SHA-256 of the value as stored (hex; of b"" for a null value)."""
         return hashlib.sha256(self.value or b"").hexdigest()
 
     @property
@@ -99,6 +107,7 @@ class DeadLetter:
 
     @property
     def key_text(self) -> str:
+        """The key as text (invalid UTF-8 replaced; "" for a null key): for display only, replay sends the bytes."""
         return "" if self.key is None else self.key.decode("utf-8", errors="replace")
 
     def original_headers(self) -> Headers:
@@ -106,6 +115,8 @@ class DeadLetter:
         return tuple((k, v) for k, v in self.headers if not k.startswith(DLQ_HEADER_PREFIX))
 
     def as_dict(self) -> dict[str, Any]:
+        """The row of `dlq list --json`: position, reason, error, source, key, message_id, failed_at (ISO 8601)
+        and replayed_from, all JSON values (data as text, never interpreted)."""
         message_id = self.message_id
         return {
             "partition": self.partition,
@@ -131,9 +142,11 @@ class DlqFilter:
 
     @property
     def empty(self) -> bool:
+        """True when no filter was given (then `dlq replay` needs ``--all``)."""
         return not (self.reasons or self.positions) and self.since is None and self.until is None
 
     def matches(self, letter: DeadLetter) -> bool:
+        """Whether ``letter`` passes every filter given (reasons, positions, and ``since <= failed_at < until``)."""
         if self.reasons and letter.reason not in self.reasons:
             return False
         if self.positions and (letter.partition, letter.offset) not in self.positions:
@@ -145,12 +158,16 @@ class DlqFilter:
 
 @dataclass(frozen=True, slots=True)
 class Scan:
+    """What a scan of the DLQ found: the matching letters (the newest ``limit`` if limited), how many records were
+    read and how many matched."""
+
     letters: list[DeadLetter]  # the matches (the last ``limit`` of them when a limit was given)
     scanned: int
     matched: int
 
 
 def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
+    """The DLQ record as a ``DeadLetter``: key, value and headers exactly as stored."""
     return DeadLetter(
         record.partition,
         record.offset,
@@ -240,6 +257,7 @@ async def _advance(
 
 
 def counts_by_reason(letters: list[DeadLetter]) -> Mapping[str, int]:
+    """How many letters per ``dlq-reason``, sorted by reason."""
     counts: dict[str, int] = {}
     for letter in letters:
         counts[letter.reason] = counts.get(letter.reason, 0) + 1
@@ -247,6 +265,9 @@ def counts_by_reason(letters: list[DeadLetter]) -> Mapping[str, int]:
 
 
 async def list_dead_letters(settings: Settings, wanted: DlqFilter, *, limit: int, progress: Progress) -> Scan:
+    """Read the DLQ topic up to its end offsets taken at the start and keep what ``wanted`` matches (the newest
+    ``limit``; 0: all). Raises OperatorError without a broker, for a missing topic, or when a partition stalls
+    short of its end (STALL_TIMEOUT_S)."""
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: dlq list reads the DLQ topic")
     return await scan(
