@@ -33,7 +33,8 @@ from consumer.decode import Limits
 from consumer.loop import BatchHook, ConsumerLoop
 from models.errors import ConfigurationError
 from producer.publish import Publisher
-from producer.relay import OutboxRelay
+from producer.relay import OutboxRelay, Shards
+from producer.shards import shards_for
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +172,18 @@ def relay_step_timeout_s(settings: Settings) -> float:
     return settings.database_statement_timeout_s + DRIVER_MARGIN_S + 2 * settings.kafka_request_timeout_s
 
 
+def owned_shards(consumer: AIOKafkaConsumer, topic: str) -> Shards:
+    """The relay shards of the input partitions ``consumer`` owns now (producer/shards.py): the relay asks before
+    each step, so after a rebalance it relays what its new partitions bring, and stops relaying what it lost."""
+
+    def shards() -> frozenset[int]:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        owned = (tp.partition for tp in consumer.assignment() if tp.topic == topic)
+        return shards_for(owned, len(partitions))
+
+    return shards
+
+
 def _ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -223,6 +236,7 @@ async def open_service(
             step_timeout_s=relay_step_timeout_s(settings),
             tracer=trace.get_tracer("booking_sessions", tracer_provider=tracer_provider),
             max_links=link_limit(),
+            shards=owned_shards(consumer, settings.input_topic),
         )
 
         async def after_commit(result: BatchResult) -> None:
