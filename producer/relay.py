@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -38,7 +38,6 @@ from models.backoff import jittered
 from models.faults import is_transient
 from models.records import Headers, OutgoingRecord
 from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, as_headers
-from producer.publish import Publisher
 from producer.shards import ALL_SHARDS
 from producer.tracing import Links, created, sending_span
 
@@ -77,6 +76,13 @@ _MARK_PUBLISHED = text("UPDATE outbox_messages SET published_at = now() WHERE id
 Shards = Callable[[], frozenset[int]]
 
 
+class BatchSender(Protocol):
+    """Where the rows go (producer.publish.Publisher): returns once the broker acknowledged every record, each
+    partition's records kept in order; raises the client's error otherwise."""
+
+    async def send_batched(self, records: Sequence[OutgoingRecord]) -> None: ...
+
+
 class RelayObserver(Protocol):
     """What the relay reports for metrics and readiness (booking_sessions.observe.metrics.Metrics implements it)."""
 
@@ -92,7 +98,7 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        publisher: Publisher,
+        publisher: BatchSender,
         *,
         batch_rows: int,
         idle_poll_s: float = 1.0,
