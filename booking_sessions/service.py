@@ -239,18 +239,19 @@ async def open_service(
             shards=owned_shards(consumer, settings.input_topic),
         )
 
-        async def after_commit(result: BatchResult) -> None:
+        async def committed(result: BatchResult) -> None:
+            # The rows are committed: the relay sends them while the offsets commit, not after (latency).
             if result.outbox_rows:
                 relay.wake()
-            if on_committed is not None:
-                await on_committed(result)
+            if before_offset_commit is not None:
+                await before_offset_commit(result)
 
         loop = ConsumerLoop(
             consumer,
             processor,
             max_records=settings.max_batch_records,
-            before_offset_commit=before_offset_commit,
-            after_commit=after_commit,
+            before_offset_commit=committed,
+            after_commit=on_committed,
             observer=metrics,
             commit_timeout_s=settings.kafka_commit_timeout_s,
         )
