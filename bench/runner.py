@@ -28,6 +28,7 @@ from bench.latency import commit_latencies_s, percentile
 from bench.naive import NaiveConsumer, run_naive
 from bench.produce import Ends, produce_bulk, produce_paced
 from bench.profile import recording
+from bench.relay_rate import relay_stage
 from bench.report import Check, Latency, Results, Stage, machine
 from bench.service_path import Fleet
 from bench.workload import Workload, generate
@@ -197,6 +198,8 @@ class Bench:
                 await fleets["scaleout"].stop()
                 name = f"(g) {o.consumers} processes"
                 await self._check_service(name, fleets["scaleout"], workload)
+                for relays in sorted({1, o.consumers}):  # the relay's own rate per K (bench/relay_rate.py)
+                    results.stages.append(await relay_stage(fleets["scaleout"].settings, relays, o.partitions))
         results.load = (results.load[0], os.getloadavg()[0])
         return results
 
