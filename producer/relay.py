@@ -50,15 +50,22 @@ RELAY_LOCK = 0x72656C6179
 SHARD_LOCK_CLASS = 0x72656C61
 
 # One round trip: the fleet lock, every free shard of those asked for, and the oldest unpublished rows of the shards
-# locked, in id order (each shard read through ix_outbox_messages_shard_unpublished, migration 0005). The CTEs are
-# materialized (they call volatile functions): each lock is tried once, in this order.
-_NEXT_ROWS = text(
-    """
+# locked, each shard's in id order. The CTEs are materialized (they call volatile functions): each lock is tried
+# once, in this order. Two plans for the rows, by how many shards are asked for: up to 4, each shard read through
+# ix_outbox_messages_shard_unpublished (migration 0005) up to the limit; more, the waiting rows in id order, those of
+# other shards skipped. Measured for 1,000 of 100,000 waiting rows: one shard 15 ms against 83 ms; 60 shards 13 ms
+# against 169 ms; even at 5. Either way each shard's rows are a prefix of its waiting rows in id order.
+_LOCK_SHARDS = """
     WITH fleet AS MATERIALIZED (SELECT pg_try_advisory_xact_lock_shared(CAST(:fleet AS bigint)) AS ok),
     locked AS MATERIALIZED (
         SELECT s.shard FROM fleet, unnest(CAST(:shards AS integer[])) AS s(shard)
         WHERE CASE WHEN fleet.ok THEN pg_try_advisory_xact_lock(CAST(:class AS integer), s.shard) ELSE false END
     )
+"""
+_FEW_SHARDS = 4
+_NEXT_ROWS_OF_FEW = text(
+    _LOCK_SHARDS
+    + """
     SELECT r.id, r.message_id, r.topic, r.key, r.payload, r.traceparent, r.tracestate
     FROM locked CROSS JOIN LATERAL (
         SELECT id, message_id, topic, key, payload, traceparent, tracestate
@@ -68,6 +75,16 @@ _NEXT_ROWS = text(
         LIMIT :limit
     ) AS r
     ORDER BY r.id
+    LIMIT :limit
+    """
+)
+_NEXT_ROWS_OF_MANY = text(
+    _LOCK_SHARDS
+    + """
+    SELECT id, message_id, topic, key, payload, traceparent, tracestate
+    FROM outbox_messages
+    WHERE published_at IS NULL AND outbox_shard(key) = ANY(ARRAY(SELECT shard FROM locked))
+    ORDER BY id
     LIMIT :limit
     """
 )
@@ -150,7 +167,8 @@ class OutboxRelay:
         # and the step is retried with backoff, on a new connection (the old one is invalidated, not pooled).
         async with asyncio.timeout(self._step_timeout_s), self._engine.begin() as conn:
             params = {"fleet": RELAY_LOCK, "class": SHARD_LOCK_CLASS, "shards": sorted(shards)}
-            rows = (await conn.execute(_NEXT_ROWS, {**params, "limit": self._batch_rows})).all()
+            query = _NEXT_ROWS_OF_FEW if len(shards) <= _FEW_SHARDS else _NEXT_ROWS_OF_MANY
+            rows = (await conn.execute(query, {**params, "limit": self._batch_rows})).all()
             if not rows:
                 return 0
             with sending_span(self._tracer, rows[0].topic, len(rows), self._max_links) as links:

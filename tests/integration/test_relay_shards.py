@@ -118,3 +118,19 @@ async def test_no_step_runs_while_republish_or_the_previous_release_holds_the_fl
     async with publisher_and_engines(settings, 2) as (_, (holder, relays)), holder.begin() as republish:
         await republish.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RELAY_LOCK})
         assert await OutboxRelay(relays, NeverSends(), batch_rows=10).run_once() == 0
+
+
+async def test_a_relay_sends_its_own_shards_first_then_helps_with_the_rest(
+    settings: Settings, database_url: str
+) -> None:
+    for round_ in range(2):
+        await write_rows(database_url, settings.output_topic, BOOKINGS, round_)
+    own = frozenset({shard_of(BOOKINGS[0])})  # one shard: read through the (shard, id) index
+    theirs = [b for b in BOOKINGS if shard_of(b) in own]
+    async with publisher_and_engines(settings, 1) as (publisher, (engine,)):
+        relay = OutboxRelay(engine, publisher, batch_rows=1000, shards=owning(own), sweep_s=3600)
+        assert await relay.run_once() == 2 * len(theirs)  # its own shard only: rows there were waiting
+        assert await relay.run_once() == 2 * (len(BOOKINGS) - len(theirs))  # nothing of its own: every other shard
+        assert await relay.run_once() == 0
+    counts = await check_output(settings, database_url)
+    assert counts == {"rows": 120, "records": 120, "copies": 0, "unpublished": 0}
