@@ -49,25 +49,30 @@ RELAY_LOCK = 0x72656C6179
 # The first key of each shard's two-key advisory lock, (SHARD_LOCK_CLASS, shard): "rela" in ASCII.
 SHARD_LOCK_CLASS = 0x72656C61
 
-# One round trip: the fleet lock, every free shard of those asked for, and the oldest unpublished rows of the shards
-# locked, each shard's in id order. The CTEs are materialized (they call volatile functions): each lock is tried
-# once, in this order. Two plans for the rows, by how many shards are asked for: up to 4, each shard read through
-# ix_outbox_messages_shard_unpublished (migration 0005) up to the limit; more, the waiting rows in id order, those of
-# other shards skipped. Measured for 1,000 of 100,000 waiting rows: one shard 15 ms against 83 ms; 60 shards 13 ms
-# against 169 ms; even at 5. Either way each shard's rows are a prefix of its waiting rows in id order.
-_LOCK_SHARDS = """
+# The fleet lock, then every free shard of those asked for; returns the shards locked. The CTEs are materialized
+# (they call volatile functions): each lock is tried once, in this order. Its own statement, before the rows are
+# read: a statement sees the database as of its start, so rows read in the statement that takes the locks could
+# be those a step that released a lock meanwhile has just sent (copies, seen in the bench before this was split).
+_LOCK_SHARDS = text(
+    """
     WITH fleet AS MATERIALIZED (SELECT pg_try_advisory_xact_lock_shared(CAST(:fleet AS bigint)) AS ok),
     locked AS MATERIALIZED (
         SELECT s.shard FROM fleet, unnest(CAST(:shards AS integer[])) AS s(shard)
         WHERE CASE WHEN fleet.ok THEN pg_try_advisory_xact_lock(CAST(:class AS integer), s.shard) ELSE false END
     )
-"""
+    SELECT coalesce(array_agg(shard ORDER BY shard), '{}') FROM locked
+    """
+)
+# The oldest unpublished rows of the shards locked, each shard's in id order. Two plans, by the number of shards:
+# up to 4, each shard read through ix_outbox_messages_shard_unpublished (migration 0005) up to the limit; more, the
+# waiting rows in id order, those of other shards skipped. Measured for 1,000 of 100,000 waiting rows: one shard
+# 15 ms against 83 ms; 60 shards 13 ms against 169 ms; even at 5. Either way each shard's rows are a prefix of its
+# waiting rows in id order.
 _FEW_SHARDS = 4
 _NEXT_ROWS_OF_FEW = text(
-    _LOCK_SHARDS
-    + """
+    """
     SELECT r.id, r.message_id, r.topic, r.key, r.payload, r.traceparent, r.tracestate
-    FROM locked CROSS JOIN LATERAL (
+    FROM unnest(CAST(:shards AS integer[])) AS locked(shard) CROSS JOIN LATERAL (
         SELECT id, message_id, topic, key, payload, traceparent, tracestate
         FROM outbox_messages
         WHERE published_at IS NULL AND outbox_shard(key) = locked.shard
@@ -79,11 +84,10 @@ _NEXT_ROWS_OF_FEW = text(
     """
 )
 _NEXT_ROWS_OF_MANY = text(
-    _LOCK_SHARDS
-    + """
+    """
     SELECT id, message_id, topic, key, payload, traceparent, tracestate
     FROM outbox_messages
-    WHERE published_at IS NULL AND outbox_shard(key) = ANY(ARRAY(SELECT shard FROM locked))
+    WHERE published_at IS NULL AND outbox_shard(key) = ANY(CAST(:shards AS integer[]))
     ORDER BY id
     LIMIT :limit
     """
@@ -166,9 +170,12 @@ class OutboxRelay:
         # booking_sessions.service.relay_step_timeout_s). Its TimeoutError is transient: the rows stay unpublished
         # and the step is retried with backoff, on a new connection (the old one is invalidated, not pooled).
         async with asyncio.timeout(self._step_timeout_s), self._engine.begin() as conn:
-            params = {"fleet": RELAY_LOCK, "class": SHARD_LOCK_CLASS, "shards": sorted(shards)}
-            query = _NEXT_ROWS_OF_FEW if len(shards) <= _FEW_SHARDS else _NEXT_ROWS_OF_MANY
-            rows = (await conn.execute(query, {**params, "limit": self._batch_rows})).all()
+            asked = {"fleet": RELAY_LOCK, "class": SHARD_LOCK_CLASS, "shards": sorted(shards)}
+            locked: list[int] = list(await conn.scalar(_LOCK_SHARDS, asked) or ())
+            if not locked:
+                return 0
+            query = _NEXT_ROWS_OF_FEW if len(locked) <= _FEW_SHARDS else _NEXT_ROWS_OF_MANY
+            rows = (await conn.execute(query, {"shards": locked, "limit": self._batch_rows})).all()
             if not rows:
                 return 0
             with sending_span(self._tracer, rows[0].topic, len(rows), self._max_links) as links:
@@ -176,7 +183,7 @@ class OutboxRelay:
                 await self._publisher.send_batched(records)
             await conn.execute(_MARK_PUBLISHED, {"ids": [row.id for row in rows]})
         self.published += len(rows)
-        log.info("outbox_published", rows=len(rows), last_id=rows[-1].id, shards_asked=len(shards))
+        log.info("outbox_published", rows=len(rows), last_id=rows[-1].id, shards=len(locked))
         return len(rows)
 
     def _record(self, row: Row[Any], links: Links) -> OutgoingRecord:

@@ -134,3 +134,16 @@ async def test_a_relay_sends_its_own_shards_first_then_helps_with_the_rest(
         assert await relay.run_once() == 0
     counts = await check_output(settings, database_url)
     assert counts == {"rows": 120, "records": 120, "copies": 0, "unpublished": 0}
+
+
+async def test_relays_contending_for_every_shard_send_each_row_once(settings: Settings, database_url: str) -> None:
+    """Four relays that all want every shard, in small steps: a relay that gets a shard's lock right after another
+    relay's step committed must see that step's rows as published (its rows are read after its locks are taken)."""
+    for round_ in range(5):
+        await write_rows(database_url, settings.output_topic, BOOKINGS, round_)
+    async with publisher_and_engines(settings, 4) as (publisher, engines):
+        relays = [OutboxRelay(engine, publisher, batch_rows=10, shards=owning(ALL_SHARDS)) for engine in engines]
+        sent = await asyncio.gather(*(relay.drain() for relay in relays))
+    assert sum(sent) == 5 * len(BOOKINGS), sent  # more: some rows were sent twice
+    counts = await check_output(settings, database_url)
+    assert counts == {"rows": 300, "records": 300, "copies": 0, "unpublished": 0}
