@@ -19,6 +19,7 @@ from bench.naive import NaiveConsumer, run_naive
 from bench.peer_stage import run_peer, same_rows_check
 from bench.produce import Ends, produce_bulk
 from bench.profile import recording
+from bench.relay_rate import relay_stage
 from bench.report import Check, Results, Stage, machine
 from bench.service_path import Fleet
 from bench.user_latency import half_rate, trickle
@@ -135,6 +136,8 @@ class Bench(Harness):
                 await fleets["scaleout"].stop()
                 name = f"(g) {o.consumers} processes"
                 await self._check_service(name, fleets["scaleout"], workload)
+                for relays in sorted({1, o.consumers}):  # the relay's own rate per K (bench/relay_rate.py)
+                    results.stages.append(await relay_stage(fleets["scaleout"].settings, relays, o.partitions))
         results.load = (results.load[0], os.getloadavg()[0])
         return results
 

@@ -34,7 +34,8 @@ from consumer.decode import Limits
 from consumer.loop import BatchHook, ConsumerLoop
 from models.errors import ConfigurationError
 from producer.publish import Publisher
-from producer.relay import OutboxRelay
+from producer.relay import OutboxRelay, Shards
+from producer.shards import shards_for
 
 log = structlog.get_logger(__name__)
 
@@ -172,6 +173,18 @@ def relay_step_timeout_s(settings: Settings) -> float:
     return settings.database_statement_timeout_s + DRIVER_MARGIN_S + 2 * settings.kafka_request_timeout_s
 
 
+def owned_shards(consumer: AIOKafkaConsumer, topic: str) -> Shards:
+    """The relay shards of the input partitions ``consumer`` owns now (producer/shards.py): the relay asks before
+    each step, so after a rebalance it relays what its new partitions bring, and stops relaying what it lost."""
+
+    def shards() -> frozenset[int]:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        owned = (tp.partition for tp in consumer.assignment() if tp.topic == topic)
+        return shards_for(owned, len(partitions))
+
+    return shards
+
+
 def _ms(seconds: float) -> str:
     return str(max(1, round(seconds * 1000)))
 
@@ -224,20 +237,22 @@ async def open_service(
             step_timeout_s=relay_step_timeout_s(settings),
             tracer=trace.get_tracer("booking_sessions", tracer_provider=tracer_provider),
             max_links=link_limit(),
+            shards=owned_shards(consumer, settings.input_topic),
         )
 
-        async def after_commit(result: BatchResult) -> None:
+        async def committed(result: BatchResult) -> None:
+            # The rows are committed: the relay sends them while the offsets commit, not after (latency).
             if result.outbox_rows:
                 relay.wake()
-            if on_committed is not None:
-                await on_committed(result)
+            if before_offset_commit is not None:
+                await before_offset_commit(result)
 
         loop = ConsumerLoop(
             consumer,
             processor,
             max_records=settings.max_batch_records,
-            before_offset_commit=before_offset_commit,
-            after_commit=after_commit,
+            before_offset_commit=committed,
+            after_commit=on_committed,
             observer=metrics,
             commit_timeout_s=settings.kafka_commit_timeout_s,
         )

@@ -223,6 +223,9 @@ class PartitionBatches:
         return [await self._send(topic, partition, batch) for (topic, partition), batch in open_batches.items()]
 
     async def _send(self, topic: str, partition: int, batch: Any) -> SentBatch:
+        # Closed: the batch is complete, so the producer sends it now instead of lingering (linger_ms) for records
+        # that cannot join it; on the relay's idle path that was 5 ms of every step.
+        batch.close()
         ack = await self._producer.send_batch(batch, topic, partition=partition)
         return SentBatch(topic, partition, batch.record_count(), ack)
 

@@ -20,3 +20,9 @@ async def version(url: str) -> str:
     """The alembic_version of the database at ``url``."""
     [row] = await query(url, "SELECT version_num FROM alembic_version")
     return str(row["version_num"])
+
+
+# The outbox insert of the release before 0004 (consumer/store.py then), for one row.
+PREVIOUS_RELEASE_OUTBOX = (
+    "INSERT INTO outbox_messages (message_id, topic, key, payload) VALUES (:mid, :topic, :key, :p)"
+)

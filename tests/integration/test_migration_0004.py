@@ -7,13 +7,9 @@ from __future__ import annotations
 import uuid
 
 from booking_sessions.settings import Settings
-from tests.integration.alembic_steps import alembic, version
+from tests.integration.alembic_steps import PREVIOUS_RELEASE_OUTBOX, alembic, version
 from tests.integration.harness import execute, query, read_json, relay_of_the_running_service
 
-# The outbox insert of the release before 0004 (consumer/store.py then), for one row.
-PREVIOUS_RELEASE_OUTBOX = (
-    "INSERT INTO outbox_messages (message_id, topic, key, payload) VALUES (:mid, :topic, :key, :p)"
-)
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -44,6 +40,7 @@ async def test_previous_release_rows_relay_without_a_traceparent_and_downgrade_k
         t=settings.output_topic,
         tp=TRACEPARENT,
     )
+    await alembic(url, "upgrade", "head")  # this release's relay needs 0005 (its shards); migrate runs first
     assert await relay_of_the_running_service(settings, url) == 3
     records = {r["key"]: r for r in await read_json(settings, settings.output_topic, 3)}
     assert [name for name, _ in records[b"bk_old"]["headers"]] == ["message_id"]
