@@ -42,6 +42,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Service:
+    """One running instance's parts, built by ``open_service`` from ``Settings`` (the one place engines and
+    clients are made): the engine, the producer, the consumer and its loop, the relay, metrics, group membership,
+    the sampler, retention and health. ``run_until`` runs them; ``stage`` names what a shutdown is waiting for."""
+
     settings: Settings
     engine: AsyncEngine
     publisher: Publisher
@@ -198,6 +202,13 @@ async def open_service(
     metrics: Metrics | None = None,
     tracer_provider: trace.TracerProvider | None = None,
 ) -> AsyncIterator[Service]:
+    """Build and start a ``Service``; stop and close everything on exit, in reverse order.
+
+    Takes the settings and, for tests and the bench, hooks called with each batch's result before its offset commit
+    and after it, a ``Metrics`` to share, and a tracer provider. Raises ConfigurationError without a broker, without
+    a meeting secret, or when the secret does not fit the recorded key (CONTRACT "Output": links never change
+    silently); waits (SIGTERM ends the wait) for a database that is away or not migrated yet.
+    """
     if settings.kafka_bootstrap is None:
         raise ConfigurationError("BOOKING_KAFKA_BOOTSTRAP is not set")
     key = meeting_key(settings)  # first: refuse to start without the secret, before any connection

@@ -34,8 +34,8 @@ from opentelemetry import trace
 from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.backoff import jittered
-from models.faults import is_transient
+from models.backoff import backoff
+from models.faults import first_line, is_transient
 from models.records import Headers, OutgoingRecord
 from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, as_headers
 from producer.shards import ALL_SHARDS
@@ -101,15 +101,21 @@ class BatchSender(Protocol):
     """Where the rows go (producer.publish.Publisher): returns once the broker acknowledged every record, each
     partition's records kept in order; raises the client's error otherwise."""
 
-    async def send_batched(self, records: Sequence[OutgoingRecord]) -> None: ...
+    async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send ``records``; return once every one is acknowledged (acks=all), raise the client's error if not."""
+        ...
 
 
 class RelayObserver(Protocol):
     """What the relay reports for metrics and readiness (booking_sessions.observe.metrics.Metrics implements it)."""
 
-    def relay_stepped(self, published: int, duration_s: float) -> None: ...
+    def relay_stepped(self, published: int, duration_s: float) -> None:
+        """A step ended: ``published`` rows sent and marked, in ``duration_s`` seconds (0 rows: nothing waiting)."""
+        ...
 
-    def relay_retried(self, error: BaseException) -> None: ...
+    def relay_retried(self, error: BaseException) -> None:
+        """A step failed with ``error`` and will be retried after a backoff."""
+        ...
 
 
 class OutboxRelay:
@@ -203,27 +209,48 @@ class OutboxRelay:
         return total
 
     async def run(self, stop: asyncio.Event) -> None:
-        delay = 0.2
+        """Publish until ``stop`` is set: a step whenever woken (``wake``, after each batch's commit) or every
+        ``idle_poll_s`` seconds. A failing step is retried with the one backoff policy (``models.backoff``), from
+        0.2 s up to ``retry_max_s``, whatever the error: the rows wait, in order, and the consumer keeps applying
+        events; a fault that is not the world's is logged with its traceback and turns /readyz red (no relay
+        progress) instead of a crash loop (CONTRACT "Delivery"). Returns when ``stop`` is set; raises nothing."""
+
+        async def pause(seconds: float) -> None:
+            await _wait_either(stop, asyncio.Event(), seconds)
+            if stop.is_set():
+                raise _Stopped
+
         while not stop.is_set():
             self._wake.clear()  # before the query: a wake-up during it is not lost
+            sent = 0
             try:
-                sent = await self.run_once()
-                delay = 0.2
-            except Exception as error:
-                if self._observer is not None:
-                    self._observer.relay_retried(error)
-                if is_transient(error):
-                    log.warning("relay_retry", cause=type(error).__name__, error=str(error)[:300], retry_in_s=delay)
-                else:
-                    # Not the world's fault, and not the consumer's: the rows wait, in order, and the consumer
-                    # keeps applying events. /readyz turns red (no relay progress) instead of a crash loop.
-                    log.error("relay_failed", cause=type(error).__name__, error=str(error)[:300], exc_info=True)
-                    delay = self._retry_max_s
-                await _wait_either(stop, asyncio.Event(), jittered(delay))
-                delay = min(delay * 2, self._retry_max_s)
-                continue
+                retrying = backoff(
+                    initial_s=0.2, max_s=self._retry_max_s, sleep=pause, on_retry=self._retried, retry_on=_always
+                )
+                async for attempt in retrying:
+                    with attempt:
+                        sent = await self.run_once()
+            except _Stopped:
+                return
             if sent == 0:
                 await _wait_either(stop, self._wake, self._idle_poll_s)
+
+    def _retried(self, error: BaseException, wait_s: float) -> None:
+        if self._observer is not None:
+            self._observer.relay_retried(error)
+        fields = {"cause": type(error).__name__, "error": first_line(error, 300), "retry_in_s": round(wait_s, 2)}
+        if is_transient(error):
+            log.warning("relay_retry", **fields)
+        else:
+            log.error("relay_failed", **fields, exc_info=error)
+
+
+class _Stopped(Exception):
+    """``stop`` was set during a backoff: the relay returns."""
+
+
+def _always(_: BaseException) -> bool:
+    return True
 
 
 async def _wait_either(first: asyncio.Event, second: asyncio.Event, timeout_s: float) -> None:
