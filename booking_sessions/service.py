@@ -14,9 +14,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from sqlalchemy import event
-from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from booking_sessions.database_deadlines import DRIVER_MARGIN_S, database_deadlines, drop_silent_connections
 from booking_sessions.database_tls import database_connect_args
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
@@ -124,25 +124,6 @@ def batch_processor(
 # How often readiness and liveness are re-assessed (from memory: no I/O).
 HEALTH_INTERVAL_S = 1.0
 
-# The driver's own deadline trails the server's statement_timeout: while the server answers, its clean error (the
-# connection stays usable) comes first; the driver's fires only when nothing comes back at all.
-DRIVER_MARGIN_S = 5.0
-
-
-def database_deadlines(settings: Settings) -> dict[str, Any]:
-    """asyncpg ``connect()`` arguments that bound every wait on PostgreSQL: the connection, each command, and
-    server-side the statement, each lock wait and a transaction left idle (its locks freed when a client vanished).
-    """
-    return {
-        "timeout": settings.database_connect_timeout_s,
-        "command_timeout": settings.database_statement_timeout_s + DRIVER_MARGIN_S,
-        "server_settings": {
-            "statement_timeout": _ms(settings.database_statement_timeout_s),
-            "lock_timeout": _ms(settings.database_lock_timeout_s),
-            "idle_in_transaction_session_timeout": _ms(settings.database_idle_in_transaction_timeout_s),
-        },
-    }
-
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """The one engine factory of every command: pool sizes and every database deadline (``database_deadlines``)."""
@@ -159,15 +140,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "handle_error", drop_silent_connections)
     return engine
-
-
-def drop_silent_connections(context: ExceptionContext) -> None:
-    """SQLAlchemy ``handle_error`` hook: a driver timeout means the connection stopped answering (a failover behind
-    a load balancer, a NAT that forgot the flow). Such a connection must never go back to the pool, nor its
-    siblings opened at the same time: marked a disconnect, it is closed and every older pooled connection is
-    replaced on its next checkout. The error itself stays transient: the work is retried on a new connection."""
-    if isinstance(context.original_exception, TimeoutError):
-        context.is_disconnect = True
 
 
 def relay_step_timeout_s(settings: Settings) -> float:
@@ -187,10 +159,6 @@ def owned_shards(consumer: AIOKafkaConsumer, topic: str) -> Shards:
         return shards_for(owned, len(partitions))
 
     return shards
-
-
-def _ms(seconds: float) -> str:
-    return str(max(1, round(seconds * 1000)))
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,8 @@ from typing import Any, cast
 
 from sqlalchemy.engine import ExceptionContext
 
-from booking_sessions.service import create_engine, database_deadlines, drop_silent_connections, relay_step_timeout_s
+from booking_sessions.database_deadlines import database_deadlines, drop_silent_connections
+from booking_sessions.service import create_engine, relay_step_timeout_s
 from booking_sessions.settings import Settings
 
 URL = "postgresql+asyncpg://u:pw@127.0.0.1:5432/db"
