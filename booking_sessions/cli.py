@@ -126,21 +126,51 @@ class Shutdown:
 
 async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
     from booking_sessions.dev.servers import servers_for
+    from booking_sessions.ops.failures import port_problem
+
+    if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
+        raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
+    async with servers_for(settings, err.print, forbid_embedded=settings.embedded_servers == "forbid") as servers:
+        await _require_topics(servers.settings)
+        await _serve_on(servers.settings, stop, shutdown)
+
+
+async def _require_topics(settings: Settings) -> None:
+    """Stop with one line unless the three topics exist: the consumer and producer would make a typo'd one on a
+    broker that auto-creates topics, and consume nothing from it (README, "Running it"). KafkaConnectionError
+    passes on to ``_serve``, which names the address and the security protocol."""
+    from booking_sessions.kafka_options import kafka_client_options
+    from booking_sessions.ops.failures import CONNECT_TIMEOUT_S, absent_topic
+
+    bootstrap = settings.kafka_bootstrap or ""
+    topics = {
+        "BOOKING_INPUT_TOPIC": settings.input_topic,
+        "BOOKING_OUTPUT_TOPIC": settings.output_topic,
+        "BOOKING_DLQ_TOPIC": settings.dlq_topic,
+    }
+    try:
+        missing = await absent_topic(bootstrap, topics, **kafka_client_options(settings))
+    except TimeoutError:
+        raise ConfigurationError(
+            f"cannot reach Kafka at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
+        ) from None
+    if missing is not None:
+        raise ConfigurationError(missing)
+
+
+async def _serve_on(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None) -> None:
     from booking_sessions.observe.http import serving
     from booking_sessions.runtime import tune_gc
     from booking_sessions.service import open_service, run_until
 
-    async with (
-        servers_for(settings, err.print, forbid_embedded=settings.embedded_servers == "forbid") as servers,
-        open_service(servers.settings) as service,
-    ):
+    async with open_service(settings) as service:
         log.info(
             "service_started",
-            input_topic=servers.settings.input_topic,
-            group_id=servers.settings.group_id,
-            output_topic=servers.settings.output_topic,
-            dlq_topic=servers.settings.dlq_topic,
-            kafka_security_protocol=servers.settings.kafka_security_protocol,
+            input_topic=settings.input_topic,
+            group_id=settings.group_id,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            kafka_security_protocol=settings.kafka_security_protocol,
         )
         tune_gc()
         if shutdown is not None:
@@ -191,7 +221,10 @@ def demo() -> None:
 async def _demo(settings: Settings, console: Console) -> bool:
     from booking_sessions.dev.demo import run_demo
     from booking_sessions.dev.servers import servers_for
+    from booking_sessions.ops.failures import port_problem
 
+    if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
+        raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
     async with servers_for(settings, console.print) as servers:
         return await run_demo(servers.settings, console)
 

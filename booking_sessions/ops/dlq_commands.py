@@ -11,6 +11,7 @@ import typer
 
 from booking_sessions.ops import terminal as term
 from booking_sessions.ops.options import AsJson, DryRun
+from booking_sessions.settings_checks import MAX_ROWS
 
 if TYPE_CHECKING:
     from booking_sessions.ops.dlq import DlqFilter
@@ -20,7 +21,9 @@ def dlq_list(
     reason: Annotated[list[str] | None, typer.Option(help="Only this dlq-reason (repeatable).")] = None,
     since: Annotated[str | None, typer.Option(help="Dead-lettered at or after this time (as in replay).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before this time.")] = None,
-    limit: Annotated[int, typer.Option(help="Show the last N matches; 0 for all.", min=0)] = 100,
+    limit: Annotated[
+        int, typer.Option(help=f"Show the last N matches (at most {MAX_ROWS}); 0 for all.", min=0, max=MAX_ROWS)
+    ] = 100,
     as_json: AsJson = False,
 ) -> None:
     """List dead letters: position in the DLQ, reason, error, source topic/partition/offset, key, time.

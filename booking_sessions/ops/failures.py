@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -97,7 +99,43 @@ async def topic_partitions(bootstrap: str, topic: str, setting: str, **client_op
             "the client's log above says why)"
         ) from None
     except LookupError:
-        raise OperatorError(f"topic {topic!r} does not exist on {bootstrap} (check {setting})") from None
+        raise OperatorError(missing_topic(topic, bootstrap, setting)) from None
+
+
+def missing_topic(topic: str, bootstrap: str, setting: str) -> str:
+    """The one line for a topic the broker does not have, naming the setting to check."""
+    return f"topic {topic!r} does not exist on {bootstrap} (check {setting}); create it first (README, Running it)"
+
+
+async def absent_topic(bootstrap: str, topics: Mapping[str, str], **client_options: Any) -> str | None:
+    """The one line for the first topic of ``topics`` ({setting name: topic}) the broker does not have; None when
+    all exist. Raises what the client raises (KafkaConnectionError) and TimeoutError after CONNECT_TIMEOUT_S.
+
+    Lists the topics and never asks for one by name, so a broker with ``auto.create.topics.enable`` (Kafka's
+    default) does not create a typo'd topic, which ``run`` would then consume from, finding nothing, forever.
+    """
+    options = {"request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000), **client_options}
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        existing = set(await _topic_names(bootstrap, options))
+    return next((missing_topic(t, bootstrap, s) for s, t in topics.items() if t not in existing), None)
+
+
+async def require_topics(bootstrap: str, topics: Mapping[str, str], **client_options: Any) -> None:
+    """``absent_topic`` for the operators' commands: raises OperatorError with its line, or when the broker cannot
+    be reached or does not answer within CONNECT_TIMEOUT_S."""
+    try:
+        missing = await absent_topic(bootstrap, topics, **client_options)
+    except TimeoutError:
+        raise OperatorError(
+            f"cannot reach the Kafka broker at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
+        ) from None
+    except KafkaConnectionError:
+        raise OperatorError(
+            f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
+            "the client's log above says why)"
+        ) from None
+    if missing is not None:
+        raise OperatorError(missing)
 
 
 async def _topic_names(bootstrap: str, options: dict[str, Any]) -> list[str]:
@@ -108,3 +146,21 @@ async def _topic_names(bootstrap: str, options: dict[str, Any]) -> list[str]:
     finally:
         await admin.close()
     return names
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """The one line when ``host:port`` (BOOKING_METRICS_HOST and _PORT) cannot be bound now; None when it can.
+
+    Bound and released at once, with SO_REUSEADDR as the HTTP server binds it, so ``run`` refuses a taken port
+    before it starts anything (embedded servers take seconds), not after."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return (
+            f"cannot serve /metrics on {host}:{port} ({error.strerror or error}): set BOOKING_METRICS_PORT to a "
+            "free port, or 0 to turn the server off (and BOOKING_METRICS_HOST to an address of this machine)"
+        )
+    return None

@@ -12,6 +12,7 @@ import typer
 
 from booking_sessions.ops import terminal as term
 from booking_sessions.ops.options import AsJson, DryRun
+from booking_sessions.settings_checks import MAX_ROWS
 
 
 def meeting_rekey(
@@ -22,7 +23,9 @@ def meeting_rekey(
         Path | None, typer.Option(help="A file of booking ids, one per line (blank lines and # comments skipped).")
     ] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every scheduled session.")] = False,
-    batch_rows: Annotated[int, typer.Option(help="Sessions per transaction.", min=1)] = 500,
+    batch_rows: Annotated[
+        int, typer.Option(help=f"Sessions per transaction (1 to {MAX_ROWS}).", min=1, max=MAX_ROWS)
+    ] = 500,
     dry_run: DryRun = False,
     as_json: AsJson = False,
 ) -> None:
