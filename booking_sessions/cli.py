@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -130,9 +131,14 @@ async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdo
 
     if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
         raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
-    async with servers_for(settings, err.print, forbid_embedded=settings.embedded_servers == "forbid") as servers:
+    async with servers_for(settings, _say, forbid_embedded=settings.embedded_servers == "forbid") as servers:
         await _require_topics(servers.settings)
         await _serve_on(servers.settings, stop, shutdown)
+
+
+def _say(text: str) -> None:
+    """A line about the servers on stderr, never read as markup (a path or URL may hold brackets)."""
+    err.print(line(text), highlight=False)
 
 
 async def _require_topics(settings: Settings) -> None:
@@ -192,13 +198,22 @@ def migrate() -> None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.database_tls import database_connect_args
     from booking_sessions.migrate import upgrade_head
+    from booking_sessions.ops.failures import no_answer, one_line, shown_url
 
+    url = settings.database_url_value()
+    # asyncpg's connect timeout (60 s by default) bounded like every other command's; no command timeout: a
+    # migration may rightly wait for a concurrent one's advisory lock, or rewrite a big table.
+    connect_args = {**database_connect_args(settings), "timeout": settings.database_connect_timeout_s}
+    started = time.monotonic()
     try:
-        upgrade_head(settings.database_url_value(), database_connect_args(settings))
+        upgrade_head(url, connect_args)
     except ConfigurationError as error:
         fail(str(error))
-    except (OSError, ConnectionError) as error:
-        fail(f"cannot reach the database: {error}")
+    except Exception as error:
+        reason = no_answer(time.monotonic() - started) if isinstance(error, TimeoutError) else one_line(error)
+        if reason is None:
+            raise  # a bug: its traceback
+        fail(f"cannot reach the database at {shown_url(url)}: {reason}")
     err.print("schema is at the newest revision")
 
 
@@ -225,7 +240,7 @@ async def _demo(settings: Settings, console: Console) -> bool:
 
     if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
         raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
-    async with servers_for(settings, console.print) as servers:
+    async with servers_for(settings, lambda text: console.print(line(text), highlight=False)) as servers:
         return await run_demo(servers.settings, console)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +58,11 @@ def one_line(error: BaseException) -> str | None:
     return None
 
 
+def no_answer(waited_s: float) -> str:
+    """What a TimeoutError means (its own text is empty), with the seconds actually waited."""
+    return f"no answer within {waited_s:.0f} s"
+
+
 def shown_url(url: str) -> str:
     """The database URL without its password, for messages."""
     try:
@@ -68,11 +74,14 @@ def shown_url(url: str) -> str:
 async def check_database(engine: AsyncEngine, url: str) -> None:
     """Fail with one line if the database cannot be reached or has no schema."""
     where = shown_url(url)
+    started = time.monotonic()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect() as conn:
             await conn.execute(text("SELECT 1 FROM inbox_messages LIMIT 1"))
     except TimeoutError:
-        raise OperatorError(f"cannot reach the database at {where}: no answer within {CONNECT_TIMEOUT_S:g} s") from None
+        # The engine's own connect timeout (BOOKING_DATABASE_CONNECT_TIMEOUT_S) may fire first: say what happened.
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the database at {where}: {no_answer(waited)}") from None
     except (OSError, SQLAlchemyError) as error:
         raise OperatorError(f"cannot use the database at {where}: {one_line(error)}") from None
 
