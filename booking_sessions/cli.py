@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from booking_sessions.logs import configure_logging
-from booking_sessions.ops.terminal import fail, settings_or_fail
+from booking_sessions.ops.terminal import fail, help_text, settings_or_fail
 from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
 from models.errors import ConfigurationError
@@ -32,6 +32,13 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)  # one line stays one line, whatever the width
 log = structlog.get_logger("booking_sessions.cli")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def command(function: F) -> F:
+    """``@app.command()`` with the docstring reflowed as help (``help_text``): rich would wrap its hard breaks."""
+    app.command(help=help_text(function))(function)
+    return function
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -44,7 +51,7 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     raise AssertionError("unreachable")
 
 
-@app.command()
+@command
 def run() -> None:
     """Consume booking events and relay session events until SIGTERM or SIGINT (then drain and commit).
 
@@ -189,7 +196,7 @@ async def _serve_on(settings: Settings, stop: asyncio.Event, shutdown: Shutdown 
             await run_until(service, stop)
 
 
-@app.command()
+@command
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
@@ -217,7 +224,7 @@ def migrate() -> None:
     err.print("schema is at the newest revision")
 
 
-@app.command()
+@command
 def demo() -> None:
     """Run the seed's scenarios through the real consumer, database and relay; exit 0 only if every check held.
 
@@ -244,7 +251,7 @@ async def _demo(settings: Settings, console: Console) -> bool:
         return await run_demo(servers.settings, console)
 
 
-@app.command()
+@command
 def asyncapi(
     output: Annotated[
         Path | None, typer.Option(help="write the document to this file instead of standard output")
