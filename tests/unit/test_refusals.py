@@ -117,8 +117,8 @@ def test_good_settings_still_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (settings.kafka_bootstrap, settings.log_level) == ("kafka-1:9092,[::1]:9093", "DEBUG")
 
 
-def booking_sessions(*args: str, timeout_s: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    """The console script with only these BOOKING_* variables (a random metrics port, so 9108 may be taken)."""
+def booking_sessions(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The console script with only these BOOKING_* variables set (the others of this environment unset)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
     return subprocess.run(
         [sys.executable, "-m", "booking_sessions.cli", *args],
@@ -126,7 +126,7 @@ def booking_sessions(*args: str, timeout_s: float = 60, **env: str) -> subproces
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=60,
     )
 
 
