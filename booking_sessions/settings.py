@@ -22,6 +22,7 @@ DatabaseUrl = Annotated[SecretStr | None, BeforeValidator(check.blank_is_unset)]
 MeetingBaseUrl = Annotated[
     str, BeforeValidator(check.blank_is_default_meeting_base_url), AfterValidator(check.meeting_base_url)
 ]
+Topic = Annotated[str, AfterValidator(check.topic_name)]
 LogLevel = Annotated[str | None, BeforeValidator(check.blank_is_unset), AfterValidator(check.log_level)]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -42,10 +43,10 @@ class Settings(BaseSettings):
     database_url: DatabaseUrl = Field(
         default=None, description="SQLAlchemy URL, postgresql+asyncpg://user:pw@host:5432/db"
     )
-    input_topic: str = "booking.events"
-    output_topic: str = "session.events"
-    dlq_topic: str = "booking.events.dlq"
-    group_id: str = "booking-sessions"
+    input_topic: Topic = "booking.events"
+    output_topic: Topic = "session.events"
+    dlq_topic: Topic = "booking.events.dlq"
+    group_id: str = Field(default="booking-sessions", min_length=1, max_length=255)
     meeting_base_url: MeetingBaseUrl = check.DEFAULT_MEETING_BASE_URL
     # The meeting secret (README, "The meeting secret"): one block, checked by _meeting_secret_stripped.
     meeting_secret: SecretStr | None = Field(
@@ -210,6 +211,7 @@ class Settings(BaseSettings):
         """Refuse at start what would fail later, or silently not do what was meant; never echo a value."""
         problems = [
             *check.database_url_problems(self.database_url),
+            *check.topics_problems(self),
             *check.kafka_security_problems(self),
             *check.transport_problems(self),
         ]

@@ -53,6 +53,25 @@ def bootstrap_servers(value: str | None) -> str | None:
     return ",".join(entries)
 
 
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name(value: str) -> str:
+    """A name Kafka accepts for a topic (1 to 249 of ``[A-Za-z0-9._-]``, not ``.`` or ``..``); raises ValueError."""
+    if not _TOPIC.fullmatch(value) or value in (".", ".."):
+        raise ValueError("must be a Kafka topic name: 1 to 249 characters of A-Z a-z 0-9 . _ -")
+    return value
+
+
+def topics_problems(s: Settings) -> list[str]:
+    """The three topics must differ: the DLQ as the input would feed every dead letter back in, without end."""
+    names = {"BOOKING_INPUT_TOPIC": s.input_topic, "BOOKING_OUTPUT_TOPIC": s.output_topic}
+    names["BOOKING_DLQ_TOPIC"] = s.dlq_topic
+    if len(set(names.values())) == len(names):
+        return []
+    return [f"{', '.join(names)} must be three different topics"]
+
+
 def log_level(value: str | None) -> str | None:
     """One of LOG_LEVELS, any case, as upper case; raises ValueError for anything else."""
     if value is None:

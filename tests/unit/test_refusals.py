@@ -89,6 +89,9 @@ def test_partitions_and_offsets_beyond_kafkas_integers_are_refused(text: str) ->
         ("BOOKING_RETENTION_INTERVAL_S", "inf", "less than or equal"),
         ("BOOKING_RETENTION_BATCH_ROWS", "99999999999999999999", "less than or equal"),
         ("BOOKING_MAX_MESSAGE_BYTES", "99999999999999999999", "less than or equal"),
+        ("BOOKING_INPUT_TOPIC", "booking events", "Kafka topic name"),
+        ("BOOKING_DLQ_TOPIC", "booking.events", "three different topics"),
+        ("BOOKING_GROUP_ID", "", "at least 1 character"),
     ],
 )
 def test_a_setting_that_cannot_work_is_refused(
@@ -159,6 +162,7 @@ SERVERS = {
         (["inbox", "prune", "--older-than", "30d", "--batch-rows", "99999999999999999999"], "--batch-rows"),
         (["meeting", "rekey", "--all", "--batch-rows", "99999999999999999999"], "--batch-rows"),
         (["dlq", "list", "--limit", "99999999999999999999"], "--limit"),
+        (["meeting", "rekey", "--booking-file", "/dev/zero"], "larger than"),
     ],
 )
 def test_every_command_refuses_an_argument_out_of_bounds(args: list[str], says: str) -> None:
