@@ -153,7 +153,7 @@ async def _require_topics(settings: Settings) -> None:
     broker that auto-creates topics, and consume nothing from it (README, "Running it"). KafkaConnectionError
     passes on to ``_serve``, which names the address and the security protocol."""
     from booking_sessions.kafka_options import kafka_client_options
-    from booking_sessions.ops.failures import CONNECT_TIMEOUT_S, absent_topic
+    from booking_sessions.ops.failures import absent_topic, no_answer
 
     bootstrap = settings.kafka_bootstrap or ""
     topics = {
@@ -161,11 +161,12 @@ async def _require_topics(settings: Settings) -> None:
         "BOOKING_OUTPUT_TOPIC": settings.output_topic,
         "BOOKING_DLQ_TOPIC": settings.dlq_topic,
     }
+    started = time.monotonic()
     try:
         missing = await absent_topic(bootstrap, topics, **kafka_client_options(settings))
     except TimeoutError:
         raise ConfigurationError(
-            f"cannot reach Kafka at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
+            f"cannot reach Kafka at {bootstrap}: {no_answer(time.monotonic() - started)}"
         ) from None
     if missing is not None:
         raise ConfigurationError(missing)

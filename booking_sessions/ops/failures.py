@@ -93,15 +93,15 @@ async def topic_partitions(bootstrap: str, topic: str, setting: str, **client_op
     ``auto.create.topics.enable`` (Kafka's default), and a typo must not leave a topic behind.
     """
     options = {"request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000), **client_options}
+    started = time.monotonic()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             if topic not in await _topic_names(bootstrap, options):
                 raise LookupError(topic)
             return await partitions_of(bootstrap, topic, **options)
     except TimeoutError:
-        raise OperatorError(
-            f"cannot reach the Kafka broker at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
-        ) from None
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
     except KafkaConnectionError:
         raise OperatorError(
             f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
@@ -132,12 +132,12 @@ async def absent_topic(bootstrap: str, topics: Mapping[str, str], **client_optio
 async def require_topics(bootstrap: str, topics: Mapping[str, str], **client_options: Any) -> None:
     """``absent_topic`` for the operators' commands: raises OperatorError with its line, or when the broker cannot
     be reached or does not answer within CONNECT_TIMEOUT_S."""
+    started = time.monotonic()
     try:
         missing = await absent_topic(bootstrap, topics, **client_options)
     except TimeoutError:
-        raise OperatorError(
-            f"cannot reach the Kafka broker at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
-        ) from None
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
     except KafkaConnectionError:
         raise OperatorError(
             f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "

@@ -39,7 +39,10 @@ def settings_or_fail() -> Settings:
     except ValidationError as error:
         problems = "; ".join(
             # A whole-settings validator has no location; its message names the variables itself.
-            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            # pydantic's "Value error, " says nothing to an operator; the rule after it does.
+            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            if e["loc"]
+            else e["msg"]
             for e in error.errors()
         )
         fail(f"invalid configuration: {problems}")
