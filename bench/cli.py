@@ -16,6 +16,7 @@ from bench.runner import Options, run_bench
 from bench.service_path import ShortRetention
 from bench.soak import SoakOptions, run_soak
 from booking_sessions.logs import configure_logging
+from booking_sessions.ops.terminal import help_text
 from booking_sessions.settings import Settings
 
 
@@ -76,7 +77,7 @@ def soak(
     and a key=value summary line. Stops by itself; exit code 1 if a check failed.
 
     Retention here uses windows of seconds (--retain-s), set only for this bench process: `run` keeps its
-    one-hour floor (BOOKING_INBOX_RETENTION). Servers as for `bench` (embedded unless the BOOKING_ URLs are set;
+    one-hour floor (BOOKING_INBOX_RETENTION). Servers as for `bench run` (embedded unless the BOOKING_ URLs are set;
     on configured servers the soak's database and topics are left behind, named soak_<tag>).
     """
     configure_logging("WARNING")
@@ -92,5 +93,6 @@ def soak(
 
 # Outside the wheel (issue 11): run from a clone, `python -m bench run` (the bench) or `python -m bench soak`.
 app = typer.Typer(help="Measure the service on the embedded servers (README, Performance).", no_args_is_help=True)
-app.command("run")(bench)
-app.command()(soak)
+# Help from the docstrings reflowed (help_text): rich would keep their hard line breaks and wrap them badly.
+app.command("run", help=help_text(bench))(bench)
+app.command("soak", help=help_text(soak))(soak)

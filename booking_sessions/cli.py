@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,7 +18,7 @@ import typer
 from rich.console import Console
 
 from booking_sessions.logs import configure_logging
-from booking_sessions.ops.terminal import fail, settings_or_fail
+from booking_sessions.ops.terminal import fail, help_text, settings_or_fail
 from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
 from models.errors import ConfigurationError
@@ -31,6 +32,13 @@ app = typer.Typer(
 err = Console(stderr=True, soft_wrap=True)  # one line stays one line, whatever the width
 log = structlog.get_logger("booking_sessions.cli")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def command(function: F) -> F:
+    """``@app.command()`` with the docstring reflowed as help (``help_text``): rich would wrap its hard breaks."""
+    app.command(help=help_text(function))(function)
+    return function
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -43,7 +51,7 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     raise AssertionError("unreachable")
 
 
-@app.command()
+@command
 def run() -> None:
     """Consume booking events and relay session events until SIGTERM or SIGINT (then drain and commit).
 
@@ -126,21 +134,57 @@ class Shutdown:
 
 async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
     from booking_sessions.dev.servers import servers_for
+    from booking_sessions.ops.failures import port_problem
+
+    if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
+        raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
+    async with servers_for(settings, _say, forbid_embedded=settings.embedded_servers == "forbid") as servers:
+        await _require_topics(servers.settings)
+        await _serve_on(servers.settings, stop, shutdown)
+
+
+def _say(text: str) -> None:
+    """A line about the servers on stderr, never read as markup (a path or URL may hold brackets)."""
+    err.print(line(text), highlight=False)
+
+
+async def _require_topics(settings: Settings) -> None:
+    """Stop with one line unless the three topics exist: the consumer and producer would make a typo'd one on a
+    broker that auto-creates topics, and consume nothing from it (README, "Running it"). KafkaConnectionError
+    passes on to ``_serve``, which names the address and the security protocol."""
+    from booking_sessions.kafka_options import kafka_client_options
+    from booking_sessions.ops.failures import absent_topic, no_answer
+
+    bootstrap = settings.kafka_bootstrap or ""
+    topics = {
+        "BOOKING_INPUT_TOPIC": settings.input_topic,
+        "BOOKING_OUTPUT_TOPIC": settings.output_topic,
+        "BOOKING_DLQ_TOPIC": settings.dlq_topic,
+    }
+    started = time.monotonic()
+    try:
+        missing = await absent_topic(bootstrap, topics, **kafka_client_options(settings))
+    except TimeoutError:
+        raise ConfigurationError(
+            f"cannot reach Kafka at {bootstrap}: {no_answer(time.monotonic() - started)}"
+        ) from None
+    if missing is not None:
+        raise ConfigurationError(missing)
+
+
+async def _serve_on(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None) -> None:
     from booking_sessions.observe.http import serving
     from booking_sessions.runtime import tune_gc
     from booking_sessions.service import open_service, run_until
 
-    async with (
-        servers_for(settings, err.print, forbid_embedded=settings.embedded_servers == "forbid") as servers,
-        open_service(servers.settings) as service,
-    ):
+    async with open_service(settings) as service:
         log.info(
             "service_started",
-            input_topic=servers.settings.input_topic,
-            group_id=servers.settings.group_id,
-            output_topic=servers.settings.output_topic,
-            dlq_topic=servers.settings.dlq_topic,
-            kafka_security_protocol=servers.settings.kafka_security_protocol,
+            input_topic=settings.input_topic,
+            group_id=settings.group_id,
+            output_topic=settings.output_topic,
+            dlq_topic=settings.dlq_topic,
+            kafka_security_protocol=settings.kafka_security_protocol,
         )
         tune_gc()
         if shutdown is not None:
@@ -153,7 +197,7 @@ async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdo
             await run_until(service, stop)
 
 
-@app.command()
+@command
 def migrate() -> None:
     """Apply the database schema (Alembic) up to the newest revision; safe to run again."""
     settings = settings_or_fail()
@@ -162,17 +206,26 @@ def migrate() -> None:
         fail("BOOKING_DATABASE_URL is not set (e.g. postgresql+asyncpg://user:pw@127.0.0.1:5432/db)")
     from booking_sessions.database_tls import database_connect_args
     from booking_sessions.migrate import upgrade_head
+    from booking_sessions.ops.failures import no_answer, one_line, shown_url
 
+    url = settings.database_url_value()
+    # asyncpg's connect timeout (60 s by default) bounded like every other command's; no command timeout: a
+    # migration may rightly wait for a concurrent one's advisory lock, or rewrite a big table.
+    connect_args = {**database_connect_args(settings), "timeout": settings.database_connect_timeout_s}
+    started = time.monotonic()
     try:
-        upgrade_head(settings.database_url_value(), database_connect_args(settings))
+        upgrade_head(url, connect_args)
     except ConfigurationError as error:
         fail(str(error))
-    except (OSError, ConnectionError) as error:
-        fail(f"cannot reach the database: {error}")
+    except Exception as error:
+        reason = no_answer(time.monotonic() - started) if isinstance(error, TimeoutError) else one_line(error)
+        if reason is None:
+            raise  # a bug: its traceback
+        fail(f"cannot reach the database at {shown_url(url)}: {reason}")
     err.print("schema is at the newest revision")
 
 
-@app.command()
+@command
 def demo() -> None:
     """Run the seed's scenarios through the real consumer, database and relay; exit 0 only if every check held.
 
@@ -191,12 +244,15 @@ def demo() -> None:
 async def _demo(settings: Settings, console: Console) -> bool:
     from booking_sessions.dev.demo import run_demo
     from booking_sessions.dev.servers import servers_for
+    from booking_sessions.ops.failures import port_problem
 
-    async with servers_for(settings, console.print) as servers:
+    if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
+        raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
+    async with servers_for(settings, lambda text: console.print(line(text), highlight=False)) as servers:
         return await run_demo(servers.settings, console)
 
 
-@app.command()
+@command
 def asyncapi(
     output: Annotated[
         Path | None, typer.Option(help="write the document to this file instead of standard output")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -13,29 +12,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError as UrlError
 
-from booking_sessions.ops.arguments import ArgumentError, parse_duration
+from booking_sessions import settings_checks as check
+from booking_sessions.settings_checks import MAX_BYTES, MAX_ROWS, MAX_SECONDS
 
-
-def _retention(value: object) -> object:
-    """``30d``, ``12h``, ``2w`` (the operators' duration syntax) or ``off``; a timedelta as it is."""
-    if isinstance(value, str):
-        if value.strip().lower() in ("off", "none", "0"):
-            return None
-        try:
-            return parse_duration(value)
-        except ArgumentError as error:
-            raise ValueError(str(error)) from None
-    return value
-
-
-def _at_least_an_hour(value: timedelta | None) -> timedelta | None:
-    # The inbox is the duplicate check of recent redeliveries: a rebalance's redeliveries are seconds old.
-    if value is not None and value < timedelta(hours=1):
-        raise ValueError("must be at least 1h (or off)")
-    return value
-
-
-Retention = Annotated[timedelta | None, BeforeValidator(_retention), AfterValidator(_at_least_an_hour)]
+Retention = Annotated[timedelta | None, BeforeValidator(check.retention), AfterValidator(check.at_least_an_hour)]
+# Empty counts as unset (an env file's ``BOOKING_DATABASE_URL=``); set, each is checked at start.
+Bootstrap = Annotated[str | None, BeforeValidator(check.blank_is_unset), AfterValidator(check.bootstrap_servers)]
+DatabaseUrl = Annotated[SecretStr | None, BeforeValidator(check.blank_is_unset)]
+MeetingBaseUrl = Annotated[
+    str, BeforeValidator(check.blank_is_default_meeting_base_url), AfterValidator(check.meeting_base_url)
+]
+Topic = Annotated[str, AfterValidator(check.topic_name)]
+LogLevel = Annotated[str | None, BeforeValidator(check.blank_is_unset), AfterValidator(check.log_level)]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -51,15 +39,15 @@ class Settings(BaseSettings):
     # hide_input_in_errors: a refused value (a short meeting secret, say) never appears in an error's text.
     model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore", hide_input_in_errors=True)
 
-    kafka_bootstrap: str | None = Field(default=None, description="Kafka bootstrap servers, host:port[,host:port]")
-    database_url: SecretStr | None = Field(
+    kafka_bootstrap: Bootstrap = Field(default=None, description="Kafka bootstrap servers, host:port[,host:port]")
+    database_url: DatabaseUrl = Field(
         default=None, description="SQLAlchemy URL, postgresql+asyncpg://user:pw@host:5432/db"
     )
-    input_topic: str = "booking.events"
-    output_topic: str = "session.events"
-    dlq_topic: str = "booking.events.dlq"
-    group_id: str = "booking-sessions"
-    meeting_base_url: str = "https://meet.jit.si"
+    input_topic: Topic = "booking.events"
+    output_topic: Topic = "session.events"
+    dlq_topic: Topic = "booking.events.dlq"
+    group_id: str = Field(default="booking-sessions", min_length=1, max_length=255)
+    meeting_base_url: MeetingBaseUrl = check.DEFAULT_MEETING_BASE_URL
     # The meeting secret (README, "The meeting secret"): one block, checked by _meeting_secret_stripped.
     meeting_secret: SecretStr | None = Field(
         default=None, description=f"HMAC key of meeting room names, at least {MIN_MEETING_SECRET_BYTES} bytes"
@@ -74,48 +62,77 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="address of /metrics, /healthz and /readyz; 0.0.0.0 in a container"
     )
-    metrics_refresh_s: float = Field(default=5.0, gt=0, description="how often consumer lag and outbox are sampled")
-    max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="larger records are dead-lettered")
-    max_key_bytes: int = Field(default=1024, ge=64, description="records with a larger key are dead-lettered")
-    max_header_count: int = Field(default=64, ge=0, description="records with more headers are dead-lettered")
+    metrics_refresh_s: float = Field(
+        default=5.0, gt=0, le=MAX_SECONDS, description="how often consumer lag and outbox are sampled"
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=MAX_BYTES, description="larger records are dead-lettered"
+    )
+    max_key_bytes: int = Field(
+        default=1024, ge=64, le=MAX_BYTES, description="records with a larger key are dead-lettered"
+    )
+    max_header_count: int = Field(
+        default=64, ge=0, le=MAX_ROWS, description="records with more headers are dead-lettered"
+    )
     max_header_bytes: int = Field(
-        default=16 * 1024, ge=0, description="records whose header names and values take more are dead-lettered"
+        default=16 * 1024,
+        ge=0,
+        le=MAX_BYTES,
+        description="records whose header names and values take more are dead-lettered",
     )
     max_clock_skew_s: float = Field(
-        default=3600.0, ge=0, description="how much later than its Kafka record's timestamp occurred_at may be"
+        default=3600.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="how much later than its Kafka record's timestamp occurred_at may be",
     )
-    max_batch_records: int = Field(default=2000, ge=1, description="records taken per getmany")
+    max_batch_records: int = Field(default=2000, ge=1, le=MAX_ROWS, description="records taken per getmany")
     parallel_transactions: int = Field(
         default=2, ge=1, le=16, description="transactions in flight per large batch, on disjoint bookings; 1: one"
     )
-    relay_batch_rows: int = Field(default=1000, ge=1, description="outbox rows published per relay step")
-    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="SIGTERM: time to drain before giving up")
+    relay_batch_rows: int = Field(default=1000, ge=1, le=MAX_ROWS, description="outbox rows published per relay step")
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, le=MAX_SECONDS, description="SIGTERM: time to drain before giving up"
+    )
 
     # Deadlines: no wait on PostgreSQL or Kafka is unbounded (CONTRACT "it never hangs"). Applied in one place each:
     # booking_sessions/service.py create_engine (database) and booking_sessions/kafka_options.py (Kafka).
     database_statement_timeout_s: float = Field(
-        default=30.0, gt=0, description="PostgreSQL statement_timeout; the driver gives up 5 s later"
+        default=30.0, gt=0, le=MAX_SECONDS, description="PostgreSQL statement_timeout; the driver gives up 5 s later"
     )
     database_lock_timeout_s: float = Field(
-        default=10.0, gt=0, description="PostgreSQL lock_timeout: a row locked elsewhere fails the batch, retried"
+        default=10.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="PostgreSQL lock_timeout: a row locked elsewhere fails the batch, retried",
     )
     database_idle_in_transaction_timeout_s: float = Field(
-        default=60.0, gt=0, description="PostgreSQL idle_in_transaction_session_timeout"
+        default=60.0, gt=0, le=MAX_SECONDS, description="PostgreSQL idle_in_transaction_session_timeout"
     )
-    database_connect_timeout_s: float = Field(default=10.0, gt=0, description="opening one connection")
-    database_pool_timeout_s: float = Field(default=30.0, gt=0, description="waiting for a pooled connection")
-    database_pool_recycle_s: float = Field(default=1800.0, gt=0, description="connections older are replaced")
-    kafka_request_timeout_s: float = Field(default=30.0, gt=0, description="any one request to a broker")
+    database_connect_timeout_s: float = Field(default=10.0, gt=0, le=MAX_SECONDS, description="opening one connection")
+    database_pool_timeout_s: float = Field(
+        default=30.0, gt=0, le=MAX_SECONDS, description="waiting for a pooled connection"
+    )
+    database_pool_recycle_s: float = Field(
+        default=1800.0, gt=0, le=MAX_SECONDS, description="connections older are replaced"
+    )
+    kafka_request_timeout_s: float = Field(
+        default=30.0, gt=0, le=MAX_SECONDS, description="any one request to a broker"
+    )
     kafka_commit_timeout_s: float = Field(
-        default=30.0, gt=0, description="an offset commit (aiokafka retries it without end while the broker is away)"
+        default=30.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="an offset commit (aiokafka retries it without end while the broker is away)",
     )
     stall_after_s: float = Field(
         default=120.0,
         gt=0,
+        le=MAX_SECONDS,
         description="work waiting and nothing moved for this long: /readyz and /healthz fail, metric stalled=1",
     )
     # Unset (or empty): each command's own default, see ``logging_level``. Read nowhere else.
-    log_level: str | None = Field(
+    log_level: LogLevel = Field(
         default=None,
         description="DEBUG, INFO, WARNING or ERROR; unset: INFO for run and migrate, WARNING for the other commands",
     )
@@ -128,8 +145,12 @@ class Settings(BaseSettings):
     outbox_retention: Retention = Field(
         default=timedelta(days=7), description="published outbox rows older than this are deleted (off: never)"
     )
-    retention_interval_s: float = Field(default=300.0, gt=0, description="how often retention runs a round")
-    retention_batch_rows: int = Field(default=5000, ge=1, description="rows deleted per retention transaction")
+    retention_interval_s: float = Field(
+        default=300.0, gt=0, le=MAX_SECONDS, description="how often retention runs a round"
+    )
+    retention_batch_rows: int = Field(
+        default=5000, ge=1, le=MAX_ROWS, description="rows deleted per retention transaction"
+    )
 
     # Kafka security, for every consumer, producer and admin client (booking_sessions/kafka_options.py).
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -181,7 +202,7 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             try:
                 password = make_url(self.database_url.get_secret_value()).password
-            except UrlError:
+            except (UrlError, ValueError):
                 password = None  # refused by _consistent already; nothing to mask
         return [self.meeting_secret, self.kafka_sasl_password, self.kafka_ssl_key_password, password]
 
@@ -189,9 +210,10 @@ class Settings(BaseSettings):
     def _consistent(self) -> Self:
         """Refuse at start what would fail later, or silently not do what was meant; never echo a value."""
         problems = [
-            *_database_url_problems(self.database_url),
-            *_kafka_security_problems(self),
-            *_transport_problems(self),
+            *check.database_url_problems(self.database_url),
+            *check.topics_problems(self),
+            *check.kafka_security_problems(self),
+            *check.transport_problems(self),
         ]
         if problems:
             raise PydanticCustomError("configuration", "; ".join(problems))
@@ -214,86 +236,3 @@ class Settings(BaseSettings):
         if self.database_url is None:
             raise ValueError("BOOKING_DATABASE_URL is not set")
         return self.database_url.get_secret_value()
-
-
-def _database_url_problems(url: SecretStr | None) -> list[str]:
-    if url is None:
-        return []
-    try:
-        parsed = make_url(url.get_secret_value())
-    except UrlError:
-        # Not the parser's message: it quotes the whole URL, password included.
-        return ["BOOKING_DATABASE_URL is not a URL (expected postgresql+asyncpg://user:pw@host:5432/db)"]
-    if parsed.drivername != "postgresql+asyncpg":
-        return [f"BOOKING_DATABASE_URL must start with postgresql+asyncpg:// (not {parsed.drivername}://)"]
-    return []
-
-
-def _kafka_security_problems(s: Settings) -> list[str]:
-    protocol = s.kafka_security_protocol
-    tls, sasl = protocol in ("SSL", "SASL_SSL"), protocol.startswith("SASL_")
-    problems: list[str] = []
-    here = f"BOOKING_KAFKA_SECURITY_PROTOCOL={protocol}"
-    if protocol != "PLAINTEXT" and s.kafka_bootstrap is None:
-        problems.append(f"{here} needs BOOKING_KAFKA_BOOTSTRAP (the embedded broker speaks PLAINTEXT only)")
-    files = {
-        "BOOKING_KAFKA_SSL_CAFILE": s.kafka_ssl_cafile,
-        "BOOKING_KAFKA_SSL_CERTFILE": s.kafka_ssl_certfile,
-        "BOOKING_KAFKA_SSL_KEYFILE": s.kafka_ssl_keyfile,
-    }
-    tls_given = [name for name, path in files.items() if path is not None]
-    if s.kafka_ssl_key_password is not None:
-        tls_given.append("BOOKING_KAFKA_SSL_KEY_PASSWORD")
-    if tls_given and not tls:
-        problems.append(f"{', '.join(tls_given)} set, but {here} does not use TLS (SSL or SASL_SSL)")
-    if (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None):
-        problems.append("BOOKING_KAFKA_SSL_CERTFILE and BOOKING_KAFKA_SSL_KEYFILE go together (mutual TLS)")
-    if s.kafka_ssl_key_password is not None and s.kafka_ssl_keyfile is None:
-        problems.append("BOOKING_KAFKA_SSL_KEY_PASSWORD set without BOOKING_KAFKA_SSL_KEYFILE")
-    for name, path in files.items():
-        if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
-            problems.append(f"{name}={path}: no such readable file")
-    sasl_given = {
-        "BOOKING_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
-        "BOOKING_KAFKA_SASL_USERNAME": s.kafka_sasl_username,
-        "BOOKING_KAFKA_SASL_PASSWORD": s.kafka_sasl_password,
-    }
-    if sasl:
-        missing = [name for name, value in sasl_given.items() if not value]
-        if missing:
-            problems.append(f"{here} needs {', '.join(missing)}")
-    elif given := [name for name, value in sasl_given.items() if value is not None]:
-        problems.append(f"{', '.join(given)} set, but {here} does not use SASL (SASL_PLAINTEXT or SASL_SSL)")
-    return problems
-
-
-def _transport_problems(s: Settings) -> list[str]:
-    """A password readable on the wire, and PostgreSQL TLS settings that would not do what they say."""
-    problems: list[str] = []
-    if (
-        s.kafka_security_protocol == "SASL_PLAINTEXT"
-        and s.kafka_sasl_mechanism == "PLAIN"
-        and not s.kafka_allow_cleartext_password
-    ):
-        problems.append(
-            "BOOKING_KAFKA_SASL_MECHANISM=PLAIN over BOOKING_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the "
-            "password in cleartext: use SASL_SSL (or SCRAM), or set BOOKING_KAFKA_ALLOW_CLEARTEXT_PASSWORD=true"
-        )
-    rootcert = s.database_ssl_rootcert
-    if rootcert is not None:
-        if s.database_ssl_mode not in ("verify-ca", "verify-full"):
-            problems.append("BOOKING_DATABASE_SSL_ROOTCERT set, but BOOKING_DATABASE_SSL_MODE is not verify-ca/full")
-        if not (rootcert.is_file() and os.access(rootcert, os.R_OK)):
-            problems.append(f"BOOKING_DATABASE_SSL_ROOTCERT={rootcert}: no such readable file")
-    if s.database_ssl_mode not in (None, "disable") and s.database_url is None:
-        problems.append("BOOKING_DATABASE_SSL_MODE needs BOOKING_DATABASE_URL (the embedded PostgreSQL has no TLS)")
-    if s.database_ssl_mode is not None and (given := _url_tls_parameters(s.database_url)):
-        problems.append(f"BOOKING_DATABASE_SSL_MODE and ?{given[0]}= in BOOKING_DATABASE_URL: choose one")
-    return problems
-
-
-def _url_tls_parameters(url: SecretStr | None) -> list[str]:
-    """The query parameters of the URL that would also set TLS (asyncpg reads ``ssl`` and ``sslmode``)."""
-    if url is None or _database_url_problems(url):
-        return []
-    return sorted(set(make_url(url.get_secret_value()).query) & {"ssl", "sslmode"})

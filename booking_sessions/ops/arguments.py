@@ -15,34 +15,54 @@ class ArgumentError(BookingSessionsError, ValueError):
 
 _UNITS = {"w": timedelta(weeks=1), "d": timedelta(days=1), "h": timedelta(hours=1), "m": timedelta(minutes=1)}
 _UNITS["s"] = timedelta(seconds=1)
-_DURATION = re.compile(r"(?:\d+[wdhms])+")
-_DURATION_PART = re.compile(r"(\d+)([wdhms])")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits only ([0-9], never \d): 30d in full-width digits (U+FF13 U+FF10) is a typo to refuse, not 30 days.
+_DURATION = re.compile(r"(?:[0-9]+[wdhms])+")
+_DURATION_PART = re.compile(r"([0-9]+)([wdhms])")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # RFC 3339 with the seconds optional, as operators type it: 2026-11-01T00:00Z, 2026-11-01 09:30:15+01:00.
-_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:\d{2})")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_NUMBER = re.compile(r"[0-9]+")
+
+# The longest duration anything accepts (options and BOOKING_*_RETENTION): a century, so that "now minus it" stays
+# inside what datetime and PostgreSQL hold and a typo of extra digits is refused instead of overflowing.
+MAX_DURATION = timedelta(days=36500)
+# Times an operator may name (--since, --until): what Kafka's timestamps (ms since 1970) and datetime both hold.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+# Kafka's partition numbers are int32 and its offsets int64.
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or a sum such as ``1d12h``; raises ArgumentError for anything else
-    and for zero."""
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or a sum such as ``1d12h`` (ASCII digits); raises ArgumentError
+    for anything else, for zero and for more than MAX_DURATION (a century), never OverflowError."""
     compact = text.strip().lower()
     if not _DURATION.fullmatch(compact):
         raise ArgumentError(f"{text!r} is not a duration: use a number and a unit (w, d, h, m, s), e.g. 30d or 12h")
-    total = sum((int(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(compact)), timedelta())
-    if total <= timedelta():
+    parts = _DURATION_PART.findall(compact)
+    # Integer seconds: timedelta(days=10**11) would overflow; a number of more than 20 digits is refused unread.
+    too_long = any(len(n) > 20 for n, _ in parts)
+    seconds = 0 if too_long else sum(int(n) * int(_UNITS[unit].total_seconds()) for n, unit in parts)
+    if seconds <= 0 and not too_long:
         raise ArgumentError(f"{text!r}: the duration must be longer than zero")
-    return total
+    if too_long or seconds > MAX_DURATION.total_seconds():
+        raise ArgumentError(f"{text!r}: the duration must be at most {MAX_DURATION.days}d (a century)")
+    return timedelta(seconds=seconds)
 
 
 def parse_moment(text: str, now: datetime) -> datetime:
     """A point in time: an RFC 3339 timestamp (seconds optional), a date (midnight UTC), or a duration ago.
 
     ``2026-11-01T00:00Z``, ``2026-11-01T09:30:00+01:00``, ``2026-11-01``, ``6h`` (six hours before ``now``).
-    Returns an aware datetime in UTC; raises ArgumentError for anything else (a timestamp without an offset too).
+    Returns an aware datetime in UTC between EARLIEST and LATEST; raises ArgumentError for anything else (a
+    timestamp without an offset too, one outside those bounds, a duration longer than ``now`` allows).
     """
     value = text.strip()
     if _DURATION.fullmatch(value.lower()):
-        return now - parse_duration(value)
+        return _bounded(now - parse_duration(value), text)
     if _DATE.fullmatch(value):
         return _from_iso(f"{value}T00:00:00+00:00", text)
     if _TIMESTAMP.fullmatch(value):
@@ -55,10 +75,22 @@ def parse_moment(text: str, now: datetime) -> datetime:
 
 def _from_iso(value: str, original: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
     except ValueError as error:
         raise ArgumentError(f"{original!r} is not a valid time: {error}") from None
-    return moment.astimezone(UTC)
+    try:
+        moment: datetime | None = parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-12:00 is past the year 9999 in UTC
+        moment = None
+    return _bounded(moment, original)
+
+
+def _bounded(moment: datetime | None, original: str) -> datetime:
+    if moment is None or not EARLIEST <= moment <= LATEST:
+        raise ArgumentError(
+            f"{original!r} is out of range: a time must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)"
+        )
+    return moment
 
 
 def parse_range(since: str | None, until: str | None, now: datetime) -> tuple[datetime | None, datetime | None]:
@@ -77,10 +109,10 @@ def parse_offsets(text: str) -> dict[int, int]:
     {partition: offset}; raises ArgumentError for another form or a partition given twice."""
     offsets: dict[int, int] = {}
     for item in (part.strip() for part in text.split(",")):
-        match = re.fullmatch(r"(\d+)\s*[:=]\s*(\d+)", item)
+        match = re.fullmatch(r"([0-9]+)\s*[:=]\s*([0-9]+)", item)
         if match is None:
             raise ArgumentError(f"{item!r} is not partition:offset (e.g. --offsets 0:120,3:55)")
-        partition, offset = int(match.group(1)), int(match.group(2))
+        partition, offset = _position(match.group(1), match.group(2), item)
         if partition in offsets:
             raise ArgumentError(f"partition {partition} is given twice in {text!r}")
         offsets[partition] = offset
@@ -93,14 +125,22 @@ def parse_positions(values: Iterable[str]) -> frozenset[tuple[int, int]]:
     positions = set()
     for value in values:
         for item in (part.strip() for part in value.split(",")):
-            if item.isdigit():
-                positions.add((0, int(item)))
+            if _NUMBER.fullmatch(item):
+                positions.add(_position("0", item, item))
                 continue
-            match = re.fullmatch(r"(\d+)\s*[:/]\s*(\d+)", item)
+            match = re.fullmatch(r"([0-9]+)\s*[:/]\s*([0-9]+)", item)
             if match is None:
                 raise ArgumentError(f"{item!r} is not a DLQ position: use offset or partition:offset (e.g. 0:17)")
-            positions.add((int(match.group(1)), int(match.group(2))))
+            positions.add(_position(match.group(1), match.group(2), item))
     return frozenset(positions)
+
+
+def _position(partition: str, offset: str, item: str) -> tuple[int, int]:
+    """ASCII digits as (partition, offset), within Kafka's int32 and int64; raises ArgumentError beyond."""
+    p, o = int(partition), int(offset)
+    if p > MAX_PARTITION or o > MAX_OFFSET:
+        raise ArgumentError(f"{item!r}: a partition is at most {MAX_PARTITION}, an offset at most {MAX_OFFSET}")
+    return p, o
 
 
 def choose(values: Iterable[str], allowed: Iterable[str], option: str) -> frozenset[str]:

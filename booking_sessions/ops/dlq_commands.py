@@ -5,28 +5,35 @@ A command's docstring is its ``--help`` text (``terminal.help_text``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 
 from booking_sessions.ops import terminal as term
 from booking_sessions.ops.options import AsJson, DryRun
+from booking_sessions.settings_checks import MAX_ROWS
+from models.errors import DlqReason
+
+# From the contract's type (CONTRACT, "Dead letters"), so the help names every reason, undecodable included.
+_REASONS = ", ".join(get_args(DlqReason))
 
 if TYPE_CHECKING:
     from booking_sessions.ops.dlq import DlqFilter
 
 
 def dlq_list(
-    reason: Annotated[list[str] | None, typer.Option(help="Only this dlq-reason (repeatable).")] = None,
+    reason: Annotated[list[str] | None, typer.Option(help=f"Only this dlq-reason (repeatable): {_REASONS}.")] = None,
     since: Annotated[str | None, typer.Option(help="Dead-lettered at or after this time (as in replay).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before this time.")] = None,
-    limit: Annotated[int, typer.Option(help="Show the last N matches; 0 for all.", min=0)] = 100,
+    limit: Annotated[
+        int, typer.Option(help=f"Show the last N matches (at most {MAX_ROWS}); 0 for all.", min=0, max=MAX_ROWS)
+    ] = 100,
     as_json: AsJson = False,
 ) -> None:
     """List dead letters: position in the DLQ, reason, error, source topic/partition/offset, key, time.
 
     Reads BOOKING_DLQ_TOPIC from its beginning to its end offsets at start, without a consumer group.
-    Reasons: invalid, unsupported_version, key_mismatch, message_id_conflict, too_large, processing_error.
+    Reasons: {reasons}.
 
     Examples:
       booking-sessions dlq list
@@ -52,7 +59,7 @@ def dlq_replay(
     offset: Annotated[
         list[str] | None, typer.Option(help="A DLQ position, partition:offset or offset (repeatable, or 3,4,9).")
     ] = None,
-    reason: Annotated[list[str] | None, typer.Option(help="Only this dlq-reason (repeatable).")] = None,
+    reason: Annotated[list[str] | None, typer.Option(help=f"Only this dlq-reason (repeatable): {_REASONS}.")] = None,
     since: Annotated[str | None, typer.Option(help="Dead-lettered at or after this time.")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before this time.")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every dead letter (no filter).")] = False,
@@ -100,6 +107,6 @@ def _dlq_filter(reasons: list[str] | None, since: str | None, until: str | None,
 def dlq_group() -> typer.Typer:
     """The ``dlq`` command group: ``list``, ``replay``."""
     dlq = typer.Typer(no_args_is_help=True, help="Dead letters: list them, replay them after a fix.")
-    dlq.command("list", help=term.help_text(dlq_list))(dlq_list)
+    dlq.command("list", help=term.help_text(dlq_list, reasons=_REASONS))(dlq_list)
     dlq.command("replay", help=term.help_text(dlq_replay))(dlq_replay)
     return dlq

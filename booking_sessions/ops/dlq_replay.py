@@ -13,7 +13,7 @@ id) and any record whose message id the inbox holds with another payload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -173,6 +173,17 @@ async def execute(
     return ReplayOutcome(list(steps), published, reset)
 
 
+def check_positions(wanted: DlqFilter, letters: Iterable[DeadLetter], dlq_topic: str) -> None:
+    """Pure: raises OperatorError naming each ``--offset`` that selected no dead letter (a typo must not read as
+    "would replay 0" and exit 0)."""
+    missing = sorted(wanted.positions - {(letter.partition, letter.offset) for letter in letters})
+    if not missing:
+        return
+    where = ", ".join(f"{partition}:{offset}" for partition, offset in missing)
+    other = " (or none that matches --reason/--since/--until)" if wanted.reasons or wanted.since or wanted.until else ""
+    raise OperatorError(f"--offset {where}: no such dead letter in {dlq_topic}{other}; `dlq list` shows the positions")
+
+
 async def replay_dead_letters(
     settings: Settings, wanted: DlqFilter, *, dry_run: bool, progress: Progress
 ) -> tuple[list[Step], ReplayOutcome | None]:
@@ -190,6 +201,7 @@ async def replay_dead_letters(
         await check_database(engine, settings.database_url_value())
         await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
         found = await scan(bootstrap, settings.dlq_topic, wanted.matches, progress, client_options=options)
+        check_positions(wanted, found.letters, settings.dlq_topic)
         steps = plan(found.letters, await inbox_rows(engine, found.letters))
         if dry_run:
             return steps, None

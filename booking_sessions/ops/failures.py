@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -55,6 +58,11 @@ def one_line(error: BaseException) -> str | None:
     return None
 
 
+def no_answer(waited_s: float) -> str:
+    """What a TimeoutError means (its own text is empty), with the seconds actually waited."""
+    return f"no answer within {waited_s:.0f} s"
+
+
 def shown_url(url: str) -> str:
     """The database URL without its password, for messages."""
     try:
@@ -66,11 +74,14 @@ def shown_url(url: str) -> str:
 async def check_database(engine: AsyncEngine, url: str) -> None:
     """Fail with one line if the database cannot be reached or has no schema."""
     where = shown_url(url)
+    started = time.monotonic()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect() as conn:
             await conn.execute(text("SELECT 1 FROM inbox_messages LIMIT 1"))
     except TimeoutError:
-        raise OperatorError(f"cannot reach the database at {where}: no answer within {CONNECT_TIMEOUT_S:g} s") from None
+        # The engine's own connect timeout (BOOKING_DATABASE_CONNECT_TIMEOUT_S) may fire first: say what happened.
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the database at {where}: {no_answer(waited)}") from None
     except (OSError, SQLAlchemyError) as error:
         raise OperatorError(f"cannot use the database at {where}: {one_line(error)}") from None
 
@@ -82,22 +93,58 @@ async def topic_partitions(bootstrap: str, topic: str, setting: str, **client_op
     ``auto.create.topics.enable`` (Kafka's default), and a typo must not leave a topic behind.
     """
     options = {"request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000), **client_options}
+    started = time.monotonic()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             if topic not in await _topic_names(bootstrap, options):
                 raise LookupError(topic)
             return await partitions_of(bootstrap, topic, **options)
     except TimeoutError:
-        raise OperatorError(
-            f"cannot reach the Kafka broker at {bootstrap}: no answer within {CONNECT_TIMEOUT_S:g} s"
-        ) from None
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
     except KafkaConnectionError:
         raise OperatorError(
             f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
             "the client's log above says why)"
         ) from None
     except LookupError:
-        raise OperatorError(f"topic {topic!r} does not exist on {bootstrap} (check {setting})") from None
+        raise OperatorError(missing_topic(topic, bootstrap, setting)) from None
+
+
+def missing_topic(topic: str, bootstrap: str, setting: str) -> str:
+    """The one line for a topic the broker does not have, naming the setting to check."""
+    return f"topic {topic!r} does not exist on {bootstrap} (check {setting}); create it first (README, Running it)"
+
+
+async def absent_topic(bootstrap: str, topics: Mapping[str, str], **client_options: Any) -> str | None:
+    """The one line for the first topic of ``topics`` ({setting name: topic}) the broker does not have; None when
+    all exist. Raises what the client raises (KafkaConnectionError) and TimeoutError after CONNECT_TIMEOUT_S.
+
+    Lists the topics and never asks for one by name, so a broker with ``auto.create.topics.enable`` (Kafka's
+    default) does not create a typo'd topic, which ``run`` would then consume from, finding nothing, forever.
+    """
+    options = {"request_timeout_ms": int(CONNECT_TIMEOUT_S * 1000), **client_options}
+    async with asyncio.timeout(CONNECT_TIMEOUT_S):
+        existing = set(await _topic_names(bootstrap, options))
+    return next((missing_topic(t, bootstrap, s) for s, t in topics.items() if t not in existing), None)
+
+
+async def require_topics(bootstrap: str, topics: Mapping[str, str], **client_options: Any) -> None:
+    """``absent_topic`` for the operators' commands: raises OperatorError with its line, or when the broker cannot
+    be reached or does not answer within CONNECT_TIMEOUT_S."""
+    started = time.monotonic()
+    try:
+        missing = await absent_topic(bootstrap, topics, **client_options)
+    except TimeoutError:
+        waited = time.monotonic() - started
+        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
+    except KafkaConnectionError:
+        raise OperatorError(
+            f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
+            "the client's log above says why)"
+        ) from None
+    if missing is not None:
+        raise OperatorError(missing)
 
 
 async def _topic_names(bootstrap: str, options: dict[str, Any]) -> list[str]:
@@ -108,3 +155,21 @@ async def _topic_names(bootstrap: str, options: dict[str, Any]) -> list[str]:
     finally:
         await admin.close()
     return names
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """The one line when ``host:port`` (BOOKING_METRICS_HOST and _PORT) cannot be bound now; None when it can.
+
+    Bound and released at once, with SO_REUSEADDR as the HTTP server binds it, so ``run`` refuses a taken port
+    before it starts anything (embedded servers take seconds), not after."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        return (
+            f"cannot serve /metrics on {host}:{port} ({error.strerror or error}): set BOOKING_METRICS_PORT to a "
+            "free port, or 0 to turn the server off (and BOOKING_METRICS_HOST to an address of this machine)"
+        )
+    return None

@@ -12,6 +12,9 @@ import typer
 
 from booking_sessions.ops import terminal as term
 from booking_sessions.ops.options import AsJson, DryRun
+from booking_sessions.settings_checks import MAX_ROWS
+
+MAX_BOOKING_FILE_BYTES = 64 * 1024 * 1024  # a million booking ids of 64 characters, with room to spare
 
 
 def meeting_rekey(
@@ -22,7 +25,9 @@ def meeting_rekey(
         Path | None, typer.Option(help="A file of booking ids, one per line (blank lines and # comments skipped).")
     ] = None,
     everything: Annotated[bool, typer.Option("--all", help="Every scheduled session.")] = False,
-    batch_rows: Annotated[int, typer.Option(help="Sessions per transaction.", min=1)] = 500,
+    batch_rows: Annotated[
+        int, typer.Option(help=f"Sessions per transaction (1 to {MAX_ROWS}).", min=1, max=MAX_ROWS)
+    ] = 500,
     dry_run: DryRun = False,
     as_json: AsJson = False,
 ) -> None:
@@ -49,7 +54,12 @@ def meeting_rekey(
         if booking_file is None:
             return list(booking or [])
         try:
-            return [*(booking or []), *read_booking_file(booking_file.read_text().splitlines())]
+            with booking_file.open("rb") as file:
+                # Bounded: /dev/zero or a wrong multi-gigabyte file must not hang the command or fill the memory.
+                data = file.read(MAX_BOOKING_FILE_BYTES + 1)
+            if len(data) > MAX_BOOKING_FILE_BYTES:
+                raise ArgumentError(f"--booking-file {booking_file}: larger than {MAX_BOOKING_FILE_BYTES} bytes")
+            return [*(booking or []), *read_booking_file(data.decode().splitlines())]
         except (OSError, UnicodeDecodeError) as error:
             raise ArgumentError(f"--booking-file {booking_file}: cannot read it ({error})") from None
 

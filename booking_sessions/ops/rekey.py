@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.ops.failures import check_database
+from booking_sessions.ops.untrusted import line
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from consumer.decide import Decision, OutboxRow, SessionRow
@@ -199,32 +200,39 @@ async def rekey(settings: Settings, request: RekeyRequest, progress: Progress) -
 
 
 def rekey_report(result: RekeyResult) -> list[RenderableType]:
-    """Pure: the summary lines the command prints."""
+    """Pure: the summary lines the command prints, each an ``untrusted.line``: the missing booking ids are the
+    operator's own input (or a file's lines), and no escape sequence or markup in them may reach the terminal."""
     key = f"key version {result.key_version} (fingerprint {result.fingerprint})"
     lines: list[RenderableType] = []
     if result.dry_run:
-        lines.append(f"dry run: nothing was written or sent; re-key to {key}")
+        lines.append(line(f"dry run: nothing was written or sent; re-key to {key}"))
         if not result.key_recorded:
-            lines.append(f"version {result.key_version} is not on record yet: the real run records its fingerprint")
+            lines.append(
+                line(f"version {result.key_version} is not on record yet: the real run records its fingerprint")
+            )
     else:
-        lines.append(f"re-key to {key}")
+        lines.append(line(f"re-key to {key}"))
     verb = "would get" if result.dry_run else "got"
     lines.append(
-        f"scheduled sessions chosen {result.chosen}: {result.rekeyed} {verb} a new link and a SessionUpdated, "
-        f"{result.current} already on version {result.key_version}"
+        line(
+            f"scheduled sessions chosen {result.chosen}: {result.rekeyed} {verb} a new link and a SessionUpdated, "
+            f"{result.current} already on version {result.key_version}"
+        )
     )
     shown = ", ".join(str(s) for s in result.sample)
     if shown:
         more = f" and {result.rekeyed - len(result.sample)} more" if result.rekeyed > len(result.sample) else ""
-        lines.append(f"sessions: {shown}{more}")
+        lines.append(line(f"sessions: {shown}{more}"))
     if result.missing:
-        lines.append(f"no scheduled session for: {', '.join(result.missing)}")
+        lines.append(line("no scheduled session for: ", ", ".join(result.missing)))
     if result.rekeyed and not result.dry_run:
         lines.append(
-            "the SessionUpdated rows wait in the outbox: the running service's relay sends them "
-            "(`booking-sessions status` shows the backlog)"
+            line(
+                "the SessionUpdated rows wait in the outbox: the running service's relay sends them "
+                "(`booking-sessions status` shows the backlog)"
+            )
         )
-    lines.append(f"{result.batches} batch(es), took {result.elapsed_s:.1f} s")
+    lines.append(line(f"{result.batches} batch(es), took {result.elapsed_s:.1f} s"))
     return lines
 
 

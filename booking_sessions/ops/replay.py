@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.ops.arguments import ArgumentError
-from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.ops.failures import OperatorError, check_database, require_topics, topic_partitions
 from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
@@ -176,6 +176,8 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     key = meeting_key(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
+    outputs = {"BOOKING_DLQ_TOPIC": settings.dlq_topic, "BOOKING_OUTPUT_TOPIC": settings.output_topic}
+    await require_topics(bootstrap, outputs if request.relay else {"BOOKING_DLQ_TOPIC": settings.dlq_topic}, **options)
     wire.install()  # the same reader as ``run``: an unreadable record is a dead letter here too
     engine = create_engine(settings)
     publisher: Publisher | None = None

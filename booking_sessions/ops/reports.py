@@ -57,7 +57,7 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
     if table.row_count:
         lines.append(table)
     if idle:
-        lines.append(f"{idle} partition(s) with nothing to replay")
+        lines.append(line(f"{idle} partition(s) with nothing to replay"))
     t = summary.totals
     verb = "would be" if summary.dry_run else "were"
     lines.append(
@@ -71,13 +71,15 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
         sessions += f", sessions cancelled {cancelled} ({t.cancelled_unannounced} never announced)"
     lines.append(Text(f"{sessions} ({verb} written)"))
     if summary.published is not None:
-        lines.append(f"outbox rows published now: {summary.published}")
+        lines.append(line(f"outbox rows published now: {summary.published}"))
     if summary.backlog:
         lines.append(
-            f"outbox rows waiting for the relay: {summary.backlog} (the running service sends them; "
-            "or run again with --relay)"
+            line(
+                f"outbox rows waiting for the relay: {summary.backlog} (the running service sends them; "
+                "or run again with --relay)"
+            )
         )
-    lines.append(f"took {summary.elapsed_s:.1f} s")
+    lines.append(line(f"took {summary.elapsed_s:.1f} s"))
     return lines
 
 
@@ -91,7 +93,7 @@ def status_report(status: Status) -> list[RenderableType]:
     return [
         line(status.input_topic, " as group ", status.group_id),
         table,
-        f"outbox backlog: {status.outbox_backlog} rows, oldest {_age(status.outbox_oldest_age_s)}",
+        line(f"outbox backlog: {status.outbox_backlog} rows, oldest {_age(status.outbox_oldest_age_s)}"),
         line(f"dead letters: {status.dlq_size} in ", status.dlq_topic),
         Text(f"inbox: {status.inbox_size} rows ({_counts(status.inbox)})"),
         Text(f"live sessions: {sum(status.sessions.values())} ({_counts(status.sessions)})"),
@@ -132,11 +134,11 @@ def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, inpu
         letter = step.letter
         table.add_row(
             letter.position, _short(letter.reason, 40), _short(letter.key_text, 30),
-            str(letter.message_id or "-"), step.action, cell(step.note),
+            str(letter.message_id or "-"), cell(step.action), cell(step.note),
         )  # fmt: skip
     lines: list[RenderableType] = [table] if steps else []
     if len(steps) > ROWS_SHOWN:
-        lines.append(f"... and {len(steps) - ROWS_SHOWN} more")
+        lines.append(line(f"... and {len(steps) - ROWS_SHOWN} more"))
     chosen = sum(1 for s in steps if s.action == "replay")
     resets = sum(1 for s in steps if s.reset_inbox)
     if outcome is None:
@@ -166,18 +168,22 @@ def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> l
         )  # fmt: skip
     lines: list[RenderableType] = [table] if rows else []
     if len(rows) > ROWS_SHOWN:
-        lines.append(f"... and {len(rows) - ROWS_SHOWN} more")
+        lines.append(line(f"... and {len(rows) - ROWS_SHOWN} more"))
     later = sum(1 for r in rows if not r.chosen)
     chosen = f"{len(rows) - later} rows chosen" + (f" + {later} later rows of the same bookings" if later else "")
     if result is None:
-        lines.append(f"dry run: {chosen}; nothing changed")
+        lines.append(line(f"dry run: {chosen}; nothing changed"))
     elif result.published is None:
         lines.append(
-            f"{chosen}: {result.queued} handed back to the outbox relay; the running service re-sends them "
-            "with their original message ids (or run again with --relay)"
+            line(
+                f"{chosen}: {result.queued} handed back to the outbox relay; the running service re-sends them "
+                "with their original message ids (or run again with --relay)"
+            )
         )
     else:
-        lines.append(f"{chosen}: {result.queued} handed back to the relay; {result.published} published from here")
+        lines.append(
+            line(f"{chosen}: {result.queued} handed back to the relay; {result.published} published from here")
+        )
     return lines
 
 
@@ -187,8 +193,8 @@ def prune_report(result: PruneResult) -> list[RenderableType]:
     what, cutoff, oldest = result.target.what, _when(result.cutoff), _when(result.oldest)
     older = f"{result.candidates} {what} before {cutoff} (oldest {oldest})"
     if result.dry_run:
-        return [f"dry run: would delete {older}"]
-    return [f"deleted {result.deleted} of {older}, in {result.batches} batch(es)"]
+        return [line(f"dry run: would delete {older}")]
+    return [line(f"deleted {result.deleted} of {older}, in {result.batches} batch(es)")]
 
 
 def _short(text: str, width: int) -> Text:

@@ -12,6 +12,10 @@ import typer
 
 from booking_sessions.ops import terminal as term
 from booking_sessions.ops.options import BatchRows, DryRun, OlderThan
+from models.events import SessionEventType
+
+# From the contract's type (CONTRACT, "Output"): every kind of row the outbox holds, SessionCancelled included.
+_TYPES = ", ".join(get_args(SessionEventType))
 
 if TYPE_CHECKING:
     from booking_sessions.retention import TableName
@@ -24,7 +28,7 @@ def outbox_republish(
     until: Annotated[str | None, typer.Option(help="Rows written before this time.")] = None,
     type_: Annotated[
         list[str] | None,
-        typer.Option("--type", help="SessionCreated, SessionUpdated or SessionCancelled (repeatable)."),
+        typer.Option("--type", help=f"{_TYPES} (repeatable)."),
     ] = None,
     exact: Annotated[
         bool, typer.Option("--exact", help="Only the matching rows, not the later rows of their bookings.")
@@ -35,7 +39,7 @@ def outbox_republish(
     ] = False,
     dry_run: DryRun = False,
 ) -> None:
-    """Re-send SessionCreated/SessionUpdated rows with their original message ids, for a downstream that lost them.
+    """Re-send {types} rows with their original message ids, for a downstream that lost them.
 
     The chosen rows are handed back to the outbox relay (published_at set to NULL, under the relay's lock): the
     relay sends them again, byte for byte and with the same message_id, in id order, so each booking's events
@@ -51,7 +55,6 @@ def outbox_republish(
     from booking_sessions.ops.arguments import choose, parse_range
     from booking_sessions.ops.reports import republish_report
     from booking_sessions.ops.republish import Selection, republish
-    from models.events import SessionEventType
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
     types = term.argument(lambda: choose(type_ or [], get_args(SessionEventType), "--type"))
@@ -123,7 +126,9 @@ def _prune(table: TableName, older_than: str, batch_rows: int, dry_run: bool) ->
 def outbox_group() -> typer.Typer:
     """The ``outbox`` command group: ``republish``, ``prune``."""
     outbox = typer.Typer(no_args_is_help=True, help="The outbox of session events: republish, prune.")
-    outbox.command("republish", help=term.help_text(outbox_republish))(outbox_republish)
+    outbox.command("republish", help=term.help_text(outbox_republish, types="/".join(get_args(SessionEventType))))(
+        outbox_republish
+    )
     outbox.command("prune", help=term.help_text(outbox_prune))(outbox_prune)
     return outbox
 

@@ -39,7 +39,10 @@ def settings_or_fail() -> Settings:
     except ValidationError as error:
         problems = "; ".join(
             # A whole-settings validator has no location; its message names the variables itself.
-            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            # pydantic's "Value error, " says nothing to an operator; the rule after it does.
+            f"BOOKING_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            if e["loc"]
+            else e["msg"]
             for e in error.errors()
         )
         fail(f"invalid configuration: {problems}")
@@ -117,7 +120,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def help_text(command: Callable[..., None]) -> str:
-    """The docstring reflowed for typer's rich help: prose paragraphs on one line, example lines kept."""
-    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+def help_text(command: Callable[..., None], **fields: str) -> str:
+    """The docstring reflowed for typer's rich help: prose paragraphs on one line (rich would keep the docstring's
+    hard line breaks and wrap each line again), example lines kept. Each ``{name}`` of ``fields`` is replaced by
+    its value: lists derived from the code (the DLQ reasons, the event types), so the help cannot fall behind."""
+    text = inspect.cleandoc(command.__doc__ or "")
+    for name, value in fields.items():
+        text = text.replace("{" + name + "}", value)
+    paragraphs = text.split("\n\n")
     return "\n\n".join(p if p.startswith("Examples:") else " ".join(p.split()) for p in paragraphs)

@@ -15,6 +15,7 @@ from rich.console import Console, RenderableType
 
 from booking_sessions.ops.dlq import DeadLetter, Scan, counts_by_reason
 from booking_sessions.ops.dlq_replay import InboxRow, plan
+from booking_sessions.ops.rekey import RekeyResult, read_booking_file, rekey_report
 from booking_sessions.ops.replay import ReplaySummary
 from booking_sessions.ops.reports import (
     dlq_list_report,
@@ -93,6 +94,24 @@ def test_status_and_replay_survive_any_name_and_outcome(topic: str, group: str, 
 def test_outbox_republish_survives_any_booking_id_and_type(rows: list[tuple[str, str]]) -> None:
     found = [OutboxRow(i, uuid.uuid4(), booking, kind, AT, None, True) for i, (booking, kind) in enumerate(rows)]
     assert_safe(rendered(republish_report(found, None)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(text, max_size=4), st.booleans())
+def test_meeting_rekey_shows_any_booking_id_as_written(bookings: list[str], dry_run: bool) -> None:
+    # --booking values and --booking-file lines are the operator's (or a pasted file's) text: the missing ones are
+    # printed back, so an escape sequence, a bidi override or markup in them must arrive written out.
+    missing = tuple(read_booking_file(bookings)) + tuple(bookings)
+    result = RekeyResult(2, "801c719fe6beb386", dry_run, chosen=len(bookings), missing=missing)
+    output = rendered(rekey_report(result))
+    assert_safe(output)
+    assert "\u202e" not in output
+
+
+def test_meeting_rekey_writes_out_an_escape_and_a_bidi_override() -> None:
+    result = RekeyResult(2, "801c719fe6beb386", False, missing=("\x1b]0;pwned\x07", "bk_\u202e1", "[red]bk[/red]"))
+    plain = SGR.sub("", rendered(rekey_report(result)))
+    assert "no scheduled session for: \\x1b]0;pwned\\x07, bk_\\u202e1, [red]bk[/red]" in plain
 
 
 def test_markup_in_a_key_is_shown_as_written_not_obeyed() -> None:
