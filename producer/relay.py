@@ -92,6 +92,17 @@ _NEXT_ROWS_OF_MANY = text(
     LIMIT :limit
     """
 )
+# Every shard locked (one instance owns every partition, or an operator command): the oldest waiting rows, through
+# ix_outbox_messages_unpublished, without computing a shard per row.
+_NEXT_ROWS_OF_ALL = text(
+    """
+    SELECT id, message_id, topic, key, payload, traceparent, tracestate
+    FROM outbox_messages
+    WHERE published_at IS NULL
+    ORDER BY id
+    LIMIT :limit
+    """
+)
 _MARK_PUBLISHED = text("UPDATE outbox_messages SET published_at = now() WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 Shards = Callable[[], frozenset[int]]
@@ -180,7 +191,10 @@ class OutboxRelay:
             locked: list[int] = list(await conn.scalar(_LOCK_SHARDS, asked) or ())
             if not locked:
                 return 0
-            query = _NEXT_ROWS_OF_FEW if len(locked) <= _FEW_SHARDS else _NEXT_ROWS_OF_MANY
+            if len(locked) == len(ALL_SHARDS):
+                query = _NEXT_ROWS_OF_ALL
+            else:
+                query = _NEXT_ROWS_OF_FEW if len(locked) <= _FEW_SHARDS else _NEXT_ROWS_OF_MANY
             rows = (await conn.execute(query, {"shards": locked, "limit": self._batch_rows})).all()
             if not rows:
                 return 0
