@@ -99,16 +99,21 @@ async def topic_partitions(bootstrap: str, topic: str, setting: str, **client_op
             if topic not in await _topic_names(bootstrap, options):
                 raise LookupError(topic)
             return await partitions_of(bootstrap, topic, **options)
-    except TimeoutError:
-        waited = time.monotonic() - started
-        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
-    except KafkaConnectionError:
-        raise OperatorError(
-            f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
-            "the client's log above says why)"
-        ) from None
+    except (TimeoutError, KafkaConnectionError) as error:
+        raise OperatorError(unreachable_broker(bootstrap, error, time.monotonic() - started)) from None
     except LookupError:
         raise OperatorError(missing_topic(topic, bootstrap, setting)) from None
+
+
+def unreachable_broker(bootstrap: str, error: TimeoutError | KafkaConnectionError, waited_s: float) -> str:
+    """The one line for a broker that did not answer within ``waited_s`` seconds (TimeoutError) or refused the
+    connection (the client logged why just above)."""
+    if isinstance(error, TimeoutError):
+        return f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited_s)}"
+    return (
+        f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
+        "the client's log above says why)"
+    )
 
 
 def missing_topic(topic: str, bootstrap: str, setting: str) -> str:
@@ -135,14 +140,8 @@ async def require_topics(bootstrap: str, topics: Mapping[str, str], **client_opt
     started = time.monotonic()
     try:
         missing = await absent_topic(bootstrap, topics, **client_options)
-    except TimeoutError:
-        waited = time.monotonic() - started
-        raise OperatorError(f"cannot reach the Kafka broker at {bootstrap}: {no_answer(waited)}") from None
-    except KafkaConnectionError:
-        raise OperatorError(
-            f"cannot reach the Kafka broker at {bootstrap} (is it up, is BOOKING_KAFKA_BOOTSTRAP right? "
-            "the client's log above says why)"
-        ) from None
+    except (TimeoutError, KafkaConnectionError) as error:
+        raise OperatorError(unreachable_broker(bootstrap, error, time.monotonic() - started)) from None
     if missing is not None:
         raise OperatorError(missing)
 
