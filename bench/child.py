@@ -25,7 +25,7 @@ from booking_sessions.retention import Retention
 from booking_sessions.runtime import tune_gc
 from booking_sessions.service import Service, open_service, run_until
 from booking_sessions.settings import Settings
-from consumer.batch import BatchResult
+from consumer.results import BatchResult
 
 Offsets = dict[tuple[str, int], int]
 

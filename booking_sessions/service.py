@@ -29,9 +29,10 @@ from booking_sessions.observe.tracing import link_limit
 from booking_sessions.retention import Retention
 from booking_sessions.settings import Settings
 from consumer import wire
-from consumer.batch import BatchProcessor, BatchResult
+from consumer.batch import BatchProcessor
 from consumer.decode import Limits
 from consumer.loop import BatchHook, ConsumerLoop
+from consumer.results import BatchResult
 from models.errors import ConfigurationError
 from producer.publish import Publisher
 from producer.relay import OutboxRelay, Shards

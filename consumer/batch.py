@@ -36,10 +36,6 @@ from models.faults import first_line, is_transient
 from models.records import Decoded, Record
 from models.trace_context import DEFAULT_MAX_LINKS
 
-# BatchResult, Prepared, merge and offsets_after live in consumer.results; named here too for the modules that
-# import them with the processor.
-__all__ = ["MIN_PART_RECORDS", "BatchProcessor", "BatchResult", "Prepared", "merge", "offsets_after"]
-
 log = structlog.get_logger(__name__)
 
 # Below this many records per part, another transaction costs more (a connection, a commit) than it saves.
