@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from bench.ceilings import batches_until
 from bench.produce import Ends, Progress
 from bench.report import Stage
+from bench.session_rows import session_columns, session_row
 from booking_sessions.service import FETCH_LIMITS
 from consumer.client import to_record
-from consumer.decide import Cancellation, SessionDetails, SessionRow, decide
+from consumer.decide import decide
 from consumer.decode import Limits, decode
 from models.events import BookingEvent
 from models.records import Decoded
@@ -52,36 +53,13 @@ class NaiveConsumer:
         found = (
             await conn.execute(select(live_sessions).where(live_sessions.c.booking_request_id == event.booking_id))
         ).first()
-        current = None
-        if found is not None:
-            details = SessionDetails(
-                found.instructor_id, found.student_id, found.title, found.scheduled_start, found.duration_minutes
-            )
-            version = (found.snapshot_occurred_at, found.snapshot_message_id)
-            cancellation = None
-            if found.cancelled_at is not None:
-                cancellation = Cancellation(
-                    found.cancelled_at, found.cancellation_message_id, found.cancellation_reason
-                )
-            current = SessionRow(found.id, found.booking_request_id, details, found.meeting_link, version, cancellation)
+        current = session_row(found)
         decision = decide(current, [event], self._link_for, datetime.now(UTC))
         if decision.session is None:
             self.stale += 1
         row = decision.session
         if row is not None:
-            values = {
-                "instructor_id": row.details.instructor_id,
-                "student_id": row.details.student_id,
-                "title": row.details.title,
-                "scheduled_start": row.details.scheduled_start,
-                "duration_minutes": row.details.duration_minutes,
-                "snapshot_occurred_at": row.version[0],
-                "snapshot_message_id": row.version[1],
-                "status": row.status,
-                "cancelled_at": row.cancellation.cancelled_at if row.cancellation else None,
-                "cancellation_message_id": row.cancellation.message_id if row.cancellation else None,
-                "cancellation_reason": row.cancellation.reason if row.cancellation else None,
-            }
+            values = session_columns(row)
             if current is None:
                 await conn.execute(
                     insert(live_sessions).values(

@@ -31,7 +31,8 @@ from sqlalchemy import MetaData, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from consumer.decide import Cancellation, Decision, SessionDetails, SessionRow, decide
+from bench.session_rows import session_columns, session_row
+from consumer.decide import Decision, SessionRow, decide
 from models.events import BookingEvent
 from models.tables import inbox_messages, live_sessions, session_participants, session_reservations
 
@@ -165,16 +166,7 @@ async def _current(session: AsyncSession, booking_id: str) -> SessionRow | None:
     found = (
         await session.execute(select(live_sessions).where(s.booking_request_id == booking_id).with_for_update())
     ).first()
-    if found is None:
-        return None
-    details = SessionDetails(
-        found.instructor_id, found.student_id, found.title, found.scheduled_start, found.duration_minutes
-    )
-    cancellation = None
-    if found.cancelled_at is not None:
-        cancellation = Cancellation(found.cancelled_at, found.cancellation_message_id, found.cancellation_reason)
-    version = (found.snapshot_occurred_at, found.snapshot_message_id)
-    return SessionRow(found.id, found.booking_request_id, details, found.meeting_link, version, cancellation)
+    return session_row(found)
 
 
 async def _apply(session: AsyncSession, outbox: OutboxBroker, event: BookingEvent, link_for: Any) -> None:
@@ -191,20 +183,7 @@ async def _upsert_session(session: AsyncSession, decision: Decision) -> None:
     row = decision.session
     if row is None:
         return
-    c = row.cancellation
-    values: dict[str, Any] = {
-        "instructor_id": row.details.instructor_id,
-        "student_id": row.details.student_id,
-        "title": row.details.title,
-        "scheduled_start": row.details.scheduled_start,
-        "duration_minutes": row.details.duration_minutes,
-        "snapshot_occurred_at": row.version[0],
-        "snapshot_message_id": row.version[1],
-        "status": row.status,
-        "cancelled_at": c.cancelled_at if c else None,
-        "cancellation_message_id": c.message_id if c else None,
-        "cancellation_reason": c.reason if c else None,
-    }
+    values = session_columns(row)
     statement = insert(live_sessions).values(
         id=row.id, booking_request_id=row.booking_id, meeting_link=row.meeting_link, **values
     )
@@ -213,7 +192,7 @@ async def _upsert_session(session: AsyncSession, decision: Decision) -> None:
             index_elements=["booking_request_id"], set_={**values, "updated_at": func.now()}
         )
     )
-    if c is not None:
+    if row.cancellation is not None:
         r = session_reservations.c
         await session.execute(update(session_reservations).where(r.session_id == row.id).values(status="CANCELLED"))
 
