@@ -200,8 +200,8 @@ async def open_service(
             # A group with no committed offsets replays the whole topic, harmlessly (CONTRACT).
             auto_offset_reset="earliest",
             # A broker holds a fetch until this long when data is scarce: it bounds the latency of a quiet stream
-            # (the default 500 ms alone would spend the p99 budget); under load fetches fill up long before.
-            fetch_max_wait_ms=100,
+            # (aiokafka's 500 ms alone would spend the p99 budget); under load fetches fill up long before.
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             **FETCH_LIMITS,
             **client_options,
         )

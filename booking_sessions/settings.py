@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     kafka_request_timeout_s: float = Field(
         default=30.0, gt=0, le=MAX_SECONDS, description="any one request to a broker"
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description=(
+            "how long the broker may hold a fetch while no record is there; on a broker that holds it that long "
+            "even when one arrives (Tansu; the embedded servers use 20) every record waits for it"
+        ),
+    )
     kafka_commit_timeout_s: float = Field(
         default=30.0,
         gt=0,
