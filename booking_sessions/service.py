@@ -17,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from booking_sessions.database_deadlines import DRIVER_MARGIN_S, database_deadlines, drop_silent_connections
+from booking_sessions.database_pool import ping_idle_connections
 from booking_sessions.database_tls import database_connect_args
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.logs import register_secrets
@@ -134,12 +135,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # covers the repeat lookup of the batch fetched ahead and a retention round (one short transaction at a time).
         pool_size=settings.parallel_transactions + 2,
         max_overflow=2,
-        pool_pre_ping=True,  # a connection killed while idle is replaced, not handed to a batch
+        # A connection killed while idle is replaced, not handed to a batch: pinged when it sat idle, not at every
+        # checkout (booking_sessions.database_pool).
+        pool_pre_ping=False,
         pool_timeout=settings.database_pool_timeout_s,
         pool_recycle=settings.database_pool_recycle_s,
         connect_args={**database_connect_args(settings), **database_deadlines(settings)},
     )
     event.listen(engine.sync_engine, "handle_error", drop_silent_connections)
+    ping_idle_connections(engine.sync_engine)
     return engine
 
 

@@ -260,7 +260,9 @@ class BatchProcessor:
                 keyed = [d for d in part if d.message_id is not None]
                 repeats = await store.insert_inbox(conn, keyed)
                 earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
-                known = await store.inbox_hashes(conn, (d.message_id for d in earlier if d.message_id is not None))
+                known = {i: digest for i, digest in repeats.items() if digest is not None}
+                # Rows the insert could not see (committed after it began) are asked for again: rarely any.
+                known |= await store.inbox_hashes(conn, (i for i, digest in repeats.items() if digest is None))
                 across = classify_repeats(earlier, known)
                 fresh = [d for d in part if d.message_id not in repeats] if repeats else part
                 by_booking = group_events(fresh)

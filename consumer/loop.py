@@ -14,15 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-from typing import Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumer.batch import BatchProcessor
 from consumer.client import commit, poll_paused, to_record
-from consumer.parking import Hold, HoldObserver, Holds
-from consumer.results import BatchResult, Prepared, merge
+from consumer.parking import Hold, Holds
+from consumer.results import BatchResult, LoopObserver, Prepared, committed_fields, merge
 from models.backoff import backoff
 from models.faults import first_line
 
@@ -31,17 +30,6 @@ log = structlog.get_logger(__name__)
 BatchHook = Callable[[BatchResult], Awaitable[None]]
 # Per partition of a bounded run, the offset reached so far: the next one to apply, at most its stop offset.
 Progress = Callable[[Mapping[TopicPartition, int]], None]
-
-
-class LoopObserver(HoldObserver, Protocol):
-    """What the loop reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
-
-    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
-        """A batch's offsets were committed ``commit_s`` seconds after the commit began, ``total_s`` after the
-        batch was taken in hand."""
-
-    def batch_retried(self, error: BaseException) -> None:
-        """The batch met a transient fault and will be retried."""
 
 
 class Stopped(Exception):
@@ -91,6 +79,8 @@ class ConsumerLoop:
         self._commit_timeout_s = commit_timeout_s
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
+        # ``run`` only: the previous batch's offset commit, in flight while the next batch applies.
+        self._committing: asyncio.Task[None] | None = None
         # A bounded run (``run_to``): per partition, the first offset not to apply; and the partitions done, paused.
         self._until: dict[tuple[str, int], int] = {}
         self._done: set[TopicPartition] = set()
@@ -132,8 +122,11 @@ class ConsumerLoop:
 
         One batch ahead: while a batch's transactions wait for PostgreSQL, the next one is fetched and decoded
         (CPU that would otherwise wait too), and topped up with what arrived meanwhile just before it is applied.
-        It is applied only after the current one committed its offsets, so each partition is still applied in
-        order; on stop it is dropped, uncommitted, for the next owner.
+        It is applied only after the current one's transactions committed, so each partition is still applied in
+        order; on stop it is dropped, uncommitted, for the next owner. A batch's offset commit (a round trip to the
+        group coordinator) goes on while the next batch applies; the next commit waits for it, so offsets are
+        committed in order, each after its batch's transactions (CONTRACT "What each event does"), and the last
+        one before ``run`` returns.
         """
         self._stop = stop
         try:
@@ -145,10 +138,17 @@ class ConsumerLoop:
                     continue
                 batch = await self._top_up(batch)
                 self._ahead = asyncio.create_task(self._fetch(), name="fetch-ahead")
-                await self._apply_and_commit(batch)
+                await self._apply_and_commit(batch, commit_in_background=True)
         except Stopped:
             log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
         finally:
+            # The previous batch's effects are committed: so are its offsets before ``run`` returns (each commit
+            # has its own deadline). Its error, if any, is raised here unless another one is leaving already.
+            committing, self._committing = self._committing, None
+            if committing is not None:
+                await asyncio.wait([committing])
+                if not committing.cancelled() and committing.exception() is not None:
+                    log.warning("offset_commit_failed", error=repr(committing.exception()))
             if self._ahead is not None:
                 ahead, self._ahead = self._ahead, None
                 ahead.cancel()
@@ -209,7 +209,9 @@ class ConsumerLoop:
         later = await self._fetch(timeout_ms=0, max_records=room) if room > 0 else None
         return batch if later is None else batch.followed_by(later)
 
-    async def _apply_and_commit(self, batch: Prepared) -> BatchResult:
+    async def _apply_and_commit(self, batch: Prepared, *, commit_in_background: bool = False) -> BatchResult:
+        """Apply ``batch`` and commit its offsets; with ``commit_in_background`` (``run``) the commit and what
+        follows it go on in a task after the previous batch's commit ended, and this returns once it started."""
         started = time.perf_counter()
         self.in_hand = dict(Counter(f"{r.topic}/{r.partition}" for r in batch.records))
         result = await self._apply_with_retry(batch)
@@ -218,6 +220,20 @@ class ConsumerLoop:
             result = replace(result, next_offsets=capped)
         if self._before_offset_commit is not None:
             await self._before_offset_commit(result)
+        # Before the batch's holds take effect: the previous commit was capped by the holds it knew.
+        if self._committing is not None:
+            committing, self._committing = self._committing, None
+            await committing  # in order: never a commit of this batch before the previous batch's
+        self._holds.hold(result.held, result.parked)
+        if commit_in_background:
+            self._committing = asyncio.create_task(self._commit(result, started, self.in_hand), name="offset-commit")
+        else:
+            await self._commit(result, started, self.in_hand)
+        await self._release_due()
+        return result
+
+    async def _commit(self, result: BatchResult, started: float, hand: dict[str, int]) -> None:
+        """Commit the batch's offsets, report it, then the ``after_commit`` hook; ``hand`` is its ``in_hand``."""
         commit_started = time.perf_counter()
         await self.commit(result.next_offsets)
         committed_at = time.perf_counter()
@@ -225,28 +241,11 @@ class ConsumerLoop:
             self._observer.batch_committed(
                 result, commit_s=committed_at - commit_started, total_s=committed_at - started
             )
-        log.info(
-            "batch_committed",
-            records=result.records,
-            applied=result.applied,
-            duplicates=result.duplicates,
-            ignored=result.ignored,
-            dead_lettered=sum(result.dead_lettered.values()),
-            sessions_created=result.sessions_created,
-            sessions_updated=result.sessions_updated,
-            sessions_cancelled=result.sessions_cancelled + result.cancelled_unannounced,
-            offsets={f"{t}/{p}": o for (t, p), o in sorted(result.next_offsets.items())},
-            decode_ms=round(result.decode_s * 1000, 1),
-            database_ms=round(result.database_s * 1000, 1),
-            commit_ms=round((committed_at - commit_started) * 1000, 1),
-            total_ms=round((committed_at - started) * 1000, 1),
-        )
-        self.in_hand = {}
-        self._holds.hold(result.held, result.parked)
-        await self._release_due()
+        log.info("batch_committed", **committed_fields(result, committed_at - commit_started, committed_at - started))
+        if self.in_hand is hand:  # not yet the next batch's
+            self.in_hand = {}
         if self._after_commit is not None:
             await self._after_commit(result)
-        return result
 
     async def _apply_with_retry(self, batch: Prepared) -> BatchResult:
         """Retry the same batch (the fetched position is kept) with the one backoff policy (models.backoff), polling

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from consumer.decide import Decision
 from consumer.grouping import Repeats
+from consumer.parking import HoldObserver
 from models.errors import DlqReason
 from models.records import Decoded, Record
 
@@ -129,3 +131,34 @@ def counted(
         sessions_cancelled=kinds["SessionCancelled"],
         cancelled_unannounced=sum(1 for d in decisions if d.first_write and d.cancelled),
     )
+
+
+def committed_fields(result: BatchResult, commit_s: float, total_s: float) -> dict[str, object]:
+    """The fields of the ``batch_committed`` log line: the batch's counts, the offsets it committed, and its times
+    in milliseconds (decoding, its transactions, the offset commit of ``commit_s`` seconds, ``total_s`` in all)."""
+    return {
+        "records": result.records,
+        "applied": result.applied,
+        "duplicates": result.duplicates,
+        "ignored": result.ignored,
+        "dead_lettered": sum(result.dead_lettered.values()),
+        "sessions_created": result.sessions_created,
+        "sessions_updated": result.sessions_updated,
+        "sessions_cancelled": result.sessions_cancelled + result.cancelled_unannounced,
+        "offsets": {f"{t}/{p}": o for (t, p), o in sorted(result.next_offsets.items())},
+        "decode_ms": round(result.decode_s * 1000, 1),
+        "database_ms": round(result.database_s * 1000, 1),
+        "commit_ms": round(commit_s * 1000, 1),
+        "total_ms": round(total_s * 1000, 1),
+    }
+
+
+class LoopObserver(HoldObserver, Protocol):
+    """What the loop reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
+
+    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+        """A batch's offsets were committed ``commit_s`` seconds after the commit began, ``total_s`` after the
+        batch was taken in hand."""
+
+    def batch_retried(self, error: BaseException) -> None:
+        """The batch met a transient fault and will be retried."""

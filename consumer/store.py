@@ -1,9 +1,10 @@
-"""One batch's writes, set-based: one statement per table per batch, whatever the batch size.
+"""One batch's writes, set-based: a handful of statements per transaction, whatever the batch size.
 
-Every statement takes whole columns as arrays (``unnest``), so a batch of thousands costs a handful of
-round trips. The session upsert is still guarded in SQL, by the snapshot version and by the cancellation: the
-pure decision is made under a row lock, and the guards keep the row right even against a writer that does not
-take it (an older snapshot never overwrites a newer one, and nothing makes a CANCELLED row SCHEDULED again).
+Every statement takes whole columns as arrays (``unnest``), so a batch of thousands costs a handful of round trips
+(the inbox, the session locks, the session upsert, the learners with the outbox rows). The session upsert is still
+guarded in SQL, by the snapshot version and by the cancellation: the pure decision is made under a row lock, and
+the guards keep the row right even against a writer that does not take it (an older snapshot never overwrites a
+newer one, and nothing makes a CANCELLED row SCHEDULED again).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from models.errors import Transient
 from models.records import Decoded
 from models.trace_context import TraceContext
 
-# Returns the ids that were already there (the repeats, usually few), not the thousands that were new.
+# Returns the ids that were already there (the repeats, usually few), not the thousands that were new, each with its
+# recorded payload hash: the check of a repeat's bytes needs no second round trip. A row committed after this
+# statement's snapshot (by a transaction it waited for on the conflict) is not visible here: its hash is NULL.
 _INSERT_INBOX = text(
     """
     WITH incoming AS (
@@ -35,7 +38,9 @@ _INSERT_INBOX = text(
         ON CONFLICT (message_id) DO NOTHING
         RETURNING message_id
     )
-    SELECT message_id FROM incoming WHERE message_id NOT IN (SELECT message_id FROM inserted)
+    SELECT u.message_id, i.payload_sha256
+    FROM incoming u LEFT JOIN inbox_messages i ON i.message_id = u.message_id
+    WHERE u.message_id NOT IN (SELECT message_id FROM inserted)
     """
 )
 
@@ -113,29 +118,27 @@ _UPSERT_SESSIONS = text(
     """
 )
 
-_INSERT_PARTICIPANTS = text(
+# The learners (participants, reservations) and the outbox rows of a transaction in one statement: one round trip
+# instead of three (each a wait for the database; on a busy machine also a context switch). The three tables are
+# distinct, so no row is written twice in the statement; the outbox guard reads live_sessions as the session upsert,
+# an earlier statement, left it.
+#
+# A reservation only ever goes from CONFIRMED to CANCELLED, never back. Nothing is announced after a cancellation: a
+# SessionUpdated decided on a stale view of a row that is CANCELLED by now (a writer without the row lock) is
+# dropped here, as the upsert keeps that row CANCELLED.
+_INSERT_LEARNERS_AND_OUTBOX = text(
     """
-    INSERT INTO session_participants (session_id, user_id, role)
-    SELECT session_id, user_id, 'LEARNER'
-    FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[])) AS u(session_id, user_id)
-    ON CONFLICT (session_id, user_id) DO NOTHING
-    """
-)
-
-# A reservation only ever goes from CONFIRMED to CANCELLED, never back.
-_INSERT_RESERVATIONS = text(
-    """
-    INSERT INTO session_reservations AS r (session_id, learner_id, status)
-    SELECT * FROM unnest(CAST(:session_id AS uuid[]), CAST(:learner_id AS text[]), CAST(:status AS text[]))
-    ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED'
-    WHERE EXCLUDED.status = 'CANCELLED' AND r.status <> 'CANCELLED'
-    """
-)
-
-# Nothing is announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED
-# by now (a writer without the row lock) is dropped here, as the upsert above keeps that row CANCELLED.
-_INSERT_OUTBOX = text(
-    """
+    WITH participants AS (
+        INSERT INTO session_participants (session_id, user_id, role)
+        SELECT session_id, user_id, 'LEARNER'
+        FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[])) AS u(session_id, user_id)
+        ON CONFLICT (session_id, user_id) DO NOTHING
+    ), reservations AS (
+        INSERT INTO session_reservations AS r (session_id, learner_id, status)
+        SELECT * FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[]), CAST(:status AS text[]))
+        ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED'
+        WHERE EXCLUDED.status = 'CANCELLED' AND r.status <> 'CANCELLED'
+    )
     INSERT INTO outbox_messages (message_id, topic, key, payload, traceparent, tracestate)
     SELECT u.message_id, u.topic, u.key, u.payload, u.traceparent, u.tracestate
     FROM unnest(
@@ -149,12 +152,13 @@ _INSERT_OUTBOX = text(
 )
 
 
-async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UUID]:
+async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> dict[UUID, str | None]:
     """Insert one inbox row per record (each has a message id; CONTRACT "Rows": inbox_messages), in one statement;
-    return the message ids that were there already (repeats of earlier messages), whose rows are left as they were.
-    Raises what the database raises (the caller's transaction is then lost)."""
+    return the message ids that were there already (repeats of earlier messages), whose rows are left as they were,
+    each with its recorded payload SHA-256 (hex), or None for a row the statement could not see (committed after it
+    began: ask ``inbox_hashes``). Raises what the database raises (the caller's transaction is then lost)."""
     if not rows:
-        return set()
+        return {}
     result = await conn.execute(
         _INSERT_INBOX,
         {
@@ -169,7 +173,7 @@ async def insert_inbox(conn: AsyncConnection, rows: Sequence[Decoded]) -> set[UU
             "offset": [r.record.offset for r in rows],
         },
     )
-    return {row[0] for row in result}
+    return {row[0]: row[1] for row in result}
 
 
 async def inbox_hashes(conn: AsyncConnection, message_ids: Iterable[UUID]) -> dict[UUID, str]:
@@ -234,7 +238,7 @@ async def write_decisions(
     output_topic: str,
     causes: Mapping[UUID, TraceContext] | None = None,
 ) -> None:
-    """Write the decisions of one transaction: sessions, learners, outbox; one statement per table.
+    """Write the decisions of one transaction: the sessions in one statement, the learners and outbox rows in another.
 
     ``causes`` maps the message id of an input event to its trace context: each outbox row stores its cause's
     (``OutboxRow.cause``), for the relay to continue that trace (CONTRACT "Output"); None or empty: no tracing.
@@ -271,28 +275,24 @@ async def write_decisions(
         # Lock order, as above: by session id (a UUID's int orders as its text and as PostgreSQL's uuid), then user.
         key=lambda learner: (learner[0].int, learner[1]),
     )
-    if learners:
-        session_ids = [s for s, _, _ in learners]
-        user_ids = [u for _, u, _ in learners]
-        statuses = ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners]
-        await conn.execute(_INSERT_PARTICIPANTS, {"session_id": session_ids, "user_id": user_ids})
-        await conn.execute(
-            _INSERT_RESERVATIONS, {"session_id": session_ids, "learner_id": user_ids, "status": statuses}
-        )
     outbox = [row for d in decisions for row in d.outbox]
-    if outbox:
-        contexts: list[TraceContext | None] = [None] * len(outbox)
-        if causes:  # else tracing is off: nothing per row
-            contexts = [None if o.cause is None else causes.get(o.cause) for o in outbox]
-        await conn.execute(
-            _INSERT_OUTBOX,
-            {
-                "message_id": [o.message_id for o in outbox],
-                "topic": [output_topic] * len(outbox),
-                "key": [o.key for o in outbox],
-                "payload": [o.payload() for o in outbox],
-                "kind": [o.kind for o in outbox],
-                "traceparent": [c.traceparent if c else None for c in contexts],
-                "tracestate": [c.tracestate if c else None for c in contexts],
-            },
-        )
+    if not learners and not outbox:
+        return
+    contexts: list[TraceContext | None] = [None] * len(outbox)
+    if causes:  # else tracing is off: nothing per row
+        contexts = [None if o.cause is None else causes.get(o.cause) for o in outbox]
+    await conn.execute(
+        _INSERT_LEARNERS_AND_OUTBOX,
+        {
+            "session_id": [s for s, _, _ in learners],
+            "user_id": [u for _, u, _ in learners],
+            "status": ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners],
+            "message_id": [o.message_id for o in outbox],
+            "topic": [output_topic] * len(outbox),
+            "key": [o.key for o in outbox],
+            "payload": [o.payload() for o in outbox],
+            "kind": [o.kind for o in outbox],
+            "traceparent": [c.traceparent if c else None for c in contexts],
+            "tracestate": [c.tracestate if c else None for c in contexts],
+        },
+    )

@@ -224,10 +224,11 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set: a step whenever woken (``wake``, after each batch's commit) or every
-        ``idle_poll_s`` seconds. A failing step is retried with the one backoff policy (``models.backoff``), from
-        0.2 s up to ``retry_max_s``, whatever the error: the rows wait, in order, and the consumer keeps applying
-        events; a fault that is not the world's is logged with its traceback and turns /readyz red (no relay
-        progress) instead of a crash loop (CONTRACT "Delivery"). Returns when ``stop`` is set; raises nothing."""
+        ``idle_poll_s`` seconds, and at once again after a full step. A failing step is retried with the one backoff
+        policy (``models.backoff``), from 0.2 s up to ``retry_max_s``, whatever the error: the rows wait, in order,
+        and the consumer keeps applying events; a fault that is not the world's is logged with its traceback and
+        turns /readyz red (no relay progress) instead of a crash loop (CONTRACT "Delivery"). Returns when ``stop``
+        is set; raises nothing."""
 
         async def pause(seconds: float) -> None:
             await _wait_either(stop, asyncio.Event(), seconds)
@@ -246,7 +247,9 @@ class OutboxRelay:
                         sent = await self.run_once()
             except _Stopped:
                 return
-            if sent == 0:
+            # A step that took fewer rows than it may found every row there was: the next one waits for a wake-up
+            # (rows committed since the query) or the poll, rather than asking again at once to find none.
+            if sent < self._batch_rows:
                 await _wait_either(stop, self._wake, self._idle_poll_s)
 
     def _retried(self, error: BaseException, wait_s: float) -> None:

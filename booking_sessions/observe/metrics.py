@@ -164,7 +164,7 @@ class Metrics:
         self._oldest_sampled_at = 0.0
         self.outbox_age.set_function(self._outbox_age_now)
 
-    # --- consumer loop (consumer.loop.LoopObserver) -----------------------------------------------------------
+    # --- consumer loop (consumer.results.LoopObserver) -----------------------------------------------------------
 
     def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
         """A batch's offsets were committed: count its records by outcome, its dead letters by reason, its outbox

@@ -50,7 +50,10 @@ def test_the_defaults_bound_every_wait() -> None:
 def test_the_engine_bounds_checkout_and_recycles() -> None:
     engine = create_engine(settings(database_pool_timeout_s=4, database_pool_recycle_s=600))
     pool: Any = engine.sync_engine.pool
-    assert pool._timeout == 4 and pool._recycle == 600 and pool._pre_ping
+    assert pool._timeout == 4 and pool._recycle == 600
+    # Pinged only after sitting idle (booking_sessions.database_pool), not at every checkout.
+    assert not pool._pre_ping
+    assert len(pool.dispatch.checkout) == 1 and len(pool.dispatch.checkin) == 1
 
 
 def context(error: BaseException) -> ExceptionContext:
