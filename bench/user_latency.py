@@ -9,6 +9,7 @@ import time
 from bench.databases import OutboxWatch
 from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
 from bench.harness import Harness
+from bench.heap import frozen_heap
 from bench.latency import commit_latencies_s, created_latencies_s, first_sent_at, median, percentile
 from bench.produce import produce_paced
 from bench.report import Check, EndToEnd, Latency
@@ -27,7 +28,7 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=BUSY_FETCH_WAIT_MS)
     await watch.start()
     try:
-        with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t:
+        with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t, frozen_heap():
             fleet.go()
             paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t))
             await fleet.drained(topic, paced.ends)
@@ -73,7 +74,7 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
     await watch.start()
     try:
-        with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t:
+        with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t, frozen_heap():
             fleet.go()
             sent = await produce_trickle(h.bootstrap, topic, records, rate, h.advance(t))
             await fleet.drained(topic, sent.ends)
