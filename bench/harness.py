@@ -33,6 +33,7 @@ class Options:
     seed: int = 7
     profile_dir: Path | None = None  # py-spy the service processes of (d), (e) and (g) into this directory
     trickle_per_s: float = 20.0  # (h1): records a second, each sent alone
+    latency_rate: float | None = None  # (f, h2): records a second; None: half of (d)'s rate
 
 
 class Harness:

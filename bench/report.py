@@ -32,6 +32,10 @@ class Check:
     detail: str
 
 
+_HALF = "half (d)'s rate"
+_CHOSEN = "the chosen rate (--latency-rate)"
+
+
 @dataclass
 class Latency:
     """Produce -> offset commit, measured at a fixed offered rate."""
@@ -42,6 +46,8 @@ class Latency:
     p99_ms: float
     max_ms: float
     batches: int
+    cpu: str = ""  # where the machine's CPU went meanwhile (bench.cpu.busy_note)
+    chosen: bool = False  # the rate was --latency-rate's, not half of (d)'s
 
 
 @dataclass
@@ -140,8 +146,9 @@ def table(results: Results) -> Table:
             "",
             f"{lat.offered_per_s:,.0f}",
             "",
-            f"offered at half (d)'s rate: p50 {lat.p50_ms:.0f} ms, p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; "
-            f"{lat.batches} batches, {lat.records / max(1, lat.batches):.0f} avg",
+            f"offered at {_CHOSEN if lat.chosen else _HALF}: p50 {lat.p50_ms:.0f} ms, "
+            f"p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; {lat.batches} batches, "
+            f"{lat.records / max(1, lat.batches):.0f} avg; {lat.cpu}",
         )
     for label, e2e in (
         ("(h1) produce -> SessionCreated, trickle", results.e2e_trickle),

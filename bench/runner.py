@@ -127,7 +127,7 @@ class Bench(Harness):
             results.checks.append(Check("(e) replay changed no row", after == before, f"{after}"))
 
             results.e2e_trickle = await trickle(self, fleets["trickle"], trickle_topic)
-            half = results.rate("service") / 2
+            half = o.latency_rate or results.rate("service") / 2
             results.latency, results.e2e_half = await half_rate(self, fleets["latency"], latency_topic, half)
 
             if "scaleout" in fleets:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.cpu import busy_note
 from bench.databases import OutboxWatch
 from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
 from bench.harness import Harness
@@ -29,9 +30,11 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
     await watch.start()
     try:
         with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t, frozen_heap():
-            fleet.go()
+            cpu_before = h.servers.cpu_times(fleet.pids)
+            started = fleet.go()
             paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t))
             await fleet.drained(topic, paced.ends)
+            cpu = busy_note(cpu_before, h.servers.cpu_times(fleet.pids), time.monotonic() - started)
         created = await _created_rows(fleet)
         complete = await watch.until(created, RELAY_TAIL_TIMEOUT_S)
     finally:
@@ -54,6 +57,8 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
         p99_ms=percentile(latencies_ms, 99),
         max_ms=max(latencies_ms, default=0.0),
         batches=len(fleet.batches),
+        cpu=cpu,
+        chosen=h.options.latency_rate is not None,
     )
     note = (
         f"a record's send time is when it was due; the upstream producer lingers 5 ms, the watcher's fetch waits "
