@@ -129,6 +129,7 @@ class ConsumerLoop:
         one before ``run`` returns.
         """
         self._stop = stop
+        commit_error: BaseException | None = None
         try:
             while not stop.is_set():
                 batch = await (self._ahead if self._ahead is not None else self._fetch())
@@ -142,13 +143,13 @@ class ConsumerLoop:
         except Stopped:
             log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
         finally:
-            # The previous batch's effects are committed: so are its offsets before ``run`` returns (each commit
-            # has its own deadline). Its error, if any, is raised here unless another one is leaving already.
+            # The last batch's effects are committed: so are its offsets before ``run`` returns (the commit has its
+            # own deadline). Its error is raised below, unless another one is leaving already (then it is logged).
             committing, self._committing = self._committing, None
             if committing is not None:
                 await asyncio.wait([committing])
-                if not committing.cancelled() and committing.exception() is not None:
-                    log.warning("offset_commit_failed", error=repr(committing.exception()))
+                if not committing.cancelled() and (commit_error := committing.exception()) is not None:
+                    log.warning("offset_commit_failed", error=repr(commit_error))
             if self._ahead is not None:
                 ahead, self._ahead = self._ahead, None
                 ahead.cancel()
@@ -157,6 +158,8 @@ class ConsumerLoop:
                 await asyncio.wait([ahead])
                 if not ahead.cancelled() and ahead.exception() is not None:
                     log.warning("fetch_ahead_failed", error=repr(ahead.exception()))
+        if commit_error is not None:
+            raise commit_error
 
     async def run_to(self, until: Mapping[TopicPartition, int], progress: Progress | None = None) -> BatchResult:
         """Batch by batch (``run_once``, nothing fetched ahead) until each partition of ``until`` reached its stop
