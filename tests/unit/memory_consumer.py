@@ -1,12 +1,17 @@
-"""A Kafka consumer in memory for the loop's unit tests (consumer/loop.py): partitions as lists of keys, one timeline
-of applies and commits shared with the test's processor."""
+"""A Kafka consumer and a batch processor in memory for the loop's unit tests (consumer/loop.py): partitions as lists
+of keys, one timeline of applies and commits shared by both."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Collection, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+
+from consumer.results import BatchResult, Prepared, offsets_after
+from models.records import Decoded, Record
 
 TOPIC = "booking.events"
 Event = tuple[str, int, int]  # ("apply" | "commit", partition, offset)
@@ -58,3 +63,32 @@ class MemoryConsumer:
 
     async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
         self.timeline += [("commit", tp.partition, meta.offset) for tp, meta in offsets.items()]
+
+
+class MemoryProcessor:
+    """What the loop asks of a batch processor: applies every record (onto the timeline), after failing the first
+    ``failures`` applies with ``error``; parks nothing."""
+
+    def __init__(self, timeline: list[Event], failures: int = 0, error: Exception | None = None) -> None:
+        self.timeline = timeline
+        self.failures = failures
+        self.error = error or ConnectionError("database away")
+        self.applies = 0
+
+    async def prepare(self, records: Sequence[Record]) -> Prepared:
+        decoded = [Decoded(r, "0" * 64, None, "BookingApproved", (r.key or b"").decode(), "applied") for r in records]
+        return Prepared(records, 0, decoded, 0.0, 0.0)
+
+    async def apply(self, batch: Prepared) -> BatchResult:
+        self.applies += 1
+        if self.applies <= self.failures:
+            raise self.error
+        self.timeline += [("apply", r.partition, r.offset) for r in batch.records]
+        n = len(batch.records)
+        return BatchResult(n, n, 0, 0, Counter(), 0, 0, next_offsets=offsets_after(batch.records))
+
+    async def locked(self, booking_ids: Collection[str]) -> set[str]:
+        return set()
+
+    def release(self, booking_ids: Collection[str]) -> None:
+        pass

@@ -4,49 +4,18 @@ and gives up on a batch after its attempts, or at once for an error that is not 
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping
 
 import pytest
 from aiokafka import TopicPartition
 
 from consumer.loop import ConsumerLoop
-from consumer.results import BatchResult, Prepared, offsets_after
-from models.records import Decoded, Record
-from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer
+from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer, MemoryProcessor
 
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
 
 
-class Processor:
-    """Applies every record, after failing the first ``failures`` applies with ``error``."""
-
-    def __init__(self, timeline: list[Event], failures: int = 0, error: Exception | None = None) -> None:
-        self.timeline = timeline
-        self.failures = failures
-        self.error = error or ConnectionError("database away")
-        self.applies = 0
-
-    async def prepare(self, records: Sequence[Record]) -> Prepared:
-        decoded = [Decoded(r, "0" * 64, None, "BookingApproved", (r.key or b"").decode(), "applied") for r in records]
-        return Prepared(records, 0, decoded, 0.0, 0.0)
-
-    async def apply(self, batch: Prepared) -> BatchResult:
-        self.applies += 1
-        if self.applies <= self.failures:
-            raise self.error
-        self.timeline += [("apply", r.partition, r.offset) for r in batch.records]
-        n = len(batch.records)
-        return BatchResult(n, n, 0, 0, Counter(), 0, 0, next_offsets=offsets_after(batch.records))
-
-    async def locked(self, booking_ids: Collection[str]) -> set[str]:
-        return set()
-
-    def release(self, booking_ids: Collection[str]) -> None:
-        pass
-
-
-def loop_of(consumer: MemoryConsumer, processor: Processor, **options: object) -> ConsumerLoop:
+def loop_of(consumer: MemoryConsumer, processor: MemoryProcessor, **options: object) -> ConsumerLoop:
     return ConsumerLoop(
         consumer,
         processor,  # type: ignore[arg-type]
@@ -68,7 +37,7 @@ async def test_each_partition_is_applied_up_to_its_stop_offset_then_committed_th
     def progress(reached: Mapping[TopicPartition, int]) -> None:
         reports.append(dict(reached))
 
-    total = await loop_of(consumer, Processor(timeline)).run_to({P0: 7, P1: 4}, progress)
+    total = await loop_of(consumer, MemoryProcessor(timeline)).run_to({P0: 7, P1: 4}, progress)
 
     applied = sorted((p, o) for kind, p, o in timeline if kind == "apply")
     assert applied == [(0, o) for o in range(2, 7)] + [(1, o) for o in range(4)]
@@ -84,7 +53,7 @@ async def test_a_dry_run_commits_nothing() -> None:
     timeline: list[Event] = []
     consumer = MemoryConsumer({P0: ["a", "b", "c", "d"]}, timeline)
 
-    total = await loop_of(consumer, Processor(timeline), commit_offsets=False).run_to({P0: 4})
+    total = await loop_of(consumer, MemoryProcessor(timeline), commit_offsets=False).run_to({P0: 4})
 
     assert total.records == 4
     assert [e for e in timeline if e[0] == "commit"] == []
@@ -92,18 +61,18 @@ async def test_a_dry_run_commits_nothing() -> None:
 
 async def test_a_transient_fault_is_retried_then_raised_once_the_attempts_are_spent() -> None:
     timeline: list[Event] = []
-    recovering = Processor(timeline, failures=2)
+    recovering = MemoryProcessor(timeline, failures=2)
     total = await loop_of(MemoryConsumer({P0: ["a", "b"]}, timeline), recovering, retry_attempts=3).run_to({P0: 2})
     assert (total.records, recovering.applies) == (2, 3)
 
-    failing = Processor([], failures=99)
+    failing = MemoryProcessor([], failures=99)
     with pytest.raises(ConnectionError, match="database away"):
         await loop_of(MemoryConsumer({P0: ["a"]}, []), failing, retry_attempts=3).run_to({P0: 1})
     assert failing.applies == 3
 
 
 async def test_an_error_that_is_not_transient_is_raised_at_once() -> None:
-    failing = Processor([], failures=99, error=ValueError("a bug"))
+    failing = MemoryProcessor([], failures=99, error=ValueError("a bug"))
     with pytest.raises(ValueError, match="a bug"):
         await loop_of(MemoryConsumer({P0: ["a"]}, []), failing, retry_attempts=3).run_to({P0: 1})
     assert failing.applies == 1

@@ -5,17 +5,14 @@ its own batch; the last commit ends before ``run`` returns, and its error comes 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
-from collections.abc import Collection, Sequence
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.loop import BatchHook, ConsumerLoop
-from consumer.results import BatchResult, Prepared, offsets_after
-from models.records import Decoded, Record
-from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer
+from consumer.results import BatchResult
+from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer, MemoryProcessor
 from tests.waiting import eventually
 
 P0 = TopicPartition(TOPIC, 0)
@@ -34,30 +31,10 @@ class GatedConsumer(MemoryConsumer):
         self.timeline += [("commit", tp.partition, meta.offset) for tp, meta in offsets.items()]
 
 
-class Applier:
-    def __init__(self, timeline: list[Event]) -> None:
-        self.timeline = timeline
-
-    async def prepare(self, records: Sequence[Record]) -> Prepared:
-        decoded = [Decoded(r, "0" * 64, None, "BookingConfirmed", "bk", "applied") for r in records]
-        return Prepared(records, 0, decoded, 0.0, 0.0)
-
-    async def apply(self, batch: Prepared) -> BatchResult:
-        self.timeline += [("apply", d.record.partition, d.record.offset) for d in batch.decoded]
-        n = len(batch.decoded)
-        return BatchResult(n, n, 0, 0, Counter(), 0, 0, next_offsets=offsets_after(batch.records))
-
-    async def locked(self, booking_ids: Collection[str]) -> set[str]:
-        return set()
-
-    def release(self, booking_ids: Collection[str]) -> None:
-        pass
-
-
 def loop_over(consumer: GatedConsumer, timeline: list[Event], after_commit: BatchHook | None = None) -> ConsumerLoop:
     return ConsumerLoop(
         consumer,
-        Applier(timeline),  # type: ignore[arg-type]
+        MemoryProcessor(timeline),  # type: ignore[arg-type]
         max_records=2,
         fetch_timeout_ms=20,
         after_commit=after_commit,
