@@ -13,6 +13,7 @@ Create Date: 2026-11-30 05:00:00.000000
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
@@ -27,21 +28,28 @@ CREATE OR REPLACE FUNCTION outbox_shard(key text) RETURNS integer
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT (('x' || left(md5(key), 8))::bit(32)::integer & 2147483647) % 60 $$
 """
-_INDEX = """
-CREATE INDEX CONCURRENTLY ix_outbox_messages_shard_unpublished
+_INDEX_NAME = "ix_outbox_messages_shard_unpublished"
+_INDEX = f"""
+CREATE INDEX CONCURRENTLY IF NOT EXISTS {_INDEX_NAME}
 ON outbox_messages (outbox_shard(key), id) WHERE published_at IS NULL
 """
+# What a build that failed before left behind: an index of this name that PostgreSQL never finished (indisvalid false).
+_LEFT_INVALID = "SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"
 
 
 def upgrade() -> None:
     op.execute(_FUNCTION)
     # CONCURRENTLY cannot run in a transaction: commit the function first, build the index outside. A build that
-    # fails leaves an invalid index and this revision unrecorded: drop the index, then migrate again.
+    # fails (cancelled, a deadlock, the server restarted) leaves an invalid index of this name and this revision
+    # unrecorded: the next run drops that index and builds it again, so `migrate` is all an operator has to repeat.
+    # A valid one (built, then the run died before recording the revision) is kept.
     with op.get_context().autocommit_block():
+        if op.get_bind().scalar(sa.text(_LEFT_INVALID), {"name": _INDEX_NAME}):
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_INDEX_NAME}")
         op.execute(_INDEX)
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
-        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_outbox_messages_shard_unpublished")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_INDEX_NAME}")
     op.execute("DROP FUNCTION IF EXISTS outbox_shard(text)")

@@ -1,13 +1,16 @@
 """Migration 0005 (relay shards) on a database that holds rows: expand-only, so the previous release keeps writing
 and relaying during a rolling deploy, never beside a sharded relay step; the downgrade drops the function and the
-index and keeps the rows."""
+index and keeps the rows; a build that failed halfway is mended by running it again."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import NullPool, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
 from producer.relay import RELAY_LOCK, OutboxRelay
@@ -63,3 +66,46 @@ async def test_previous_release_keeps_going_and_never_relays_beside_a_sharded_st
     assert await schema(url) == {"function": False, "index_valid": None}
     assert len(await query(url, "SELECT id FROM outbox_messages")) == 3
     await alembic(url, "upgrade", "head")
+
+
+# The index build of 0005 as its upgrade runs it, by hand, to make it fail halfway.
+SHARD_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION outbox_shard(key text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE"
+    " AS $$ SELECT (('x' || left(md5(key), 8))::bit(32)::integer & 2147483647) % 60 $$"
+)
+SHARD_INDEX = (
+    "CREATE INDEX CONCURRENTLY ix_outbox_messages_shard_unpublished"
+    " ON outbox_messages (outbox_shard(key), id) WHERE published_at IS NULL"
+)
+
+
+async def test_migrate_again_mends_an_index_build_that_failed_halfway(settings: Settings, database_url: str) -> None:
+    url = database_url
+    await alembic(url, "downgrade", "0004")
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as writer, engine.connect() as builder:
+            # A writer's transaction left open on the outbox: the build, once it has created its index (invalid
+            # until the end), waits for it, and gives up at lock_timeout. So ends a build cancelled by an operator,
+            # a deploy's deadline or a restart: the index stays, invalid, and the revision is not recorded.
+            await writer.begin()
+            await writer.execute(
+                text(PREVIOUS_RELEASE_OUTBOX), {"mid": uuid.uuid4(), "topic": "t", "key": "k", "p": "{}"}
+            )
+            autocommit = await builder.execution_options(isolation_level="AUTOCOMMIT")
+            await autocommit.execute(text(SHARD_FUNCTION))
+            await autocommit.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(DBAPIError, match="lock timeout"):
+                await autocommit.execute(text(SHARD_INDEX))
+            await writer.rollback()
+    finally:
+        await engine.dispose()
+    assert await version(url) == "0004"
+    assert await schema(url) == {"function": True, "index_valid": False}
+
+    await alembic(url, "upgrade", "0005")  # what the operator runs again: nothing by hand
+
+    assert await version(url) == "0005"
+    assert await schema(url) == {"function": True, "index_valid": True}
+    indexes = await query(url, "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_outbox_messages_shard%'")
+    assert indexes == [{"indexname": "ix_outbox_messages_shard_unpublished"}]
