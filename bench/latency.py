@@ -54,3 +54,28 @@ def first_sent_at(booking_ids: Iterable[str], started: float, rate_per_s: float)
 
 def median(values: Sequence[float]) -> float:
     return percentile(values, 50)
+
+
+def batch_trend(batches: Sequence[Committed]) -> str:
+    """How a paced run's batches changed from its first quarter (by commit time) to its last: their mean size in
+    records, and their transactions' time per record in µs. Each batch takes what arrived while the one before was
+    applied, so a service with room to spare keeps its batches level, and one at the limit of what it can apply
+    live sees them grow for as long as the run lasts, and the latency with them. "" for fewer than 8 batches."""
+    if len(batches) < 8:
+        return ""
+    ordered = sorted(batches, key=lambda b: b.at)
+    start, end = ordered[0].at, ordered[-1].at
+    quarter = (end - start) / 4
+    first = [b for b in ordered if b.at <= start + quarter]
+    last = [b for b in ordered if b.at >= end - quarter]
+
+    def size(part: Sequence[Committed]) -> float:
+        return sum(b.records for b in part) / len(part)
+
+    def per_record_us(part: Sequence[Committed]) -> float:
+        return sum(b.database_s for b in part) * 1e6 / max(1, sum(b.records for b in part))
+
+    return (
+        f"batches {size(first):,.0f} -> {size(last):,.0f} records, transactions {per_record_us(first):.0f} -> "
+        f"{per_record_us(last):.0f} µs a record (first quarter -> last)"
+    )

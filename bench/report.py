@@ -48,6 +48,7 @@ class Latency:
     batches: int
     cpu: str = ""  # where the machine's CPU went meanwhile (bench.cpu.busy_note)
     chosen: bool = False  # the rate was --latency-rate's, not half of (d)'s
+    trend: str = ""  # the batches from the run's first quarter to its last (bench.latency.batch_trend)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def table(results: Results) -> Table:
             "",
             f"offered at {_CHOSEN if lat.chosen else _HALF}: p50 {lat.p50_ms:.0f} ms, "
             f"p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; {lat.batches} batches, "
-            f"{lat.records / max(1, lat.batches):.0f} avg; {lat.cpu}",
+            f"{lat.records / max(1, lat.batches):.0f} avg; {lat.trend}; {lat.cpu}",
         )
     for label, e2e in (
         ("(h1) produce -> SessionCreated, trickle", results.e2e_trickle),

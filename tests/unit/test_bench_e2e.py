@@ -10,8 +10,9 @@ from aiokafka import ConsumerRecord
 
 from bench.databases import Rows
 from bench.e2e import creating_records
-from bench.latency import created_latencies_s, first_sent_at
+from bench.latency import batch_trend, created_latencies_s, first_sent_at
 from bench.peer_checks import announced, topic_rows
+from bench.service_path import Committed
 from bench.workload import generate
 
 
@@ -31,6 +32,24 @@ def test_creating_records_are_each_bookings_first_in_stream_order() -> None:
 def test_first_sent_at_keeps_each_bookings_first_due_time() -> None:
     sent = first_sent_at(["a", "b", "a", "c", "b"], started=100.0, rate_per_s=10.0)
     assert sent == {"a": 100.0, "b": 100.1, "c": 100.3}
+
+
+def committed(at: float, records: int, database_s: float) -> Committed:
+    return Committed(0, at, {}, records, 0, 0, 0, 0, 0.0, database_s)
+
+
+def test_batch_trend_compares_the_first_quarter_of_a_run_with_the_last() -> None:
+    # Ten batches over 9 s: the first three (at 0, 1, 2 s) hold 100 records in 10 ms, the last three (7, 8, 9 s)
+    # 400 in 20 ms; those between do not count.
+    batches = [committed(float(t), 100, 0.010) for t in range(3)]
+    batches += [committed(float(t), 250, 0.5) for t in range(3, 7)]
+    batches += [committed(float(t), 400, 0.020) for t in range(7, 10)]
+    trend = batch_trend(list(reversed(batches)))  # in commit order whatever order they came in
+    assert trend == "batches 100 -> 400 records, transactions 100 -> 50 µs a record (first quarter -> last)"
+
+
+def test_batch_trend_says_nothing_of_a_handful_of_batches() -> None:
+    assert batch_trend([committed(float(t), 100, 0.01) for t in range(7)]) == ""
 
 
 def test_created_latencies_match_by_booking_and_skip_the_unseen() -> None:
