@@ -23,6 +23,13 @@ from models.trace_context import TraceContext
 # Returns the ids that were already there (the repeats, usually few), not the thousands that were new, each with its
 # recorded payload hash: the check of a repeat's bytes needs no second round trip. A row committed after this
 # statement's snapshot (by a transaction it waited for on the conflict) is not visible here: its hash is NULL.
+#
+# Every read of a table here and below is a lookup by a unique index, written as a LATERAL subquery with LIMIT 1
+# (which PostgreSQL cannot turn into a join) rather than a join: asyncpg prepares each statement once per
+# connection, PostgreSQL may then keep a generic plan, and a service that starts on a new database gets one planned
+# for empty tables. For a join, that plan hashes the batch and scans the whole table, on every call for as long as
+# the plan is kept (until an ANALYZE of the table): a cost that grows with the table. A lookup per row is what any
+# plan of a LATERAL LIMIT 1 on a unique key does, empty table or not (tests/integration/test_plans_on_empty_tables.py).
 _INSERT_INBOX = text(
     """
     WITH incoming AS (
@@ -37,10 +44,15 @@ _INSERT_INBOX = text(
         SELECT * FROM incoming
         ON CONFLICT (message_id) DO NOTHING
         RETURNING message_id
+    ), repeats AS MATERIALIZED (
+        -- First the few ids that were there already, then a lookup for each of them only.
+        SELECT message_id FROM incoming WHERE message_id NOT IN (SELECT message_id FROM inserted)
     )
-    SELECT u.message_id, i.payload_sha256
-    FROM incoming u LEFT JOIN inbox_messages i ON i.message_id = u.message_id
-    WHERE u.message_id NOT IN (SELECT message_id FROM inserted)
+    SELECT r.message_id, i.payload_sha256
+    FROM repeats r
+    LEFT JOIN LATERAL (
+        SELECT payload_sha256 FROM inbox_messages WHERE message_id = r.message_id LIMIT 1
+    ) AS i ON true
     """
 )
 
@@ -48,14 +60,10 @@ _INBOX_HASHES = text(
     "SELECT message_id, payload_sha256 FROM inbox_messages WHERE message_id = ANY(CAST(:ids AS uuid[]))"
 )
 
-# One lookup of the unique index per booking id, each row locked as it is found, in the order of the ids (sorted by
-# the caller: the lock order). Written as a LATERAL subquery with LIMIT 1 rather than `= ANY(:ids)` because of the
-# plan a prepared statement keeps: asyncpg prepares it once per connection, PostgreSQL settles on a generic plan
-# after five executions, and a service that starts on an empty table gets one made for an empty table. For
-# `= ANY` that plan is a sequential scan testing every row against the whole array, which on PostgreSQL 15 took
-# 29 ms a call for 200 ids once the table held 12,000 sessions (1.1 ms planned on the full table), until an
-# ANALYZE replaced it. The LIMIT keeps the subquery from being flattened into a join, so every plan, generic
-# or not, is a nested loop of index lookups (0.7 ms either way, PostgreSQL 15 and 18).
+# One lookup of the unique index per booking id (see _INSERT_INBOX), each row locked as it is found, in the order of
+# the ids (sorted by the caller: the lock order). With `= ANY(:ids)` instead, the plan kept from an empty table was
+# a sequential scan testing every row against the whole array: on PostgreSQL 15, 29 ms a call for 200 ids once the
+# table held 12,000 sessions, where this takes 0.7 ms whatever the plan (PostgreSQL 15 and 18).
 _LOCK_SESSIONS = text(
     """
     SELECT s.id, s.booking_request_id, s.instructor_id, s.student_id, s.title, s.scheduled_start,
@@ -153,8 +161,10 @@ _INSERT_LEARNERS_AND_OUTBOX = text(
         CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]),
         CAST(:kind AS text[]), CAST(:traceparent AS text[]), CAST(:tracestate AS text[]))
         AS u(message_id, topic, key, payload, kind, traceparent, tracestate)
-    WHERE u.kind <> 'SessionUpdated'
-        OR NOT EXISTS (SELECT FROM live_sessions s WHERE s.booking_request_id = u.key AND s.status = 'CANCELLED')
+    LEFT JOIN LATERAL (
+        SELECT status FROM live_sessions WHERE booking_request_id = u.key LIMIT 1
+    ) AS s ON u.kind = 'SessionUpdated'
+    WHERE s.status IS DISTINCT FROM 'CANCELLED'
     ON CONFLICT (message_id) DO NOTHING
     """
 )
@@ -197,7 +207,11 @@ _KNOWN_PAYLOADS = text(
     """
     SELECT i.message_id, i.payload_sha256
     FROM unnest(CAST(:ids AS uuid[]), CAST(:digests AS text[])) AS u(message_id, payload_sha256)
-    JOIN inbox_messages i ON i.message_id = u.message_id AND i.payload_sha256 = u.payload_sha256
+    CROSS JOIN LATERAL (
+        SELECT message_id, payload_sha256 FROM inbox_messages
+        WHERE message_id = u.message_id AND payload_sha256 = u.payload_sha256
+        LIMIT 1
+    ) AS i
     """
 )
 
