@@ -84,7 +84,7 @@ async def test_no_generic_plan_made_on_empty_tables_scans_a_whole_table(conn: as
     if conn.get_server_version().major < 16:
         pytest.skip("EXPLAIN (GENERIC_PLAN) is PostgreSQL 16+; the session lock test above covers PostgreSQL 15")
     await conn.execute(GENERIC_PLAN)
-    dialect = asyncpg_dialect.dialect()
+    dialect = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves its __init__ untyped
     scans: dict[str, list[str]] = {}
     for name, statement in STATEMENTS.items():
         sql = str(statement.compile(dialect=dialect))  # as the driver sends it: $1, $2 ...
