@@ -32,10 +32,16 @@ log = structlog.get_logger(__name__)
 
 LOCK_NOT_AVAILABLE = "55P03"
 
-_EXISTING = text("SELECT booking_request_id FROM live_sessions WHERE booking_request_id = ANY(CAST(:ids AS text[]))")
+# One unique-index lookup per id, whatever plan PostgreSQL keeps for the statement (consumer/store.py, above
+# _INSERT_INBOX, says why: not `= ANY(:ids)`).
+_EXISTING = text(
+    "SELECT s.booking_request_id FROM unnest(CAST(:ids AS text[])) AS asked(booking_id) CROSS JOIN LATERAL"
+    " (SELECT booking_request_id FROM live_sessions WHERE booking_request_id = asked.booking_id LIMIT 1) AS s"
+)
 _LOCKABLE = text(
-    "SELECT booking_request_id FROM live_sessions WHERE booking_request_id = ANY(CAST(:ids AS text[]))"
-    " FOR UPDATE SKIP LOCKED"
+    "SELECT s.booking_request_id FROM unnest(CAST(:ids AS text[])) AS asked(booking_id) CROSS JOIN LATERAL"
+    " (SELECT booking_request_id FROM live_sessions WHERE booking_request_id = asked.booking_id LIMIT 1"
+    " FOR UPDATE SKIP LOCKED) AS s"
 )
 
 

@@ -57,7 +57,8 @@ _INSERT_INBOX = text(
 )
 
 _INBOX_HASHES = text(
-    "SELECT message_id, payload_sha256 FROM inbox_messages WHERE message_id = ANY(CAST(:ids AS uuid[]))"
+    "SELECT i.message_id, i.payload_sha256 FROM unnest(CAST(:ids AS uuid[])) AS asked(message_id) CROSS JOIN LATERAL"
+    " (SELECT message_id, payload_sha256 FROM inbox_messages WHERE message_id = asked.message_id LIMIT 1) AS i"
 )
 
 # One lookup of the unique index per booking id (see _INSERT_INBOX), each row locked as it is found, in the order of
