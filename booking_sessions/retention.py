@@ -94,6 +94,15 @@ TARGETS: dict[TableName, PruneTarget] = {"inbox": INBOX, "outbox": OUTBOX}
 
 _CUTOFF = text("SELECT now() - CAST(:age AS interval)")
 
+# For the batch's transaction only (is_local), in one round trip: the bounded waits, and a plan made for each batch.
+# A delete batch runs a few times an hour; a plan PostgreSQL kept for it from small tables (after five runs on a
+# connection) would hash the batch and read the whole table for every batch, until an ANALYZE replaced it
+# (consumer/store.py, above _INSERT_INBOX). Planning each batch anew costs well under a millisecond.
+_BATCH_SETTINGS = text(
+    "SELECT set_config('lock_timeout', '5s', true), set_config('statement_timeout', '60s', true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
+
 
 async def cutoff_for(engine: AsyncEngine, older_than: timedelta) -> datetime:
     """``now() - older_than`` by the database's clock, not this machine's: the rows were stamped by it. Returns an
@@ -107,8 +116,7 @@ async def delete_batch(conn: AsyncConnection, target: PruneTarget, cutoff: datet
     """Delete at most ``batch_rows`` rows of ``target`` older than ``cutoff`` in the caller's transaction (keep it
     short: one batch each); return how many went. Bounded waits: a batch that cannot get a lock (5 s) or takes too
     long (60 s) fails alone, nothing held: raises the database's error (DBAPIError) then."""
-    await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-    await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
+    await conn.execute(_BATCH_SETTINGS)
     result = await conn.execute(target.delete_batch, {"cutoff": cutoff, "batch_rows": batch_rows})
     return int(result.rowcount)
 

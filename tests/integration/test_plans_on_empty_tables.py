@@ -7,13 +7,16 @@ it. The session locks with ``= ANY(:ids)`` took 29 ms a call for 200 ids at 12,0
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from sqlalchemy import TextClause, make_url
+from sqlalchemy import NullPool, TextClause, make_url, text
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from booking_sessions import retention
 from consumer import parking, store
 from consumer.store import _LOCK_SESSIONS
 from producer import relay
@@ -99,3 +102,29 @@ async def test_no_generic_plan_made_on_empty_tables_scans_a_whole_table(conn: as
         plan = [row[0] for row in await conn.fetch("SELECT * FROM pg_temp.generic_plan($1)", sql)]
         scans[name] = [line.strip() for line in plan for table in TABLES if f"Seq Scan on {table}" in line]
     assert {name: found for name, found in scans.items() if found} == {}, scans
+
+
+async def test_retention_plans_each_delete_batch_anew(database_url: str) -> None:
+    # Retention's batches join back to the table they delete from; a plan kept from small tables would read all of
+    # it for every batch, so each batch is planned for the table as it is (booking_sessions/retention.py).
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    cutoff = datetime.now(UTC) + timedelta(days=1)  # every row is old enough
+    try:
+        async with engine.connect() as conn:  # one connection: its prepared statements are the ones asked about
+            for target in (retention.INBOX, retention.OUTBOX):
+                for _ in range(7):  # past the five custom plans after which PostgreSQL may keep a generic one
+                    async with conn.begin():
+                        assert await retention.delete_batch(conn, target, cutoff, 100) == 0
+            async with conn.begin():
+                rows = await conn.execute(
+                    text(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                        " WHERE statement LIKE '%WITH doomed AS%' AND statement NOT LIKE '%pg_prepared_statements%'"
+                    )
+                )
+                plans = [tuple(row) for row in rows]
+                mode = await conn.scalar(text("SELECT current_setting('plan_cache_mode')"))
+    finally:
+        await engine.dispose()
+    assert plans == [(0, 7), (0, 7)]  # both batches, planned anew every time
+    assert mode == "auto"  # for the batch's transaction only
