@@ -24,12 +24,13 @@ from models.trace_context import TraceContext
 # recorded payload hash: the check of a repeat's bytes needs no second round trip. A row committed after this
 # statement's snapshot (by a transaction it waited for on the conflict) is not visible here: its hash is NULL.
 #
-# Every read of a table here and below is a lookup by a unique index, written as a LATERAL subquery with LIMIT 1
-# (which PostgreSQL cannot turn into a join) rather than a join: asyncpg prepares each statement once per
-# connection, PostgreSQL may then keep a generic plan, and a service that starts on a new database gets one planned
-# for empty tables. For a join, that plan hashes the batch and scans the whole table, on every call for as long as
-# the plan is kept (until an ANALYZE of the table): a cost that grows with the table. A lookup per row is what any
-# plan of a LATERAL LIMIT 1 on a unique key does, empty table or not (tests/integration/test_plans_on_empty_tables.py).
+# Every lookup of existing rows by the batch's keys, here and below, goes through a unique index, written as a
+# LATERAL subquery with LIMIT 1 (which PostgreSQL cannot turn into a join) rather than a join: asyncpg prepares each
+# statement once per connection, PostgreSQL may then keep a generic plan, and a service that starts on a new
+# database gets one planned for empty tables. For a join, that plan hashes the batch and scans the whole table, on
+# every call for as long as the plan is kept (until an ANALYZE of the table): a cost that grows with the table. A
+# lookup per row is what any plan of a LATERAL LIMIT 1 on a unique key does, empty table or not
+# (tests/integration/test_plans_on_empty_tables.py).
 _INSERT_INBOX = text(
     """
     WITH incoming AS (

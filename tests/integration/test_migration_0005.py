@@ -5,6 +5,7 @@ index and keeps the rows; a build that failed halfway is mended by running it ag
 from __future__ import annotations
 
 import asyncio
+import importlib
 import uuid
 
 import pytest
@@ -68,15 +69,8 @@ async def test_previous_release_keeps_going_and_never_relays_beside_a_sharded_st
     await alembic(url, "upgrade", "head")
 
 
-# The index build of 0005 as its upgrade runs it, by hand, to make it fail halfway.
-SHARD_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION outbox_shard(key text) RETURNS integer LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE"
-    " AS $$ SELECT (('x' || left(md5(key), 8))::bit(32)::integer & 2147483647) % 60 $$"
-)
-SHARD_INDEX = (
-    "CREATE INDEX CONCURRENTLY ix_outbox_messages_shard_unpublished"
-    " ON outbox_messages (outbox_shard(key), id) WHERE published_at IS NULL"
-)
+# The function and the index build of 0005 exactly as its upgrade runs them, run here by hand to make the build fail.
+MIGRATION_0005 = importlib.import_module("migrations.versions.0005_outbox_relay_shards")
 
 
 async def test_migrate_again_mends_an_index_build_that_failed_halfway(settings: Settings, database_url: str) -> None:
@@ -93,10 +87,10 @@ async def test_migrate_again_mends_an_index_build_that_failed_halfway(settings: 
                 text(PREVIOUS_RELEASE_OUTBOX), {"mid": uuid.uuid4(), "topic": "t", "key": "k", "p": "{}"}
             )
             autocommit = await builder.execution_options(isolation_level="AUTOCOMMIT")
-            await autocommit.execute(text(SHARD_FUNCTION))
+            await autocommit.execute(text(MIGRATION_0005._FUNCTION))
             await autocommit.execute(text("SET lock_timeout = '200ms'"))
             with pytest.raises(DBAPIError, match="lock timeout"):
-                await autocommit.execute(text(SHARD_INDEX))
+                await autocommit.execute(text(MIGRATION_0005._INDEX))
             await writer.rollback()
     finally:
         await engine.dispose()

@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions import retention
 from consumer import parking, store
-from consumer.store import _LOCK_SESSIONS
 from producer import relay
 
 SESSIONS = 2_000
@@ -43,7 +42,7 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.mark.parametrize(
     "statement",
-    [_LOCK_SESSIONS, parking._EXISTING, parking._LOCKABLE],
+    [store._LOCK_SESSIONS, parking._EXISTING, parking._LOCKABLE],
     ids=["session locks", "parking: existing", "parking: lockable"],
 )
 async def test_a_plan_kept_from_an_empty_table_still_looks_each_booking_up_by_index(
