@@ -44,6 +44,7 @@ class Committed:
     rss_bytes: int
     decode_s: float  # of the batch: parsing and validation (0 where the service does not report it)
     database_s: float  # of the batch: its transaction
+    total_s: float = 0.0  # from its apply starting to its offsets committed (0: code that does not say)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ async def _serve(index: int, settings: Settings, conn: Connection, retention: Sh
             # Reported by the service since its metrics work; read defensively so the bench runs on older code.
             result.decode_s,
             result.database_s,
+            getattr(result, "total_s", 0.0),
         )
         conn.send(("batch", report))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from bench.service_path import Committed
 
@@ -12,19 +12,45 @@ def commit_latencies_s(
     topic: str, sent_at: Mapping[int, Mapping[int, float]], batches: Iterable[Committed]
 ) -> list[float]:
     """For every sent record: the time of the first offset commit past it, minus its send time."""
+    return [batch.at - sent for sent, batch in _committing_batch(topic, sent_at, batches)]
+
+
+def _committing_batch(
+    topic: str, sent_at: Mapping[int, Mapping[int, float]], batches: Iterable[Committed]
+) -> Iterator[tuple[float, Committed]]:
+    """For every sent record (``sent_at``: partition -> offset -> send time), its send time and the first batch whose
+    offset commit went past it."""
     pending = {p: sorted(offsets) for p, offsets in sent_at.items()}
     cursor = dict.fromkeys(pending, 0)
-    latencies: list[float] = []
     for batch in sorted(batches, key=lambda b: b.at):
         for (t, p), next_offset in batch.offsets.items():
             if t != topic or p not in pending:
                 continue
             offsets, i = pending[p], cursor[p]
             while i < len(offsets) and offsets[i] < next_offset:
-                latencies.append(batch.at - sent_at[p][offsets[i]])
+                yield sent_at[p][offsets[i]], batch
                 i += 1
             cursor[p] = i
-    return latencies
+
+
+def latency_split(topic: str, sent_at: Mapping[int, Mapping[int, float]], batches: Iterable[Committed]) -> str:
+    """Where (f)'s produce -> offset commit went, per record, p50 and p99 of each part in ms: from its send time to
+    the start of its batch's apply (the producer's linger, the fetch, and the batches ahead of it), its batch's
+    transactions, and from their end to the offset commit (the previous batch's commit, then its own). "" when a
+    batch does not say when its apply began (``Committed.total_s`` 0: older service code)."""
+    waited, applied, after = [], [], []
+    for sent, batch in _committing_batch(topic, sent_at, batches):
+        if batch.total_s <= 0:
+            return ""
+        waited.append(batch.at - batch.total_s - sent)
+        applied.append(batch.database_s)
+        after.append(batch.total_s - batch.database_s)
+    if not waited:
+        return ""
+    parts = (("to its batch's start", waited), ("its batch's transactions", applied), ("then to the commit", after))
+    return "a record's p50/p99: " + ", ".join(
+        f"{name} {percentile(values, 50) * 1000:.0f}/{percentile(values, 99) * 1000:.0f} ms" for name, values in parts
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -49,6 +49,7 @@ class Latency:
     cpu: str = ""  # where the machine's CPU went meanwhile (bench.cpu.busy_note)
     chosen: bool = False  # the rate was --latency-rate's, not half of (d)'s
     trend: str = ""  # the batches from the run's first quarter to its last (bench.latency.batch_trend)
+    split: str = ""  # where a record's time went (bench.latency.latency_split)
 
 
 @dataclass
@@ -147,9 +148,18 @@ def table(results: Results) -> Table:
             "",
             f"{lat.offered_per_s:,.0f}",
             "",
-            f"offered at {_CHOSEN if lat.chosen else _HALF}: p50 {lat.p50_ms:.0f} ms, "
-            f"p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms; {lat.batches} batches, "
-            f"{lat.records / max(1, lat.batches):.0f} avg; {lat.trend}; {lat.cpu}",
+            "; ".join(
+                part
+                for part in (
+                    f"offered at {_CHOSEN if lat.chosen else _HALF}: p50 {lat.p50_ms:.0f} ms, "
+                    f"p99 {lat.p99_ms:.0f} ms, max {lat.max_ms:.0f} ms",
+                    f"{lat.batches} batches, {lat.records / max(1, lat.batches):.0f} avg",
+                    lat.trend,
+                    lat.split,
+                    lat.cpu,
+                )
+                if part
+            ),
         )
     for label, e2e in (
         ("(h1) produce -> SessionCreated, trickle", results.e2e_trickle),

@@ -11,7 +11,15 @@ from bench.databases import OutboxWatch
 from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
 from bench.harness import Harness
 from bench.heap import frozen_heap
-from bench.latency import batch_trend, commit_latencies_s, created_latencies_s, first_sent_at, median, percentile
+from bench.latency import (
+    batch_trend,
+    commit_latencies_s,
+    created_latencies_s,
+    first_sent_at,
+    latency_split,
+    median,
+    percentile,
+)
 from bench.produce import produce_paced
 from bench.report import Check, EndToEnd, Latency
 from bench.service_path import Fleet
@@ -60,6 +68,7 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
         cpu=cpu,
         chosen=h.options.latency_rate is not None,
         trend=batch_trend(fleet.batches),
+        split=latency_split(topic, paced.sent_at, fleet.batches),
     )
     note = (
         f"a record's send time is when it was due; the upstream producer lingers 5 ms, the watcher's fetch waits "

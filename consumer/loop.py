@@ -240,6 +240,7 @@ class ConsumerLoop:
         commit_started = time.perf_counter()
         await self.commit(result.next_offsets)
         committed_at = time.perf_counter()
+        result = replace(result, total_s=committed_at - started)
         if self._observer is not None:
             self._observer.batch_committed(
                 result, commit_s=committed_at - commit_started, total_s=committed_at - started

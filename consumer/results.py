@@ -63,6 +63,8 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     decode_s: float = 0.0  # parsing and validating the records (pure CPU)
     database_s: float = 0.0  # the transaction, dead letters sent before its commit included
+    # From the start of the batch's apply to its offsets committed (the consume loop sets it once they are).
+    total_s: float = 0.0
     # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
     dlq_refused: Counter[str] = field(default_factory=Counter)
     # Bookings set aside because another session holds their session row locked (consumer.parking), and per

@@ -10,7 +10,7 @@ from aiokafka import ConsumerRecord
 
 from bench.databases import Rows
 from bench.e2e import creating_records
-from bench.latency import batch_trend, created_latencies_s, first_sent_at
+from bench.latency import batch_trend, commit_latencies_s, created_latencies_s, first_sent_at, latency_split
 from bench.peer_checks import announced, topic_rows
 from bench.service_path import Committed
 from bench.workload import generate
@@ -50,6 +50,26 @@ def test_batch_trend_compares_the_first_quarter_of_a_run_with_the_last() -> None
 
 def test_batch_trend_says_nothing_of_a_handful_of_batches() -> None:
     assert batch_trend([committed(float(t), 100, 0.01) for t in range(7)]) == ""
+
+
+def test_latency_split_says_where_each_records_time_went() -> None:
+    # Partition 0: offsets 0-1 sent at 0.00 s and 0.05 s, committed by the batch whose apply began at 0.10 s
+    # (its transactions 0.04 s, committed at 0.16 s); offset 2 sent at 0.12 s, by the next one (apply from 0.20 s,
+    # 0.06 s of transactions, committed at 0.30 s). Another topic's offsets do not count.
+    sent = {0: {0: 0.00, 1: 0.05, 2: 0.12}}
+    first = Committed(0, 0.16, {("t", 0): 2, ("u", 0): 9}, 2, 0, 0, 0, 0, 0.0, 0.04, 0.06)
+    second = Committed(0, 0.30, {("t", 0): 3}, 1, 0, 0, 0, 0, 0.0, 0.06, 0.10)
+    assert [round(s, 3) for s in commit_latencies_s("t", sent, [second, first])] == [0.16, 0.11, 0.18]
+    assert latency_split("t", sent, [second, first]) == (
+        "a record's p50/p99: to its batch's start 80/100 ms, its batch's transactions 40/60 ms, "
+        "then to the commit 20/40 ms"
+    )
+
+
+def test_latency_split_says_nothing_without_the_batches_apply_times() -> None:
+    older = Committed(0, 0.16, {("t", 0): 1}, 1, 0, 0, 0, 0, 0.0, 0.04)  # total_s 0: a service that does not say
+    assert latency_split("t", {0: {0: 0.0}}, [older]) == ""
+    assert latency_split("t", {0: {0: 0.0}}, []) == ""
 
 
 def test_created_latencies_match_by_booking_and_skip_the_unseen() -> None:
