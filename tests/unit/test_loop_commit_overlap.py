@@ -86,3 +86,27 @@ async def test_run_returns_after_the_last_commit_and_raises_its_error() -> None:
     with pytest.raises(RuntimeError, match="after-commit hook failed"):
         await asyncio.wait_for(running, timeout=5)
     assert ("commit", 0, 2) in timeline
+
+
+async def test_the_commit_hook_hears_how_long_the_batch_took_from_apply_to_commit() -> None:
+    # The bench's (f) splits a record's time with it (bench/latency.py, latency_split): the commit is held for
+    # at least 50 ms here, so the batch's total covers its transactions and that commit.
+    timeline: list[Event] = []
+    consumer = GatedConsumer({P0: ["a", "b"]}, timeline)
+    heard: list[BatchResult] = []
+    stop = asyncio.Event()
+
+    async def hook(result: BatchResult) -> None:
+        heard.append(result)
+        stop.set()
+
+    async def commit_began() -> bool:
+        return ("commit-start", 0, 2) in timeline
+
+    running = asyncio.create_task(loop_over(consumer, timeline, after_commit=hook).run(stop))
+    await eventually(commit_began, what="the commit began", timeout_s=5)
+    await asyncio.sleep(0.05)  # not a wait for a condition: the broker holding the commit for 50 ms
+    consumer.gate.set()
+    await asyncio.wait_for(running, timeout=5)
+    [result] = heard
+    assert result.total_s >= 0.05 + result.database_s
