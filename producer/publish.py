@@ -159,8 +159,24 @@ class Publisher:
         return Refusal(record, _describe(error), "lost")
 
     async def _send(self, r: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+        if r.key is None and r.value is None:
+            return await self._send_keyless_tombstone(r)
         ack: asyncio.Future[RecordMetadata] = await self._producer.send(
             r.topic, r.value, key=r.key, headers=list(r.headers) or None
+        )
+        return ack
+
+    async def _send_keyless_tombstone(self, r: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+        """A record with neither key nor value, as a batch of one: aiokafka's ``send`` refuses one (an assertion)
+        though Kafka takes it, and the dead letter of a keyless tombstone is one, as is every copy sent without its
+        value for lack of a key, or bare (CONTRACT "Dead letters": key and value unchanged, the partition moves on).
+        Its partition is chosen as ``send`` would for a record without a key."""
+        every = sorted(await self._producer.partitions_for(r.topic))
+        batch = self._producer.create_batch()
+        batch.append(key=None, value=None, timestamp=None, headers=list(r.headers))
+        batch.close()
+        ack: asyncio.Future[RecordMetadata] = await self._producer.send_batch(
+            batch, r.topic, partition=self._partitioner(None, every, every)
         )
         return ack
 

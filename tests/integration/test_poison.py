@@ -41,7 +41,10 @@ def body(booking: str, **changes: Any) -> dict[str, Any]:
 
 
 async def publish_raw(
-    settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes | None]]]], *, one_batch: bool
+    settings: Settings,
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+    *,
+    one_batch: bool,
 ) -> None:
     """Records written byte for byte as a non-Java producer may write them: header names are not checked here
     (aiokafka's own builder refuses a name that is not UTF-8; the broker does not). ``one_batch``: all in one
@@ -129,6 +132,39 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_i
 
 
 @pytest.mark.partitions(1)
+async def test_a_keyless_tombstone_is_dead_lettered_as_it_is_and_its_neighbours_apply(
+    settings: Settings, database_url: str
+) -> None:
+    # Neither key nor value: Kafka takes it, and so must the DLQ (aiokafka's send() refuses one; before the fix the
+    # service exited on it at every start, the partition stuck).
+    before, after = good(settings, "bk_before"), good(settings, "bk_after")
+    await publish_raw(
+        settings,
+        [(b"bk_before", before.value, []), (None, None, [("h", b"1")]), (b"bk_after", after.value, [])],
+        one_batch=False,
+    )
+    produced = Produced()
+    produced.add(settings.input_topic, 0, 2)  # the last offset of the three
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        await publish(settings, [good(settings, "bk_later")], produced)
+        await consume_all(svc, produced)
+
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before", "bk_later"]
+    key, value, headers = await dlq_headers_of_one(settings)
+    assert (key, value) == (None, None)
+    assert without_failed_at(headers) == [
+        ("h", b"1"),
+        ("dlq-reason", b"invalid"),
+        ("dlq-error", b"value is empty (tombstone)"),
+        ("dlq-source-topic", settings.input_topic.encode()),
+        ("dlq-source-partition", b"0"),
+        ("dlq-source-offset", b"1"),
+    ]
+
+
+@pytest.mark.partitions(1)
 async def test_replay_reads_past_a_record_the_client_cannot_read(settings: Settings, database_url: str) -> None:
     await publish_unreadable_between_two(settings, one_batch=False)
 
@@ -196,8 +232,9 @@ async def test_what_postgresql_would_refuse_is_invalid_naming_the_field(
 
 
 @pytest.mark.partitions(1)
+@pytest.mark.parametrize("key", [b"bk_big", None], ids=["keyed", "keyless"])
 async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_the_partition_moves_on(
-    settings: Settings, database_url: str, kafka: KafkaHandle
+    key: bytes | None, settings: Settings, database_url: str, kafka: KafkaHandle
 ) -> None:
     # Issue 12's case: a valid event of 1,048,400 bytes fits the broker's default 1 MiB limit on the input topic;
     # its DLQ copy, with the dlq-* headers added, does not.
@@ -206,7 +243,8 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
     padded["padding"] = "x" * (1_048_400 - len(json.dumps(padded).encode()))
     value = json.dumps(padded).encode()
     assert len(value) == 1_048_400
-    big = OutgoingRecord(settings.input_topic, b"bk_big", value, (("traceparent", b"00-abc-01"), ("null", None)))
+    # Keyless, its copy without the value has neither key nor value (before the fix: an exit at every start).
+    big = OutgoingRecord(settings.input_topic, key, value, (("traceparent", b"00-abc-01"), ("null", None)))
     produced = Produced()
     await publish(settings, [good(settings, "bk_before"), big, good(settings, "bk_after")], produced)
 
@@ -217,7 +255,7 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
         )
 
     assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
-    key, dead_value, headers = await dlq_headers_of_one(settings)
+    dead_key, dead_value, headers = await dlq_headers_of_one(settings)
     original = [
         ("traceparent", b"00-abc-01"),
         ("null", None),
@@ -229,10 +267,10 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
     ]
     if kafka.kind.startswith("tansu"):
         # Tansu enforces no message size limit: the copy is taken whole, which is what the contract wants first.
-        assert (refused, key, dead_value, without_failed_at(headers)) == (0, b"bk_big", value, original)
+        assert (refused, dead_key, dead_value, without_failed_at(headers)) == (0, key, value, original)
         return
     assert refused == 1
-    assert (key, dead_value) == (b"bk_big", None)
+    assert (dead_key, dead_value) == (key, None)
     assert without_failed_at(headers) == [
         *original,
         ("dlq-value-omitted", b"1048400"),
