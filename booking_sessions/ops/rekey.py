@@ -27,8 +27,9 @@ from rich.progress import Progress
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.meeting import check_meeting_key, meeting_key
-from booking_sessions.ops.failures import check_database
+from booking_sessions.ops.failures import OperatorError, check_database, require_topics
 from booking_sessions.ops.untrusted import line
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
@@ -137,6 +138,9 @@ async def _rekey_batch(
     booking_ids = [row.booking_request_id for row in found]
     sessions = await lock_sessions(conn, booking_ids)  # locked already: this reads their rows
     messages = rekey_messages(sessions.values(), link_for, settings.meeting_key_version, datetime.now(UTC))
+    same_room = [m for m in messages if _room(m.row.meeting_link) == _room(sessions[m.row.booking_id].meeting_link)]
+    if same_room:
+        raise OperatorError(base_url_moved(same_room[0].row.booking_id, len(same_room), settings.meeting_key_version))
     if messages:
         ids, links = [m.row.id for m in messages], [m.row.meeting_link for m in messages]
         await conn.execute(_SET_LINKS, {"ids": ids, "links": links})
@@ -144,6 +148,23 @@ async def _rekey_batch(
             conn, [Decision(m.row.id, None, frozenset(), (m,)) for m in messages], settings.output_topic
         )
     return booking_ids, messages
+
+
+def _room(link: str) -> str:
+    return link.rpartition("/")[2]
+
+
+def base_url_moved(booking_id: str, count: int, version: int) -> str:
+    """The refusal of a re-key that would only change links' base URL: such a link keeps its room, and its
+    SessionUpdated would carry the id of the re-key to this version (UUIDv5 of the session id and the key version,
+    CONTRACT "Output"), which an earlier re-key may have used already: the outbox, and the video service, would
+    drop it, and the row would change unannounced."""
+    return (
+        f"{count} session(s) in this batch, e.g. {line(booking_id)}, already have their room under key version "
+        f"{version}: only BOOKING_MEETING_BASE_URL differs. A re-key announces a move under the key version's id, "
+        "so it cannot announce this one: move rooms to a new base URL with a new key version "
+        "(BOOKING_MEETING_KEY_VERSION and a new BOOKING_MEETING_SECRET). Nothing of this batch was written."
+    )
 
 
 async def rekey_sessions(
@@ -191,6 +212,10 @@ async def rekey(settings: Settings, request: RekeyRequest, progress: Progress) -
 
     Raises OperatorError when the database cannot be reached or is not migrated, ConfigurationError as
     ``rekey_sessions``."""
+    if settings.kafka_bootstrap is not None:
+        # Its SessionUpdated rows name the output topic; the relay sends them there, wherever that is.
+        topics = {"BOOKING_OUTPUT_TOPIC": settings.output_topic}
+        await require_topics(settings.kafka_bootstrap, topics, **kafka_client_options(settings))
     engine = create_engine(settings)
     try:
         await check_database(engine, settings.database_url_value())

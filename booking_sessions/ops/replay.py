@@ -176,8 +176,10 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     key = meeting_key(settings)  # refuse without the secret before anything is read
     options = kafka_client_options(settings)
     partitions = await topic_partitions(bootstrap, settings.input_topic, "BOOKING_INPUT_TOPIC", **options)
+    # Both, with or without --relay: the outbox rows a replay writes name the output topic, and whichever relay
+    # publishes them later sends them there (a mistyped name would send every announcement to a topic nobody reads).
     outputs = {"BOOKING_DLQ_TOPIC": settings.dlq_topic, "BOOKING_OUTPUT_TOPIC": settings.output_topic}
-    await require_topics(bootstrap, outputs if request.relay else {"BOOKING_DLQ_TOPIC": settings.dlq_topic}, **options)
+    await require_topics(bootstrap, outputs, **options)
     wire.install()  # the same reader as ``run``: an unreadable record is a dead letter here too
     engine = create_engine(settings)
     publisher: Publisher | None = None
@@ -192,7 +194,9 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     )
     try:
         await check_database(engine, settings.database_url_value())
-        await check_meeting_key(engine, key)  # a rebuild under another key would make other links, silently
+        # A rebuild under another key would make other links, silently. A dry run records nothing, not even the
+        # key's first use: a dry run with a mistyped secret would otherwise lock the right one out of `run`.
+        await check_meeting_key(engine, key, record=not request.dry_run)
         await consumer.start()
         spans = await _plan(consumer, settings.input_topic, partitions, request)
         publisher = await Publisher.start(bootstrap, client_id="booking-sessions-replay", **options)

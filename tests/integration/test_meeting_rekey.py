@@ -154,3 +154,32 @@ async def test_rekey_refuses_without_a_choice_or_a_secret(settings: Settings) ->
     assert_one_line_error(
         await invoke(settings, "meeting", "rekey", "--booking-file", "/nonexistent/bookings.txt"), "cannot read it"
     )
+
+
+async def test_rekey_refuses_a_move_of_the_base_url_alone_and_a_mistyped_output_topic(
+    settings: Settings, database_url: str
+) -> None:
+    # The second re-key to version 2, under another base URL, would give each session the SessionUpdated id of the
+    # first (UUIDv5 of the session id and the version): before the fix the outbox dropped it and the rows changed
+    # unannounced.
+    await three_sessions_under_version_1(settings)
+    v2 = under(settings, KEY_2, 2)
+    assert (await rekey_json(v2, "--all"))["rekeyed"] == 3
+    moved = await links(database_url)
+
+    elsewhere = await invoke(v2, "meeting", "rekey", "--all", BOOKING_MEETING_BASE_URL="https://meet.example.org")
+    assert_one_line_error(elsewhere, "already have their room under key version 2", "BOOKING_MEETING_KEY_VERSION")
+    assert await links(database_url) == moved
+    [outbox] = await query(database_url, "SELECT count(*) AS n FROM outbox_messages")
+    assert outbox["n"] == 6
+
+    # Its rows name the output topic the relay will send them to: a mistyped one is refused before anything.
+    v3 = under(settings, KEY_3, 3)
+    assert_one_line_error(
+        await invoke(v3, "meeting", "rekey", "--all", BOOKING_OUTPUT_TOPIC="session.evnets"), "BOOKING_OUTPUT_TOPIC"
+    )
+    assert await links(database_url) == moved
+    assert await query(database_url, "SELECT version FROM meeting_keys ORDER BY version") == [
+        {"version": 1},
+        {"version": 2},
+    ]

@@ -180,6 +180,24 @@ async def test_dry_run_counts_what_would_change_and_writes_sends_and_commits_not
     assert "sessions created 1, sessions updated 1 (would be written)" in text.stdout
 
 
+async def test_a_dry_run_records_no_meeting_key_and_a_mistyped_output_topic_is_refused(
+    settings: Settings, database_url: str
+) -> None:
+    # A dry run with a mistyped secret recorded that secret's fingerprint on a fresh database (before the fix), and
+    # `run` with the right one was refused from then on.
+    await publish_one_by_one(settings, [event("BookingApproved", "bk_a", 0)])
+    mistyped = "a-mistyped-meeting-secret-that-nobody-meant-0123"
+    dry = await invoke_json(settings, "replay", "--dry-run", "--group", "ops-dry-key", BOOKING_MEETING_SECRET=mistyped)
+    assert (dry["dry_run"], dry["applied"]) == (True, 1)
+    assert await query(database_url, "SELECT version FROM meeting_keys") == []
+
+    # The outbox rows a replay writes name the output topic, with or without --relay (before: checked only with it).
+    wrong = await invoke(settings, "replay", "--group", "ops-wrong-topic", BOOKING_OUTPUT_TOPIC="session.evnets")
+    assert_one_line_error(wrong, "BOOKING_OUTPUT_TOPIC")
+    assert await query(database_url, "SELECT message_id FROM inbox_messages") == []
+    assert await query(database_url, "SELECT message_id FROM outbox_messages") == []
+
+
 @pytest.mark.partitions(1)
 async def test_replay_from_explicit_offsets(settings: Settings, database_url: str) -> None:
     await publish_one_by_one(settings, [event("BookingApproved", f"bk_{i}", 0) for i in range(5)])
