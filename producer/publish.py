@@ -76,8 +76,19 @@ _FALLBACKS: tuple[tuple[SentAs, Callable[[OutgoingRecord], OutgoingRecord]], ...
 class Publisher:
     """Sends records and returns only once the broker acknowledged every one of them."""
 
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        *,
+        dead_letters: AIOKafkaProducer | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """``producer`` sends everything but dead letters; ``dead_letters`` sends those, else one made from
+        ``options`` (``AIOKafkaProducer``'s) on the first dead letter, not idempotent (see ``send_dead_letters``),
+        else ``producer`` too."""
         self._producer = producer
+        self._dead_letters = dead_letters
+        self._options = options
         self._partitioner = DefaultPartitioner()
 
     @classmethod
@@ -105,7 +116,7 @@ class Publisher:
             log.warning("idempotent_producer_refused", error=repr(error), fallback="acks=all")
             producer = AIOKafkaProducer(enable_idempotence=False, **options)
             await producer.start()
-        return cls(producer)
+        return cls(producer, options=options)
 
     async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
         """Queue all, then wait for all acks: one round of batches instead of one round trip per record. Returns
@@ -124,10 +135,11 @@ class Publisher:
         """
         if not records:
             return []
+        producer = await self._dead_letter_producer()
         acks: list[asyncio.Future[RecordMetadata]] = []
         for r in records:
             try:
-                acks.append(await self._send(r))
+                acks.append(await self._send(r, producer))
             except LASTING_REFUSALS as error:  # refused before sending: larger than max_request_size
                 refused: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
                 refused.set_exception(error)
@@ -139,43 +151,68 @@ class Publisher:
                 again.append((r, outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome
-        reports = [await self._send_despite(r, error) for r, error in again]
+        reports = [await self._send_despite(r, error, producer) for r, error in again]
         return [report for report in reports if report is not None]
 
-    async def _send_despite(self, record: OutgoingRecord, error: BaseException) -> Refusal | None:
+    async def _dead_letter_producer(self) -> AIOKafkaProducer:
+        """Dead letters go through a producer of their own, not idempotent: an idempotent producer numbers each
+        partition's batches, and a batch the broker refuses for good (a copy too large for the DLQ topic, which
+        ``send_dead_letters`` then sends smaller) leaves a gap in those numbers that the broker refuses every later
+        batch of the partition for (OutOfOrderSequenceNumber): the batch was retried for ever and its partition
+        stopped. A retried dead letter may then be written twice, which the contract allows (at least once)."""
+        if self._dead_letters is None:
+            if self._options is None:
+                return self._producer
+            producer = AIOKafkaProducer(**{**self._options, "enable_idempotence": False})
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # the next batch's attempt makes another
+                raise
+            self._dead_letters = producer
+        return self._dead_letters
+
+    async def _send_despite(
+        self, record: OutgoingRecord, error: BaseException, producer: AIOKafkaProducer
+    ) -> Refusal | None:
         """One refused dead letter, alone, then in ever smaller forms; None: alone, it went through whole (it was
         refused with a larger record of its batch)."""
         try:
-            await (await self._send(record))
+            await (await self._send(record, producer))
             return None
         except LASTING_REFUSALS as refusal:
             error = refusal
         for sent_as, smaller in _FALLBACKS:
             try:
-                await (await self._send(smaller(record)))
+                await (await self._send(smaller(record), producer))
             except LASTING_REFUSALS:
                 continue
             return Refusal(record, _describe(error), sent_as)
         return Refusal(record, _describe(error), "lost")
 
-    async def _send(self, r: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+    async def _send(
+        self, r: OutgoingRecord, producer: AIOKafkaProducer | None = None
+    ) -> asyncio.Future[RecordMetadata]:
+        producer = producer or self._producer
         if r.key is None and r.value is None:
-            return await self._send_keyless_tombstone(r)
-        ack: asyncio.Future[RecordMetadata] = await self._producer.send(
+            return await self._send_keyless_tombstone(r, producer)
+        ack: asyncio.Future[RecordMetadata] = await producer.send(
             r.topic, r.value, key=r.key, headers=list(r.headers) or None
         )
         return ack
 
-    async def _send_keyless_tombstone(self, r: OutgoingRecord) -> asyncio.Future[RecordMetadata]:
+    async def _send_keyless_tombstone(
+        self, r: OutgoingRecord, producer: AIOKafkaProducer
+    ) -> asyncio.Future[RecordMetadata]:
         """A record with neither key nor value, as a batch of one: aiokafka's ``send`` refuses one (an assertion)
         though Kafka takes it, and the dead letter of a keyless tombstone is one, as is every copy sent without its
         value for lack of a key, or bare (CONTRACT "Dead letters": key and value unchanged, the partition moves on).
         Its partition is chosen as ``send`` would for a record without a key."""
-        every = sorted(await self._producer.partitions_for(r.topic))
-        batch = self._producer.create_batch()
+        every = sorted(await producer.partitions_for(r.topic))
+        batch = producer.create_batch()
         batch.append(key=None, value=None, timestamp=None, headers=list(r.headers))
         batch.close()
-        ack: asyncio.Future[RecordMetadata] = await self._producer.send_batch(
+        ack: asyncio.Future[RecordMetadata] = await producer.send_batch(
             batch, r.topic, partition=self._partitioner(None, every, every)
         )
         return ack
@@ -198,8 +235,12 @@ class Publisher:
         await asyncio.gather(*acks)
 
     async def stop(self) -> None:
-        """Flush what is queued and close the producer."""
-        await self._producer.stop()
+        """Flush what is queued and close the producers."""
+        try:
+            await self._producer.stop()
+        finally:
+            if self._dead_letters is not None and self._dead_letters is not self._producer:
+                await self._dead_letters.stop()
 
 
 @dataclass(frozen=True, slots=True)

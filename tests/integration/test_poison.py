@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from booking_sessions.settings import Settings
+from booking_sessions.topics import read_topic
 from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
 from tests.integration.bookings import event
@@ -276,3 +277,37 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
         ("dlq-value-omitted", b"1048400"),
         ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]
+
+
+@pytest.mark.partitions(1)
+async def test_a_dead_letter_refused_for_good_does_not_stop_the_ones_after_it(
+    settings: Settings, database_url: str, kafka: KafkaHandle
+) -> None:
+    # Two dead letters of one key in one batch: a small one the DLQ takes, then one too large for it. Before the
+    # fix the idempotent producer numbered the refused batch, the broker refused every later batch of that DLQ
+    # partition as out of order (OutOfOrderSequenceNumber), and the batch was retried for ever.
+    small = json.dumps(body("bk_big", booking__duration_minutes=0)).encode()
+    padded = body("bk_big")
+    padded["padding"] = ""
+    padded["padding"] = "x" * (1_048_400 - len(json.dumps(padded).encode()))
+    big = json.dumps(padded).encode()
+    produced = Produced()
+    records = [
+        good(settings, "bk_before"),
+        OutgoingRecord(settings.input_topic, b"bk_big", small, ()),
+        OutgoingRecord(settings.input_topic, b"bk_big", big, ()),
+        good(settings, "bk_after"),
+    ]
+    await publish(settings, records, produced)
+
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+
+    assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
+    assert settings.kafka_bootstrap is not None
+    dead = await read_topic(settings.kafka_bootstrap, settings.dlq_topic, expected=2)
+    reasons = [dict(d.headers)["dlq-reason"] for d in dead]
+    assert reasons == [b"invalid", b"too_large"]
+    assert dead[0].value == small
+    # Tansu takes any size: the copy went whole there.
+    assert dead[1].value == (big if kafka.kind.startswith("tansu") else None)

@@ -25,6 +25,20 @@ def letter(value: bytes | None, key: bytes | None = b"bk_1") -> OutgoingRecord:
     return OutgoingRecord(DLQ, key, value, (("traceparent", b"00-x"), ("null", None), *ADDED))
 
 
+class OneRecordBatch:
+    def __init__(self) -> None:
+        self.record: tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]] = (None, None, [])
+        self.closed = False
+
+    def append(
+        self, *, key: bytes | None, value: bytes | None, timestamp: int | None, headers: list[tuple[str, bytes | None]]
+    ) -> None:
+        self.record = (key, value, headers)
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeProducer:
     """Acks or refuses each record by a rule on what is sent; remembers every attempt, batch by batch."""
 
@@ -34,7 +48,22 @@ class FakeProducer:
         self.acked: list[OutgoingRecord] = []
 
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None, headers: Any) -> asyncio.Future[Any]:
-        record = OutgoingRecord(topic, key, value, tuple(headers or ()))
+        assert not (key is None and value is None), "Need at least one: key or value"  # as aiokafka's send()
+        return self._sent(OutgoingRecord(topic, key, value, tuple(headers or ())))
+
+    # A record with neither key nor value goes as a batch of one (Publisher._send_keyless_tombstone).
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> OneRecordBatch:
+        return OneRecordBatch()
+
+    async def send_batch(self, batch: OneRecordBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        assert batch.closed and partition in {0, 1, 2}
+        key, value, headers = batch.record
+        return self._sent(OutgoingRecord(topic, key, value, tuple(headers)))
+
+    def _sent(self, record: OutgoingRecord) -> asyncio.Future[Any]:
         self.sent.append(record)
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         error = self._refuse(record, len(self.sent))
