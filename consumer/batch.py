@@ -126,8 +126,9 @@ class BatchProcessor:
         decode_s = 0.0
         for start in range(0, len(records), DECODE_SLICE):
             slice_started = time.perf_counter()
+            received_ms = int(self._clock().timestamp() * 1000)  # for records without a timestamp of their own
             decoded += [
-                decode(records[i], self._limits, digests[i])
+                decode(records[i], self._limits, digests[i], received_ms)
                 for i in range(start, min(start + DECODE_SLICE, len(records)))
                 if i not in seen
             ]

@@ -56,7 +56,7 @@ def message_id_hint(value: bytes | None) -> UUID | None:
         return None
 
 
-def decode(record: Record, limits: Limits | int, digest: str | None = None) -> Decoded:
+def decode(record: Record, limits: Limits | int, digest: str | None = None, received_ms: int | None = None) -> Decoded:
     """One record -> what it should become (CONTRACT "Input" and "Dead letters"); never raises for any input.
 
     ``limits``: the bounds, or just the value's byte limit (the others at their defaults). ``digest``: the value's
@@ -90,12 +90,13 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None) -> D
         return _dead(record, digest, "unsupported_version", error, message_id, event_type, booking_id)
     # The two checks below run inline for every record; their helpers only word a refusal.
     timestamp_ms, skew_s = record.timestamp_ms, limits.clock_skew_s
-    if (
-        timestamp_ms is not None
-        and timestamp_ms >= 0
-        and event.occurred_at.timestamp() * 1000 > timestamp_ms + skew_s * 1000
-    ):
-        error = _after_record_time(event.occurred_at, timestamp_ms, skew_s)
+    own = timestamp_ms is not None and timestamp_ms >= 0
+    if not own:
+        # No timestamp of its own (-1: a producer may write that, and the broker keeps it): bounded by when it was
+        # received instead, else one event from a broken clock would pin its session's details for good.
+        timestamp_ms = received_ms
+    if timestamp_ms is not None and event.occurred_at.timestamp() * 1000 > timestamp_ms + skew_s * 1000:
+        error = _after_record_time(event.occurred_at, timestamp_ms, skew_s, own)
         return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
     # booking_id is ASCII (its pattern): a key is its UTF-8 text exactly when the bytes are equal.
     key = record.key
@@ -136,11 +137,13 @@ def _strict_json(value: bytes) -> bool:
     return True
 
 
-def _after_record_time(occurred_at: datetime, timestamp_ms: int, skew_s: float) -> str:
+def _after_record_time(occurred_at: datetime, timestamp_ms: int, skew_s: float, own: bool = True) -> str:
     """Why ``occurred_at`` is refused: later than the record's own timestamp (ms since the epoch) plus the skew
-    (seconds). CONTRACT "Input": so that one event from a broken clock cannot pin a session's details for good."""
+    (seconds), or, for a record without one (``own`` False), than when it was received. CONTRACT "Input": so that
+    one event from a broken clock cannot pin a session's details for good."""
     late_s = occurred_at.timestamp() - timestamp_ms / 1000
-    return f"occurred_at: is {late_s:.0f} s after the record's timestamp; at most {skew_s:g} s allowed"
+    reference = "the record's timestamp" if own else "the time it was received (the record has no timestamp)"
+    return f"occurred_at: is {late_s:.0f} s after {reference}; at most {skew_s:g} s allowed"
 
 
 def _classify_invalid(record: Record, digest: str, full_error: ValidationError) -> Decoded:

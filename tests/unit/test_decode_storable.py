@@ -159,10 +159,17 @@ def test_the_year_2999_is_invalid_against_a_record_of_today() -> None:
 
 
 @pytest.mark.parametrize("timestamp_ms", [None, -1])
-def test_without_a_record_timestamp_occurred_at_is_not_bounded(timestamp_ms: int | None) -> None:
-    d = decode(record(body({"occurred_at": "2999-01-01T00:00:00Z"}), timestamp_ms=timestamp_ms), MAX_BYTES)
+def test_without_a_record_timestamp_occurred_at_is_bounded_by_when_it_was_received(timestamp_ms: int | None) -> None:
+    # A producer may write -1 and the broker keeps it: before, such a record's occurred_at was not bounded at all,
+    # and one event dated 9999 pinned its session's details for good.
+    pinned = record(body({"occurred_at": "9999-12-31T23:59:59Z"}), timestamp_ms=timestamp_ms)
+    d = decode(pinned, MAX_BYTES, received_ms=OCCURRED_MS)
 
-    assert d.outcome == "applied"
+    assert_invalid(d, "occurred_at")
+    assert "after the time it was received (the record has no timestamp); at most 3600 s allowed" in (d.error or "")
+    fresh = record(body(), timestamp_ms=timestamp_ms)
+    assert decode(fresh, MAX_BYTES, received_ms=OCCURRED_MS + 1000).outcome == "applied"
+    assert decode(pinned, MAX_BYTES).outcome == "applied"  # a caller that cannot say when: unbounded, as before
 
 
 # --- bounds on the key and the headers (issue 16): too_large, never parsed -----------------------------------------
