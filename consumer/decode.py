@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
-from typing import NamedTuple, get_args
+from typing import NamedTuple, TypeVar, get_args
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails, from_json
 
 from models.errors import DlqReason
-from models.events import SCHEMA_VERSION, BookingEvent, BookingType, Envelope
-from models.fields import NO_CONTROL_PATTERN, control_character, is_booking_id
+from models.events import SCHEMA_VERSION, BookingEvent, BookingType, Envelope, LooseEnvelope
+from models.fields import NO_CONTROL_PATTERN, EventTypeName, control_character, is_booking_id
 from models.records import Decoded, Record
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
@@ -152,7 +152,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     try:
         envelope = Envelope.model_validate_json(record.value or b"")
     except ValidationError as envelope_error:
-        return _dead(record, digest, "invalid", _describe(envelope_error, full_error))
+        return _loosely(record, digest, _describe(envelope_error, full_error))
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
     booking_id = envelope.booking_id if is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
@@ -163,6 +163,41 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
     return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)
+
+
+_T = TypeVar("_T")
+_UUID: TypeAdapter[UUID] = TypeAdapter(UUID)
+_TYPE_NAME: TypeAdapter[str] = TypeAdapter(EventTypeName)
+
+
+def _loosely(record: Record, digest: str, error: str) -> Decoded:
+    """A JSON object whose envelope is broken too, by what it still says of itself, field by field: a
+    ``schema_version`` newer than this build's is ``unsupported_version`` whatever else changed (a newer schema may
+    change the envelope itself); else it is ``invalid``. A readable ``message_id`` goes with it into the inbox
+    (CONTRACT: every dead-lettered message id is recorded), so a copy of it is a duplicate and a changed copy a
+    ``message_id_conflict``, as for any other dead letter. Not an object at all: ``invalid``, without an id."""
+    try:
+        loose = LooseEnvelope.model_validate_json(record.value or b"")
+    except ValidationError:
+        return _dead(record, digest, "invalid", error)
+    message_id = _readable(_UUID, loose.message_id)
+    event_type = _readable(_TYPE_NAME, loose.type) or "unknown"
+    booking_id = loose.booking_id if is_booking_id(loose.booking_id) else None
+    version = loose.schema_version
+    if type(version) is int and version > SCHEMA_VERSION:
+        newer = f"schema_version {version} is newer than {SCHEMA_VERSION}"
+        return _dead(record, digest, "unsupported_version", newer, message_id, event_type, booking_id)
+    return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
+
+
+def _readable(adapter: TypeAdapter[_T], value: object) -> _T | None:
+    """``value`` as ``adapter`` reads a JSON string (a message id, a type name), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
 
 
 def _key_mismatch(key: bytes, booking_id: str) -> str:

@@ -66,6 +66,18 @@ class Envelope(BaseModel):
     booking_id: object = None  # any shape: only a valid booking id is kept, never a reason to reject
 
 
+class LooseEnvelope(BaseModel):
+    """What a JSON object that fails even ``Envelope`` may still say of itself, each field of any shape: a
+    readable message id, a newer ``schema_version`` (consumer/decode.py checks each)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    message_id: object = None
+    type: object = None
+    schema_version: object = None
+    booking_id: object = None
+
+
 class SessionView(BaseModel):
     """The session as the video service needs it; ``cancellation_reason`` only on a cancelled session, and
     only when the cancellation gave one (left out of the JSON otherwise)."""

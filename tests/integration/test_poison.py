@@ -6,79 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from booking_sessions.settings import Settings
-from booking_sessions.topics import read_topic
 from models.records import OutgoingRecord
-from producer.bookings import as_record, encode
-from tests.integration.bookings import event
-from tests.integration.dead_letters import read_dead_letters
 from tests.integration.harness import Produced, consume_all, publish, query, service
 from tests.integration.operator_cli import invoke_json
+from tests.integration.poison_records import (
+    applied_bookings,
+    body,
+    dlq_headers_of_one,
+    good,
+    publish_raw,
+    without_failed_at,
+)
 from tests.raw_headers import raw_name
 from tests.servers.ladder import KafkaHandle
 
 DLQ_NAMES = ["dlq-reason", "dlq-error", "dlq-source-topic", "dlq-source-partition", "dlq-source-offset"]
-
-
-def good(settings: Settings, booking: str) -> OutgoingRecord:
-    return as_record(event("BookingApproved", booking, 0), settings.input_topic)
-
-
-def body(booking: str, **changes: Any) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(encode(event("BookingConfirmed", booking, 1)))
-    for path, change in changes.items():
-        *parents, last = path.split("__")
-        target = value
-        for part in parents:
-            target = target[part]
-        target[last] = change
-    return value
-
-
-async def publish_raw(
-    settings: Settings,
-    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
-    *,
-    one_batch: bool,
-) -> None:
-    """Records written byte for byte as a non-Java producer may write them: header names are not checked here
-    (aiokafka's own builder refuses a name that is not UTF-8; the broker does not). ``one_batch``: all in one
-    record batch (the client reads them in one go); else one batch each (Tansu's end offset counts batches)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        for group in [records] if one_batch else [[r] for r in records]:
-            batch = producer.create_batch()
-            batch._builder = _DefaultRecordBatchBuilderPy(
-                magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1,
-                base_sequence=0, batch_size=1 << 20,
-            )  # fmt: skip
-            for key, value, headers in group:
-                batch.append(timestamp=None, key=key, value=value, headers=headers)
-            await (await producer.send_batch(batch, settings.input_topic, partition=0))
-    finally:
-        await producer.stop()
-
-
-async def dlq_headers_of_one(settings: Settings) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]:
-    [dead] = await read_dead_letters(settings)
-    return dead.key, dead.value, dead.headers
-
-
-def without_failed_at(headers: list[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
-    assert [name for name, _ in headers].count("dlq-failed-at") == 1
-    return [(name, value) for name, value in headers if name != "dlq-failed-at"]
-
-
-async def applied_bookings(database_url: str) -> list[str]:
-    rows = await query(database_url, "SELECT booking_request_id FROM live_sessions ORDER BY 1")
-    return [r["booking_request_id"] for r in rows]
 
 
 async def publish_unreadable_between_two(settings: Settings, *, one_batch: bool = True) -> bytes:
@@ -133,39 +79,6 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_undecodable_and_i
 
 
 @pytest.mark.partitions(1)
-async def test_a_keyless_tombstone_is_dead_lettered_as_it_is_and_its_neighbours_apply(
-    settings: Settings, database_url: str
-) -> None:
-    # Neither key nor value: Kafka takes it, and so must the DLQ (aiokafka's send() refuses one; before the fix the
-    # service exited on it at every start, the partition stuck).
-    before, after = good(settings, "bk_before"), good(settings, "bk_after")
-    await publish_raw(
-        settings,
-        [(b"bk_before", before.value, []), (None, None, [("h", b"1")]), (b"bk_after", after.value, [])],
-        one_batch=False,
-    )
-    produced = Produced()
-    produced.add(settings.input_topic, 0, 2)  # the last offset of the three
-
-    async with service(settings) as svc:
-        await consume_all(svc, produced)
-        await publish(settings, [good(settings, "bk_later")], produced)
-        await consume_all(svc, produced)
-
-    assert await applied_bookings(database_url) == ["bk_after", "bk_before", "bk_later"]
-    key, value, headers = await dlq_headers_of_one(settings)
-    assert (key, value) == (None, None)
-    assert without_failed_at(headers) == [
-        ("h", b"1"),
-        ("dlq-reason", b"invalid"),
-        ("dlq-error", b"value is empty (tombstone)"),
-        ("dlq-source-topic", settings.input_topic.encode()),
-        ("dlq-source-partition", b"0"),
-        ("dlq-source-offset", b"1"),
-    ]
-
-
-@pytest.mark.partitions(1)
 async def test_replay_reads_past_a_record_the_client_cannot_read(settings: Settings, database_url: str) -> None:
     await publish_unreadable_between_two(settings, one_batch=False)
 
@@ -184,7 +97,7 @@ STORABLE_CASES = {
     "unknown-type-with-u0000": (
         {"type": "BookingCancelled\u0000"},
         b"type: Value error, must not contain control characters (U+0000 at character 16)",
-        None,
+        "dead_lettered",  # its message id is readable: recorded with the dead letter
     ),
     "title-with-u0000": (
         {"booking__title": "Algebra\u0000II"},
@@ -277,37 +190,3 @@ async def test_a_dead_letter_too_large_for_the_dlq_goes_without_its_value_and_th
         ("dlq-value-omitted", b"1048400"),
         ("dlq-value-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]
-
-
-@pytest.mark.partitions(1)
-async def test_a_dead_letter_refused_for_good_does_not_stop_the_ones_after_it(
-    settings: Settings, database_url: str, kafka: KafkaHandle
-) -> None:
-    # Two dead letters of one key in one batch: a small one the DLQ takes, then one too large for it. Before the
-    # fix the idempotent producer numbered the refused batch, the broker refused every later batch of that DLQ
-    # partition as out of order (OutOfOrderSequenceNumber), and the batch was retried for ever.
-    small = json.dumps(body("bk_big", booking__duration_minutes=0)).encode()
-    padded = body("bk_big")
-    padded["padding"] = ""
-    padded["padding"] = "x" * (1_048_400 - len(json.dumps(padded).encode()))
-    big = json.dumps(padded).encode()
-    produced = Produced()
-    records = [
-        good(settings, "bk_before"),
-        OutgoingRecord(settings.input_topic, b"bk_big", small, ()),
-        OutgoingRecord(settings.input_topic, b"bk_big", big, ()),
-        good(settings, "bk_after"),
-    ]
-    await publish(settings, records, produced)
-
-    async with service(settings) as svc:
-        await consume_all(svc, produced)
-
-    assert await applied_bookings(database_url) == ["bk_after", "bk_before"]
-    assert settings.kafka_bootstrap is not None
-    dead = await read_topic(settings.kafka_bootstrap, settings.dlq_topic, expected=2)
-    reasons = [dict(d.headers)["dlq-reason"] for d in dead]
-    assert reasons == [b"invalid", b"too_large"]
-    assert dead[0].value == small
-    # Tansu takes any size: the copy went whole there.
-    assert dead[1].value == (big if kafka.kind.startswith("tansu") else None)

@@ -23,7 +23,6 @@ INVALID = [
     # type: a string; a missing or non-string type is no forward-compatible type
     pytest.param({"type": DROP}, "type", KEEP, id="type-missing"),
     pytest.param({"type": 5}, "type", KEEP, id="type-number"),
-    pytest.param({"type": ""}, "type", KEEP, id="type-empty"),
     # schema_version: integer, required
     pytest.param({"schema_version": "1"}, "schema_version", KEEP, id="schema_version-string"),
     pytest.param({"schema_version": 0}, "schema_version", MID, id="schema_version-0"),

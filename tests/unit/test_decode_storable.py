@@ -11,7 +11,7 @@ import pytest
 
 from consumer.decode import Limits, decode
 from models.records import Record
-from tests.unit.builders import MAX_BYTES, body, record
+from tests.unit.builders import DROP, MAX_BYTES, body, record
 from tests.unit.decode_checks import MID, assert_invalid, check_invariants, no_parsing  # noqa: F401 (a fixture)
 
 # The example's occurred_at, 2026-11-24T10:15:00Z, as a Kafka timestamp.
@@ -63,7 +63,8 @@ def test_an_unknown_type_with_u0000_is_invalid_not_ignored() -> None:
     d = decode(record(value), MAX_BYTES)
 
     check_invariants(d)
-    assert (d.outcome, d.reason, d.message_id, d.event_type) == ("dead_lettered", "invalid", None, "unknown")
+    # Its message id is readable: recorded with the dead letter, so a copy is a duplicate, a changed one a conflict.
+    assert (d.outcome, d.reason, d.message_id, d.event_type) == ("dead_lettered", "invalid", MID, "unknown")
     assert d.error is not None
     assert d.error.startswith("type: Value error, must not contain control characters (U+0000 at character 16)")
 
@@ -72,7 +73,47 @@ def test_an_unknown_type_with_u0000_is_invalid_not_ignored() -> None:
 def test_an_unknown_type_with_a_control_character_is_invalid(event_type: str) -> None:
     d = decode(record(body({"type": event_type})), MAX_BYTES)
 
-    assert_invalid(d, "type", message_id=None)
+    assert_invalid(d, "type", message_id=MID)
+
+
+@pytest.mark.parametrize("event_type", ["", "X" * 201, "Booking Moved"])
+def test_an_unknown_type_is_any_other_string_and_ignored(event_type: str) -> None:
+    # CONTRACT "Input": "Any other string: recorded as ignored" (the empty one and a long one were invalid).
+    d = decode(record(body({"type": event_type})), MAX_BYTES)
+
+    assert (d.outcome, d.event_type, d.message_id) == ("ignored", event_type, MID)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"schema_version": 2, "message_id": DROP},
+        {"schema_version": 2, "type": {"name": "BookingApproved"}},
+        {"schema_version": 3, "id": "x", "kind": "y", "type": DROP},
+    ],
+    ids=["no-message-id", "type-an-object", "another-envelope"],
+)
+def test_a_newer_schema_version_is_unsupported_whatever_its_envelope(changes: dict[str, object]) -> None:
+    # A newer schema may change the envelope itself: it is not "invalid" by this build's rules (was invalid).
+    d = decode(record(body(changes)), MAX_BYTES)
+
+    check_invariants(d)
+    assert (d.outcome, d.reason) == ("dead_lettered", "unsupported_version")
+    assert d.message_id == (None if changes.get("message_id") is DROP else MID)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"schema_version": 1.0}, {"schema_version": True}, {"schema_version": "1"}, {"type": DROP}, {"type": 5}],
+    ids=["version-float", "version-bool", "version-string", "type-missing", "type-number"],
+)
+def test_a_broken_envelope_keeps_its_readable_message_id_for_the_inbox(changes: dict[str, object]) -> None:
+    # CONTRACT: every dead-lettered message id is recorded; before, these went to the DLQ without an inbox row, a
+    # copy was dead-lettered again and a corrected copy under the same id applied instead of a conflict.
+    d = decode(record(body(changes)), MAX_BYTES)
+
+    assert_invalid(d, "schema_version" if "schema_version" in changes else "type", message_id=MID)
+    assert (d.booking_id, d.event_type) == ("bk_123", "unknown" if "type" in changes else "BookingConfirmed")
 
 
 def test_an_unknown_type_with_a_tab_is_still_ignored() -> None:
