@@ -26,7 +26,14 @@ from consumer.deadletter import (
 )
 from consumer.decide import decide
 from consumer.decode import Limits, decode, message_id_hint, payload_digest
-from consumer.grouping import Repeats, classify_repeats, group_events, share_out, split_repeats
+from consumer.grouping import (
+    Repeats,
+    classify_repeats,
+    group_events,
+    judged_against_inbox,
+    share_out,
+    split_repeats,
+)
 from consumer.isolation import isolate
 from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
 from consumer.results import BatchResult, Prepared, counted, merge, offsets_after
@@ -168,6 +175,8 @@ class BatchProcessor:
         # Every record of a parked booking (its repeats in this batch too) comes again with it: judged then.
         parked = [d for d in batch.decoded if d.booking_id in merged.parked] if merged.parked else []
         held = held_offsets(d.record for d in parked)
+        if merged.recorded and (in_batch.duplicates or in_batch.conflicts):
+            in_batch = judged_against_inbox(in_batch, merged.recorded)
         # A copy that contradicts an earlier one in this batch has no inbox row of its own: sent after the
         # commits, it is found and sent again if a crash comes before the offset commit.
         conflicts = [as_conflict(d) for d in in_batch.conflicts if d.booking_id not in merged.parked]
@@ -279,7 +288,7 @@ class BatchProcessor:
                     refused = await send_dead_letters(self._publisher, dead_letters(dead, self._dlq_topic, now))
         if not self._dry_run:
             log_dead_letters(dead)
-        return replace(counted(fresh, across, dead, decisions), dlq_refused=refused)
+        return replace(counted(fresh, across, dead, decisions), dlq_refused=refused, recorded=known)
 
     async def _seen_before(self, records: Sequence[Record], digests: list[str]) -> set[int]:
         """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them."""

@@ -3,7 +3,7 @@ parts that may be applied in concurrent transactions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -50,6 +50,24 @@ def classify_repeats(earlier: Sequence[Decoded], known_hashes: dict[UUID, str]) 
         else:
             repeats.conflicts.append(d)
     return repeats
+
+
+def judged_against_inbox(repeats: Repeats, recorded: Mapping[UUID, str]) -> Repeats:
+    """A batch's later copies (``repeats``, judged by ``split_repeats`` against the batch's first copy) judged
+    again, for each message id the inbox held already, against the payload SHA-256 recorded for it (``recorded``):
+    that copy is the message, so an exact copy of it is a duplicate even when a changed one came first in the batch
+    (CONTRACT "What each event does"). Each list stays in batch order."""
+
+    def same_as_recorded(d: Decoded, same_as_first: bool) -> bool:
+        reference = recorded.get(d.message_id) if d.message_id is not None else None
+        return same_as_first if reference is None else reference == d.payload_sha256
+
+    marked = [(d, True) for d in repeats.duplicates] + [(d, False) for d in repeats.conflicts]
+    marked.sort(key=lambda pair: (pair[0].record.topic, pair[0].record.partition, pair[0].record.offset))
+    judged = Repeats([], [])
+    for d, same_as_first in marked:
+        (judged.duplicates if same_as_recorded(d, same_as_first) else judged.conflicts).append(d)
+    return judged
 
 
 def group_events(decoded: Iterable[Decoded]) -> dict[str, list[BookingEvent]]:

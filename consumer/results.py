@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from uuid import UUID
 
 from consumer.decide import Decision
 from consumer.grouping import Repeats
@@ -71,6 +72,9 @@ class BatchResult:
     # partition the offset of its first parked record: ``next_offsets`` stops there, and consumption resumes there.
     parked: frozenset[str] = frozenset()
     held: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Message ids of the batch the inbox held already, with the payload SHA-256 recorded for each: the batch's later
+    # copies of them are judged against that, not against the batch's first copy (BatchProcessor.apply).
+    recorded: dict[UUID, str] = field(default_factory=dict)
 
     @property
     def outbox_rows(self) -> int:
@@ -85,10 +89,12 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
     parked: set[str] = set()
     dead: Counter[DlqReason] = Counter()
     refused: Counter[str] = Counter()
+    recorded: dict[UUID, str] = {}
     for r in results:
         dead.update(r.dead_lettered)
         refused.update(r.dlq_refused)
         parked |= r.parked
+        recorded |= r.recorded
         for tp, offset in r.next_offsets.items():
             offsets[tp] = max(offsets.get(tp, 0), offset)
     return BatchResult(
@@ -106,6 +112,7 @@ def merge(results: Sequence[BatchResult]) -> BatchResult:
         database_s=sum(r.database_s for r in results),
         dlq_refused=refused,
         parked=frozenset(parked),
+        recorded=recorded,
     )
 
 

@@ -114,6 +114,32 @@ async def test_conflict_within_one_batch(settings: Settings, database_url: str) 
 
 
 @pytest.mark.partitions(1)
+async def test_a_copy_of_a_processed_message_is_a_duplicate_even_after_a_changed_one_in_its_batch(
+    settings: Settings, database_url: str
+) -> None:
+    # The inbox holds the original. One later batch: a changed copy first, then an exact copy. The exact copy is
+    # a duplicate of what the inbox recorded (before the fix it was judged against the changed copy, the batch's
+    # first, and dead-lettered as a conflict too).
+    original = event("BookingConfirmed", "bk_conflict", 1, title="Algebra II")
+    forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Changed"})})
+    produced = Produced()
+    await publish(settings, [original], produced)
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+    await publish(settings, [forged, original], produced)  # while stopped: both land in one batch
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        duplicates = svc.metrics.registry.get_sample_value("booking_sessions_events_duplicate_total")
+
+    [dead] = await read_dead_letters(settings)
+    assert dict(dead.headers)["dlq-reason"] == b"message_id_conflict"
+    assert dict(dead.headers)["dlq-source-offset"] == b"1"  # the changed copy only
+    assert duplicates == 1
+    [session] = await query(database_url, "SELECT title FROM live_sessions")
+    assert session["title"] == "Algebra II"
+
+
+@pytest.mark.partitions(1)
 async def test_poison_found_only_by_postgresql_is_isolated_and_dead_lettered(
     settings: Settings, database_url: str
 ) -> None:
