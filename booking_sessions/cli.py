@@ -84,13 +84,34 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         with tracing():  # off unless OTEL_* asks for it (README, "Tracing")
-            await _serve_until(settings, stop, shutdown)
+            await _stoppable_while_starting(_serve_until(settings, stop, shutdown), stop, shutdown)
     except KafkaConnectionError as error:
         # aiokafka says only "Unable to bootstrap"; its log line just before says why (TLS, SASL, address).
         raise ConfigurationError(
             f"cannot connect to Kafka at {settings.kafka_bootstrap} over {settings.kafka_security_protocol}: "
             f"{error} (the log line above says why)"
         ) from None
+
+
+async def _stoppable_while_starting(
+    serving: Coroutine[Any, Any, None], stop: asyncio.Event, shutdown: Shutdown
+) -> None:
+    """Run ``serving``; a SIGTERM (``stop``) before the service started (waiting for a database that is away or not
+    migrated yet, say) ends the wait at once, there being nothing to finish, instead of at the shutdown deadline
+    with exit code 1. Once it started, SIGTERM drains as usual (``run_until``)."""
+    task = asyncio.create_task(serving, name="serve")
+    stopped = asyncio.create_task(stop.wait(), name="sigterm")
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and not shutdown.started:
+            log.info("startup_abandoned", reason="a signal while starting: nothing to finish")
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return
+        await task
+    finally:
+        stopped.cancel()
 
 
 class Shutdown:
@@ -100,6 +121,7 @@ class Shutdown:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.unfinished: Callable[[], dict[str, Any]] = dict
+        self.started = False  # the service runs: a signal now drains it (else it ends the start-up at once)
 
     def begin(self, signal_name: str) -> None:
         """The first signal: say what is being finished, and start the deadline's timer."""
@@ -189,6 +211,7 @@ async def _serve_on(settings: Settings, stop: asyncio.Event, shutdown: Shutdown 
         tune_gc()
         if shutdown is not None:
             shutdown.unfinished = service.unfinished
+            shutdown.started = True
         with contextlib.ExitStack() as http:
             if settings.metrics_port != 0:
                 http.enter_context(

@@ -136,7 +136,11 @@ async def check_meeting_key(
         return wait_for_database and isinstance(error, (OSError, SQLAlchemyError)) and is_transient(error)
 
     def retrying(error: BaseException, wait_s: float) -> None:
-        log.warning("meeting_key_check_retry", error=first_line(error, 300), retry_in_s=round(wait_s, 2))
+        fields: dict[str, object] = {"error": first_line(error, 300), "retry_in_s": round(wait_s, 2)}
+        if isinstance(error, DBAPIError) and sqlstate(error) == "42P01":
+            # Waited for (a deploy may run `migrate` as a job beside `run`), but the operator must hear what it is.
+            fields["hint"] = "the database has no schema yet: run `booking-sessions migrate`"
+        log.warning("meeting_key_check_retry", **fields)
 
     try:
         # A back-off, not synchronisation: asyncio.sleep between attempts.

@@ -4,6 +4,7 @@ retries a database that is away; a key that does not fit is still refused at onc
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from structlog.testing import capture_logs
@@ -11,7 +12,8 @@ from structlog.testing import capture_logs
 from booking_sessions.dev.postgres import PostgresCluster
 from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
-from tests.integration.harness import query
+from tests.conftest import _admin_execute
+from tests.integration.harness import query, running_process, sigterm
 from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
@@ -44,3 +46,29 @@ async def test_run_waits_for_an_absent_database_at_start(postgres: PostgresHandl
     # The check went through once the database was back: the key's fingerprint is on record.
     recorded = await query(settings.database_url_value(), "SELECT version FROM meeting_keys")
     assert recorded == [{"version": settings.meeting_key_version}]
+
+
+async def test_run_on_an_unmigrated_database_says_to_migrate_and_a_sigterm_ends_its_wait(
+    postgres: PostgresHandle, settings: Settings
+) -> None:
+    # Waited for (a deploy may run `migrate` beside it), but before the fix its log never said what was missing,
+    # and SIGTERM ended the wait only at the shutdown deadline (30 s), with exit code 1.
+    name = f"t_{uuid.uuid4().hex}"
+    await _admin_execute(postgres, f'CREATE DATABASE "{name}"')
+    try:
+        async with running_process(settings, BOOKING_DATABASE_URL=postgres.url_for(name)) as process:
+            stderr = process.stderr
+            assert stderr is not None
+            said = b""
+
+            async def hinted() -> bool:
+                nonlocal said
+                said += await asyncio.wait_for(stderr.readline(), timeout=30)
+                return b"meeting_key_check_retry" in said and b"run `booking-sessions migrate`" in said
+
+            await eventually(hinted, what="a retry that says to migrate", timeout_s=60, interval_s=0)
+            said += await sigterm(process, timeout_s=10)  # well inside the 30 s shutdown deadline
+            assert process.returncode == 0, said.decode(errors="replace")[-2000:]
+            assert b"startup_abandoned" in said
+    finally:
+        await _admin_execute(postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
