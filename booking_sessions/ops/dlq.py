@@ -29,6 +29,7 @@ from models.records import (
     DLQ_FAILED_AT,
     DLQ_HEADER_PREFIX,
     DLQ_REASON,
+    DLQ_REPLAYED_AT,
     DLQ_REPLAYED_FROM,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
@@ -37,6 +38,7 @@ from models.records import (
 )
 
 DLQ_REASONS: tuple[DlqReason, ...] = get_args(DlqReason)
+_REPLAY_MARKERS = frozenset({DLQ_REPLAYED_AT, DLQ_REPLAYED_FROM})
 STALL_TIMEOUT_S = 30.0  # a partition that stops short of the end offset it reported: say so instead of hanging
 
 
@@ -111,8 +113,17 @@ class DeadLetter:
         return "" if self.key is None else self.key.decode("utf-8", errors="replace")
 
     def original_headers(self) -> Headers:
-        """The headers the record had before it was dead-lettered (every dlq-* header removed)."""
-        return tuple((k, v) for k, v in self.headers if not k.startswith(DLQ_HEADER_PREFIX))
+        """The headers the record had before it was dead-lettered: those before the block this service appended,
+        which begins with its last ``dlq-reason``, less the ``dlq-replayed-*`` markers of an earlier ``dlq replay``
+        just before it. A dlq-* header the record carried itself is its own and stays (CONTRACT "Dead letters":
+        headers unchanged). A record without ``dlq-reason`` was not written by this service: every dlq-* removed."""
+        names = [k for k, _ in self.headers]
+        if DLQ_REASON not in names:
+            return tuple((k, v) for k, v in self.headers if not k.startswith(DLQ_HEADER_PREFIX))
+        kept = list(self.headers[: len(names) - 1 - names[::-1].index(DLQ_REASON)])
+        while kept and kept[-1][0] in _REPLAY_MARKERS:
+            kept.pop()
+        return tuple(kept)
 
     def as_dict(self) -> dict[str, Any]:
         """The row of `dlq list --json`: position, reason, error, source, key, message_id, failed_at (ISO 8601)

@@ -67,7 +67,7 @@ def dlq_replay(
 ) -> None:
     """Publish selected dead letters to the input topic again, once their cause is fixed; each applies once.
 
-    Each goes with its original key, value and headers (the dlq-* ones removed) plus dlq-replayed-at and
+    Each goes with its original key, value and headers (those this service added removed) plus dlq-replayed-at and
     dlq-replayed-from (DLQ topic/partition/offset). The consumer recorded most dead letters in the inbox as
     dead_lettered, which would make the copy a duplicate: those inbox rows (same id and same payload) are deleted
     in the transaction that waits for the broker's acks. A copy applied once is `applied` in the inbox, so a second

@@ -52,13 +52,30 @@ def letter(offset: int, reason: str, body: object, key: bytes | None = b"bk_1", 
 
 def test_dead_letter_reads_its_headers_and_message_id() -> None:
     mid = uuid.uuid4()
-    traced = (("traceparent", b"00-ab"), ("dlq-source-topic", b"booking.events"), ("dlq-source-partition", b"3"))
-    dead = letter(4, "invalid", {"message_id": str(mid)}, headers=traced)
+    ours = (("dlq-reason", b"invalid"), ("dlq-source-topic", b"booking.events"), ("dlq-source-partition", b"3"))
+    value = json.dumps({"message_id": str(mid)}).encode()
+    dead = DeadLetter(
+        0, 4, AT, b"bk_1", value, (("traceparent", b"00-ab"), *ours, ("dlq-failed-at", b"2026-11-24T10:00:00Z"))
+    )
     assert (dead.reason, dead.message_id, dead.position, dead.failed_at) == ("invalid", mid, "0:4", AT)
     assert dead.source == "booking.events/3/?"
     assert dead.original_headers() == (("traceparent", b"00-ab"),)
     assert letter(5, "invalid", b"\xff not json").message_id is None
     assert letter(6, "invalid", ["a list"]).message_id is None
+
+
+def test_original_headers_keep_the_records_own_dlq_headers_and_drop_what_this_service_added() -> None:
+    # The record came with a dlq-reason of its own (another system's, or forged), and was replayed once before:
+    # its copy holds its headers, the markers of that replay, then this service's block.
+    own = (("traceparent", b"00-ab"), ("dlq-reason", b"theirs"), ("dlq-note", None))
+    markers = (("dlq-replayed-at", b"2026-11-24T09:00:00Z"), ("dlq-replayed-from", b"booking.events.dlq/0/1"))
+    ours = (("dlq-reason", b"invalid"), ("dlq-error", b"x"), ("dlq-failed-at", b"2026-11-24T10:00:00Z"))
+    dead = DeadLetter(0, 9, AT, b"bk_1", b"{}", own + markers + ours)
+
+    assert dead.original_headers() == own  # before: every dlq-* header removed, the record's own ones too
+    assert dead.reason == "invalid"  # the last dlq-reason is this service's
+    not_ours = DeadLetter(0, 9, AT, b"bk_1", b"{}", (("a", b"1"), ("dlq-x", b"2")))
+    assert not_ours.original_headers() == (("a", b"1"),)
 
 
 def test_filter() -> None:
