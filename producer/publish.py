@@ -209,13 +209,10 @@ class Publisher:
         value for lack of a key, or bare (CONTRACT "Dead letters": key and value unchanged, the partition moves on).
         Its partition is chosen as ``send`` would for a record without a key."""
         every = sorted(await producer.partitions_for(r.topic))
-        batch = producer.create_batch()
-        batch.append(key=None, value=None, timestamp=None, headers=list(r.headers))
-        batch.close()
-        ack: asyncio.Future[RecordMetadata] = await producer.send_batch(
-            batch, r.topic, partition=self._partitioner(None, every, every)
-        )
-        return ack
+        batches = PartitionBatches(producer)
+        await batches.add(r.topic, self._partitioner(None, every, every), None, None, r.headers)
+        [sent] = await batches.flush()
+        return sent.ack
 
     async def send_batched(self, records: Sequence[OutgoingRecord]) -> None:
         """``send_all`` for many small records, in ``PartitionBatches`` (about 10 µs of Python less per record

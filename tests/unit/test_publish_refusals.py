@@ -32,11 +32,15 @@ class OneRecordBatch:
 
     def append(
         self, *, key: bytes | None, value: bytes | None, timestamp: int | None, headers: list[tuple[str, bytes | None]]
-    ) -> None:
+    ) -> object:
         self.record = (key, value, headers)
+        return object()  # aiokafka's: metadata of the appended record, None when the batch is full
 
     def close(self) -> None:
         self.closed = True
+
+    def record_count(self) -> int:
+        return 1
 
 
 class FakeProducer:
