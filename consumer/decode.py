@@ -86,8 +86,7 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
         return _classify_invalid(record, digest, full_error)
     message_id, event_type, booking_id = event.message_id, event.type, event.booking_id
     if event.schema_version > SCHEMA_VERSION:
-        error = f"schema_version {event.schema_version} is newer than {SCHEMA_VERSION}"
-        return _dead(record, digest, "unsupported_version", error, message_id, event_type, booking_id)
+        return _newer(record, digest, event.schema_version, message_id, event_type, booking_id)
     # The two checks below run inline for every record; their helpers only word a refusal.
     timestamp_ms, skew_s = record.timestamp_ms, limits.clock_skew_s
     own = timestamp_ms is not None and timestamp_ms >= 0
@@ -156,9 +155,7 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
     booking_id = envelope.booking_id if is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
-        reason: DlqReason = "unsupported_version"
-        error = f"schema_version {envelope.schema_version} is newer than {SCHEMA_VERSION}"
-        return _dead(record, digest, reason, error, envelope.message_id, envelope.type, booking_id)
+        return _newer(record, digest, envelope.schema_version, envelope.message_id, envelope.type, booking_id)
     if envelope.type not in get_args(BookingType) and envelope.schema_version >= 1:
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
@@ -185,9 +182,16 @@ def _loosely(record: Record, digest: str, error: str) -> Decoded:
     booking_id = loose.booking_id if is_booking_id(loose.booking_id) else None
     version = loose.schema_version
     if type(version) is int and version > SCHEMA_VERSION:
-        newer = f"schema_version {version} is newer than {SCHEMA_VERSION}"
-        return _dead(record, digest, "unsupported_version", newer, message_id, event_type, booking_id)
+        return _newer(record, digest, version, message_id, event_type, booking_id)
     return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
+
+
+def _newer(
+    record: Record, digest: str, version: int, message_id: UUID | None, event_type: str, booking_id: str | None
+) -> Decoded:
+    """A record of a schema_version newer than this build's: ``unsupported_version`` (CONTRACT "Input")."""
+    error = f"schema_version {version} is newer than {SCHEMA_VERSION}"
+    return _dead(record, digest, "unsupported_version", error, message_id, event_type, booking_id)
 
 
 def _readable(adapter: TypeAdapter[_T], value: object) -> _T | None:
