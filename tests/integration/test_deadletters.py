@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from booking_sessions.settings import Settings
+from models.events import BookingEvent
 from models.records import OutgoingRecord
 from producer.bookings import as_record
 from tests.integration.bookings import event
@@ -74,10 +75,15 @@ async def test_dead_letter_keeps_the_record_and_spares_its_neighbours(
     assert outcomes == expected
 
 
+def original_and_forged() -> tuple[BookingEvent, BookingEvent]:
+    """A confirmation and a copy under its message id with another title: a message_id_conflict."""
+    original = event("BookingConfirmed", "bk_conflict", 1, title="Algebra II")
+    return original, original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Changed"})})
+
+
 @pytest.mark.partitions(1)
 async def test_same_message_id_with_another_payload_is_a_conflict(settings: Settings, database_url: str) -> None:
-    original = event("BookingConfirmed", "bk_conflict", 1, title="Algebra II")
-    forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Changed"})})
+    original, forged = original_and_forged()
     produced = Produced()
     await publish(settings, [original], produced)
     async with service(settings) as svc:
@@ -99,8 +105,7 @@ async def test_same_message_id_with_another_payload_is_a_conflict(settings: Sett
 
 @pytest.mark.partitions(1)
 async def test_conflict_within_one_batch(settings: Settings, database_url: str) -> None:
-    original = event("BookingConfirmed", "bk_conflict", 1, title="Algebra II")
-    forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Changed"})})
+    original, forged = original_and_forged()
     produced = Produced()
     await publish(settings, [original, forged, original], produced)
     async with service(settings) as svc:
@@ -120,8 +125,7 @@ async def test_a_copy_of_a_processed_message_is_a_duplicate_even_after_a_changed
     # The inbox holds the original. One later batch: a changed copy first, then an exact copy. The exact copy is
     # a duplicate of what the inbox recorded (before the fix it was judged against the changed copy, the batch's
     # first, and dead-lettered as a conflict too).
-    original = event("BookingConfirmed", "bk_conflict", 1, title="Algebra II")
-    forged = original.model_copy(update={"booking": original.booking.model_copy(update={"title": "Changed"})})
+    original, forged = original_and_forged()
     produced = Produced()
     await publish(settings, [original], produced)
     async with service(settings) as svc:
