@@ -216,6 +216,7 @@ def test_without_a_record_timestamp_occurred_at_is_bounded_by_when_it_was_receiv
 # --- bounds on the key and the headers (issue 16): too_large, never parsed -----------------------------------------
 
 LIMITS = Limits(value_bytes=MAX_BYTES, key_bytes=16, header_count=3, header_bytes=40)
+REPLAYED = (("dlq-replayed-at", b"2026-11-24T10:00:00Z"), ("dlq-replayed-from", b"booking.events.dlq/0/9"))
 
 
 @pytest.mark.parametrize(
@@ -223,6 +224,8 @@ LIMITS = Limits(value_bytes=MAX_BYTES, key_bytes=16, header_count=3, header_byte
     [
         pytest.param(b"k" * 17, (), "key is 17 bytes, limit is 16", id="key"),
         pytest.param(b"bk_123", (("h", None),) * 4, "4 headers, limit is 3", id="header-count"),
+        pytest.param(b"bk_123", (("h", None),) * 4 + REPLAYED, "4 headers, limit is 3", id="header-count-replayed"),
+        pytest.param(b"bk_123", (("h", None),) * 2 + REPLAYED[::-1], "4 headers, limit is 3", id="markers-not-last"),
         pytest.param(b"bk_123", (("n" * 10, b"v" * 31),), "headers are 41 bytes, limit is 40", id="header-bytes"),
         pytest.param(b"bk_123", (("\u20ac" * 7, b"v" * 20),), "headers are 41 bytes, limit is 40", id="utf8-name"),
     ],
@@ -243,6 +246,10 @@ def test_a_key_or_headers_over_their_bounds_are_too_large_and_not_parsed(key: by
         pytest.param(b"bk_123", (("h", None),) * 3, id="header-count"),
         pytest.param(b"bk_123", (("n" * 10, b"v" * 30),), id="header-bytes"),
         pytest.param(None, (), id="no-key"),
+        # At the bounds, then replayed from the DLQ: the two markers `dlq replay` appends do not count (before, such a
+        # record came back too_large).
+        pytest.param(b"bk_123", (("h", None),) * 3 + REPLAYED, id="header-count-replayed"),
+        pytest.param(b"bk_123", (("n" * 10, b"v" * 30), *REPLAYED), id="header-bytes-replayed"),
     ],
 )
 def test_a_key_and_headers_at_their_bounds_are_fine(key: bytes | None, headers: Any) -> None:
