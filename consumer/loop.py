@@ -242,10 +242,8 @@ class ConsumerLoop:
         committed_at = time.perf_counter()
         result = replace(result, total_s=committed_at - started)
         if self._observer is not None:
-            self._observer.batch_committed(
-                result, commit_s=committed_at - commit_started, total_s=committed_at - started
-            )
-        log.info("batch_committed", **committed_fields(result, committed_at - commit_started, committed_at - started))
+            self._observer.batch_committed(result, commit_s=committed_at - commit_started)
+        log.info("batch_committed", **committed_fields(result, committed_at - commit_started))
         if self.in_hand is hand:  # not yet the next batch's
             self.in_hand = {}
         if self._after_commit is not None:

@@ -142,7 +142,7 @@ def counted(
     )
 
 
-def committed_fields(result: BatchResult, commit_s: float, total_s: float) -> dict[str, object]:
+def committed_fields(result: BatchResult, commit_s: float) -> dict[str, object]:
     """The fields of the ``batch_committed`` log line: the batch's counts, the offsets it committed, and its times
     in milliseconds (decoding, its transactions, the offset commit of ``commit_s`` seconds, ``total_s`` in all)."""
     return {
@@ -158,16 +158,16 @@ def committed_fields(result: BatchResult, commit_s: float, total_s: float) -> di
         "decode_ms": round(result.decode_s * 1000, 1),
         "database_ms": round(result.database_s * 1000, 1),
         "commit_ms": round(commit_s * 1000, 1),
-        "total_ms": round(total_s * 1000, 1),
+        "total_ms": round(result.total_s * 1000, 1),
     }
 
 
 class LoopObserver(HoldObserver, Protocol):
     """What the loop reports for metrics (booking_sessions.observe.metrics.Metrics implements it)."""
 
-    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
-        """A batch's offsets were committed ``commit_s`` seconds after the commit began, ``total_s`` after the
-        batch was taken in hand."""
+    def batch_committed(self, result: BatchResult, *, commit_s: float) -> None:
+        """A batch's offsets were committed ``commit_s`` seconds after the commit began, ``result.total_s`` after
+        the batch was taken in hand."""
 
     def batch_retried(self, error: BaseException) -> None:
         """The batch met a transient fault and will be retried."""

@@ -166,9 +166,10 @@ class Metrics:
 
     # --- consumer loop (consumer.results.LoopObserver) -----------------------------------------------------------
 
-    def batch_committed(self, result: BatchResult, *, commit_s: float, total_s: float) -> None:
+    def batch_committed(self, result: BatchResult, *, commit_s: float) -> None:
         """A batch's offsets were committed: count its records by outcome, its dead letters by reason, its outbox
-        rows by type, and time its stages (seconds: ``commit_s`` the offset commit, ``total_s`` the whole batch)."""
+        rows by type, and time its stages (seconds: ``commit_s`` the offset commit, ``result.total_s`` the whole
+        batch)."""
         self.consumer_progress_at, self.consumer_error = time.monotonic(), None
         self.consumed.inc(result.records)
         self.applied.inc(result.applied)
@@ -188,7 +189,7 @@ class Metrics:
             ("decode", result.decode_s),
             ("database", result.database_s),
             ("commit", commit_s),
-            ("total", total_s),
+            ("total", result.total_s),
         ):
             self.batch_duration.labels(stage).observe(seconds)
 
