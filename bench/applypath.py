@@ -31,7 +31,7 @@ from booking_sessions.migrate import upgrade_head
 from booking_sessions.runtime import tune_gc
 from booking_sessions.service import create_engine, input_limits, meeting_links
 from booking_sessions.settings import Settings
-from consumer.batch import MIN_PART_RECORDS, BatchProcessor
+from consumer.batch import BatchProcessor, transactions_for
 from models.records import OutgoingRecord, Refusal
 
 TABLES = ("inbox_messages", "outbox_messages", "session_participants", "session_reservations", "live_sessions")
@@ -109,7 +109,7 @@ async def measure(settings: Settings, engine: AsyncEngine, processes: ServerProc
         await processor.process(batch)
     wall_s, cpu_s = time.perf_counter() - wall_before, time.process_time() - cpu_before
     postgres_s = processes.cpu_times(()).get("postgres", 0.0) - postgres_before
-    parts = max(1, min(settings.parallel_transactions, size // MIN_PART_RECORDS))  # as BatchProcessor.apply shares
+    parts = transactions_for(size, settings.parallel_transactions)
     return Cost(size, parts, cpu_s * 1e6 / count, postgres_s * 1e6 / count, wall_s * 1e6 / count)
 
 

@@ -51,6 +51,12 @@ MIN_PART_RECORDS = 200
 DECODE_SLICE = 100
 
 
+def transactions_for(records: int, parallel_transactions: int) -> int:
+    """How many transactions ``BatchProcessor.apply`` shares a batch of ``records`` first copies out to: at most
+    ``parallel_transactions``, at least MIN_PART_RECORDS records each, and one at least."""
+    return max(1, min(parallel_transactions, records // MIN_PART_RECORDS))
+
+
 class BatchProcessor:
     """The one way batches are applied (``run`` and ``replay``): ``prepare`` decodes a batch of records, ``apply``
     applies it in transactions and returns what it did, with the offsets to commit (CONTRACT "What each event does":
@@ -159,7 +165,7 @@ class BatchProcessor:
         started = time.perf_counter()
         now = self._clock()
         firsts, in_batch = split_repeats(batch.decoded)
-        parts = share_out(firsts, min(self._parallel_transactions, len(firsts) // MIN_PART_RECORDS))
+        parts = share_out(firsts, transactions_for(len(firsts), self._parallel_transactions))
         todo = [i for i in range(len(parts)) if i not in batch.committed]
         outcomes = await asyncio.gather(*(self._settle(parts[i], now) for i in todo), return_exceptions=True)
         failures: list[BaseException] = []
