@@ -2,7 +2,7 @@
 
 Read from /proc (Linux); elsewhere, or for servers on another machine, that part is not reported. Only the bench's
 own servers count: PostgreSQL is the postmaster listening on the bench's port and its children, the broker the
-process whose command line names the bootstrap port (Tansu does; a broker configured in a file is not found).
+process that holds the socket listening on the bootstrap port (Tansu, or Apache Kafka's ``java``).
 """
 
 from __future__ import annotations
@@ -65,14 +65,11 @@ class Servers:
 
     @classmethod
     def find(cls, database_port: int | None, broker_port: int | None) -> Servers:
-        postmaster = broker = None
+        postmaster = None
         for p in _processes():
-            args = _cmdline(p.pid)
-            if p.comm == "postgres" and database_port is not None and _port_arg(args) == database_port:
+            if p.comm == "postgres" and database_port is not None and _port_arg(_cmdline(p.pid)) == database_port:
                 postmaster = p.pid
-            elif broker_port is not None and any(a.endswith(f":{broker_port}") for a in args[1:]):
-                broker = p.pid
-        return cls(postmaster, broker)
+        return cls(postmaster, _listening(broker_port) if broker_port is not None else None)
 
     def cpu_times(self, service_pids: Collection[int]) -> CpuTimes:
         """CPU seconds used so far by each role's live processes."""
@@ -87,6 +84,33 @@ class Servers:
             elif p.pid == self.broker:
                 times["broker"] += p.cpu_s
         return dict(times)
+
+
+def _listening(port: int) -> int | None:
+    """The pid of the local process holding a TCP socket that listens on ``port`` (any address), if there is one
+    this user may see: the socket's inode from /proc/net/tcp{,6}, then the process with that inode among its fds."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (_PROC / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXADDR:HEXPORT; state 0A is LISTEN; the inode is the tenth field.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return None
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                return int(entry.name)
+        except OSError:
+            continue  # another user's process, or exited meanwhile
+    return None
 
 
 def _port_arg(args: list[str]) -> int | None:
