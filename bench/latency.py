@@ -20,6 +20,14 @@ def _committing_batch(
 ) -> Iterator[tuple[float, Committed]]:
     """For every sent record (``sent_at``: partition -> offset -> send time), its send time and the first batch whose
     offset commit went past it."""
+    for _, _, sent, batch in _committing_batch_at(topic, sent_at, batches):
+        yield sent, batch
+
+
+def _committing_batch_at(
+    topic: str, sent_at: Mapping[int, Mapping[int, float]], batches: Iterable[Committed]
+) -> Iterator[tuple[int, int, float, Committed]]:
+    """``_committing_batch``, each with the record's partition and offset first."""
     pending = {p: sorted(offsets) for p, offsets in sent_at.items()}
     cursor = dict.fromkeys(pending, 0)
     for batch in sorted(batches, key=lambda b: b.at):
@@ -28,7 +36,7 @@ def _committing_batch(
                 continue
             offsets, i = pending[p], cursor[p]
             while i < len(offsets) and offsets[i] < next_offset:
-                yield sent_at[p][offsets[i]], batch
+                yield p, offsets[i], sent_at[p][offsets[i]], batch
                 i += 1
             cursor[p] = i
 
@@ -49,6 +57,38 @@ def latency_split(topic: str, sent_at: Mapping[int, Mapping[int, float]], batche
         return ""
     parts = (("to its batch's start", waited), ("its batch's transactions", applied), ("then to the commit", after))
     return "a record's p50/p99: " + ", ".join(
+        f"{name} {percentile(values, 50) * 1000:.0f}/{percentile(values, 99) * 1000:.0f} ms" for name, values in parts
+    )
+
+
+def created_split(
+    topic: str,
+    creating: Mapping[str, tuple[int, int]],
+    sent_at: Mapping[int, Mapping[int, float]],
+    seen_at: Mapping[str, float],
+    batches: Iterable[Committed],
+) -> str:
+    """Where (h2)'s produce -> SessionCreated readable went, per session, p50 and p99 of each part in ms: from the
+    send time of the record that created it to the end of its batch's transactions (as (f) splits it: waiting,
+    then the transactions), then to the SessionCreated being read (the relay's wake-up and step: shard locks,
+    select, produce and acknowledgement; the watcher's fetch). ``creating``: booking id -> (partition, offset) of
+    that record; ``sent_at`` as for ``commit_latencies_s``; ``seen_at``: booking id -> when its SessionCreated was
+    read. Sessions not read are left out. "" when a batch does not say when its apply began."""
+    where = {placed: booking for booking, placed in creating.items() if booking in seen_at}
+    subset: dict[int, dict[int, float]] = {}
+    for partition, offset in where:
+        subset.setdefault(partition, {})[offset] = sent_at[partition][offset]
+    applied, relayed = [], []
+    for partition, offset, sent, batch in _committing_batch_at(topic, subset, batches):
+        if batch.total_s <= 0:
+            return ""
+        transactions_end = batch.at - batch.total_s + batch.database_s
+        applied.append(transactions_end - sent)
+        relayed.append(seen_at[where[(partition, offset)]] - transactions_end)
+    if not applied:
+        return ""
+    parts = (("to its batch's transactions' end", applied), ("then to readable (the relay, the watcher)", relayed))
+    return "a session's p50/p99: " + ", ".join(
         f"{name} {percentile(values, 50) * 1000:.0f}/{percentile(values, 99) * 1000:.0f} ms" for name, values in parts
     )
 

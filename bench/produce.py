@@ -75,6 +75,7 @@ class Paced:
     ends: Ends = field(default_factory=dict)
     seconds: float = 0.0
     started: float = 0.0  # monotonic: record i was due at started + i / rate
+    placed: dict[int, tuple[int, int]] = field(default_factory=dict)  # record i -> (partition, offset)
 
     @property
     def records(self) -> int:
@@ -123,6 +124,7 @@ async def produce_paced(
             offsets = paced.sent_at.setdefault(batch.partition, {})
             for n, i in enumerate(indexes):
                 offsets[metadata.offset + n] = started + i / rate_per_s
+                paced.placed[i] = (batch.partition, metadata.offset + n)
             add_end(paced.ends, batch.partition, metadata.offset + len(indexes))
     finally:
         await producer.stop()

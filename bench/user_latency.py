@@ -15,6 +15,7 @@ from bench.latency import (
     batch_trend,
     commit_latencies_s,
     created_latencies_s,
+    created_split,
     first_sent_at,
     latency_split,
     median,
@@ -53,6 +54,10 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
         Check("(f) every record committed", len(latencies_ms) == len(records), f"{len(latencies_ms):,}")
     )
     sent = first_sent_at((r.key.decode() for r in records), paced.started, rate_per_s)
+    creating: dict[str, tuple[int, int]] = {}
+    for i, r in enumerate(records):  # each booking's first record created its session (first_sent_at)
+        if i in paced.placed:
+            creating.setdefault(r.key.decode(), paced.placed[i])
     e2e_ms = [s * 1000 for s in created_latencies_s(sent, watch.seen_at)]
     h.results.checks.append(
         Check("(h2) every SessionCreated read", complete, f"{len(watch.seen_at):,} read, {created:,} in the outbox")
@@ -70,9 +75,10 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
         trend=batch_trend(fleet.batches),
         split=latency_split(topic, paced.sent_at, fleet.batches),
     )
+    split = created_split(topic, creating, paced.sent_at, watch.seen_at, fleet.batches)
     note = (
         f"a record's send time is when it was due; the upstream producer lingers 5 ms, the watcher's fetch waits "
-        f"up to {BUSY_FETCH_WAIT_MS} ms; {len(fleet.batches)} batches"
+        f"up to {BUSY_FETCH_WAIT_MS} ms; {len(fleet.batches)} batches" + (f"; {split}" if split else "")
     )
     return latency, _end_to_end(offered, e2e_ms, note)
 

@@ -10,7 +10,14 @@ from aiokafka import ConsumerRecord
 
 from bench.databases import Rows
 from bench.e2e import creating_records
-from bench.latency import batch_trend, commit_latencies_s, created_latencies_s, first_sent_at, latency_split
+from bench.latency import (
+    batch_trend,
+    commit_latencies_s,
+    created_latencies_s,
+    created_split,
+    first_sent_at,
+    latency_split,
+)
 from bench.peer_checks import announced, topic_rows
 from bench.service_path import Committed
 from bench.workload import generate
@@ -70,6 +77,24 @@ def test_latency_split_says_nothing_without_the_batches_apply_times() -> None:
     older = Committed(0, 0.16, {("t", 0): 1}, 1, 0, 0, 0, 0, 0.0, 0.04)  # total_s 0: a service that does not say
     assert latency_split("t", {0: {0: 0.0}}, [older]) == ""
     assert latency_split("t", {0: {0: 0.0}}, []) == ""
+
+
+def test_created_split_says_how_long_each_session_took_to_its_transactions_end_and_then_to_be_read() -> None:
+    # As above: bk_a created by offset 0 (sent at 0.00 s), bk_b by offset 2 (0.12 s); offset 1 created nothing.
+    # The first batch's transactions ended at 0.16 - 0.06 + 0.04 = 0.14 s, the second's at 0.30 - 0.10 + 0.06 =
+    # 0.26 s; bk_a's SessionCreated was read at 0.19 s, bk_b's at 0.33 s, bk_c's never (left out).
+    sent = {0: {0: 0.00, 1: 0.05, 2: 0.12}}
+    first = Committed(0, 0.16, {("t", 0): 2}, 2, 0, 0, 0, 0, 0.0, 0.04, 0.06)
+    second = Committed(0, 0.30, {("t", 0): 3}, 1, 0, 0, 0, 0, 0.0, 0.06, 0.10)
+    creating = {"bk_a": (0, 0), "bk_b": (0, 2), "bk_c": (0, 1)}
+    seen = {"bk_a": 0.19, "bk_b": 0.33}
+    assert created_split("t", creating, sent, seen, [second, first]) == (
+        "a session's p50/p99: to its batch's transactions' end 140/140 ms, then to readable (the relay, the "
+        "watcher) 50/70 ms"
+    )
+    older = Committed(0, 0.16, {("t", 0): 3}, 3, 0, 0, 0, 0, 0.0, 0.04)  # total_s 0: a service that does not say
+    assert created_split("t", creating, sent, seen, [older]) == ""
+    assert created_split("t", creating, sent, {}, [second, first]) == ""
 
 
 def test_created_latencies_match_by_booking_and_skip_the_unseen() -> None:
