@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,23 +48,32 @@ class Sampler:
         self._timeout_s = timeout_s
 
     async def sample_once(self) -> None:
-        """Lag, then the outbox, each within ``timeout_s``; either failing does not keep the other from its turn.
+        """Lag and the outbox at once, each within ``timeout_s``; either failing does not keep the other from its turn.
 
         A failure is kept for the health check (``describe``: the broker's as ``kafka_error``, the database's as
         ``database_error``); the first one is raised after both had their turn."""
-        failures: list[BaseException] = []
-        for sample in (self.sample_lag, self.sample_outbox):
-            try:
-                async with asyncio.timeout(self._timeout_s):
-                    await sample()
-            except Exception as error:
-                failures.append(error)
-                if sample == self.sample_outbox:
-                    self._metrics.database_error = describe(error)
-                else:
-                    self._metrics.kafka_error = describe(error)
+        outcomes = await asyncio.gather(self._sample_lag_bounded(), self._sample_outbox_bounded())
+        failures = [error for error in outcomes if error is not None]
         if failures:
             raise failures[0]
+
+    async def _sample_lag_bounded(self) -> Exception | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.sample_lag()
+        except Exception as error:
+            self._metrics.kafka_error = describe(error)
+            return error
+        return None
+
+    async def _sample_outbox_bounded(self) -> Exception | None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self.sample_outbox()
+        except Exception as error:
+            self._metrics.database_error = describe(error)
+            return error
+        return None
 
     async def sample_lag(self) -> None:
         """Lag per assigned partition (end offset minus committed offset; from the beginning where the group never
@@ -91,12 +101,19 @@ class Sampler:
         self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """``sample_once`` every ``interval_s`` until ``stop``; a failed sample is logged, never raised."""
+        """The lag and the outbox, each every ``interval_s`` in a loop of its own, until ``stop``: a silent broker,
+        whose lag sample may wait ``timeout_s``, does not leave the database's answer stale meanwhile (/readyz would
+        blame the database for the broker), nor a silent database the broker's. A failed sample is logged, never
+        raised; the gauges keep their last values."""
+        await asyncio.gather(
+            self._every(self._sample_lag_bounded, stop), self._every(self._sample_outbox_bounded, stop)
+        )
+
+    async def _every(self, sample: Callable[[], Awaitable[Exception | None]], stop: asyncio.Event) -> None:
         while not stop.is_set():
-            try:
-                await self.sample_once()
-            except Exception as error:
-                # The loop and relay retry and log the outage itself; the gauges keep their last values.
+            error = await sample()
+            if error is not None:
+                # The loop and relay retry and log the outage itself.
                 log.warning("metrics_sample_failed", cause=retry_cause(error), error=first_line(error, 300))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

@@ -1,0 +1,106 @@
+"""The sampler (booking_sessions/observe/sampler.py) asks the broker and the database in loops of their own: a broker
+that does not answer the lag sample (it may wait ``timeout_s``) leaves the database's answer fresh, so /readyz blames
+the broker, not the database, and the other way round."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from aiokafka import TopicPartition
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from booking_sessions.observe.metrics import Metrics
+from booking_sessions.observe.sampler import Sampler
+from tests.waiting import eventually
+
+
+class SilentBroker:
+    """A consumer whose broker never answers: every offset request waits for ever."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("booking.events", 0)}
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.asked += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class SilentDatabase:
+    """An engine whose database never answers."""
+
+    def connect(self) -> contextlib.AbstractAsyncContextManager[None]:
+        @contextlib.asynccontextmanager
+        async def never() -> AsyncIterator[None]:
+            await asyncio.Event().wait()
+            yield
+
+        return never()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    yield engine
+    await engine.dispose()
+
+
+async def test_a_silent_broker_leaves_the_database_sampled(engine: AsyncEngine) -> None:
+    metrics = Metrics()
+    broker = SilentBroker()
+    sampler = Sampler(broker, engine, metrics, interval_s=0.05, timeout_s=60)
+    stop = asyncio.Event()
+    running = asyncio.create_task(sampler.run(stop))
+    try:
+        answers: list[float] = []
+
+        async def database_sampled_again_and_again() -> bool:
+            if metrics.database_ok_at is not None and metrics.database_ok_at not in answers:
+                answers.append(metrics.database_ok_at)
+            return len(answers) >= 5
+
+        await eventually(database_sampled_again_and_again, what="five outbox samples", timeout_s=10, interval_s=0.02)
+        assert broker.asked == 1, "the lag sample is still waiting for its one answer"
+        assert metrics.kafka_ok_at is None and metrics.database_error is None
+    finally:
+        stop.set()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_a_silent_database_leaves_the_broker_sampled() -> None:
+    metrics = Metrics()
+
+    class AnsweringBroker(SilentBroker):
+        async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+            self.asked += 1
+            return dict.fromkeys(partitions, 7)
+
+        async def committed(self, tp: TopicPartition) -> int:
+            return 5
+
+    broker = AnsweringBroker()
+    sampler = Sampler(broker, SilentDatabase(), metrics, interval_s=0.05, timeout_s=60)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    running = asyncio.create_task(sampler.run(stop))
+    try:
+
+        async def broker_sampled_again_and_again() -> bool:
+            return broker.asked >= 5
+
+        await eventually(broker_sampled_again_and_again, what="five lag samples", timeout_s=10, interval_s=0.02)
+        assert metrics.lag_total == 2
+        assert metrics.database_ok_at is None
+    finally:
+        stop.set()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
