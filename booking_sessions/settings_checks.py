@@ -106,10 +106,13 @@ def meeting_base_url(value: str) -> str:
 
 def retention(value: object) -> object:
     """``30d``, ``12h``, ``2w`` (the operators' duration syntax, at most a century) or ``off``; a timedelta as it
-    is."""
+    is. ``0`` and ``none`` are refused: one reads as "keep nothing" as well as "keep everything"."""
     if isinstance(value, str):
-        if value.strip().lower() in ("off", "none", "0"):
+        word = value.strip().lower()
+        if word == "off":
             return None
+        if word in ("0", "none"):
+            raise ValueError(f"{value!r} is ambiguous: write off to keep rows for ever, or a duration such as 30d")
         try:
             return parse_duration(value)
         except ArgumentError as error:
