@@ -70,6 +70,10 @@ class Service:
         }
 
 
+# How often the consumer reads the topics' metadata even when nothing asks for it: partitions added to the input
+# topic are assigned (the group rebalances) within this, not within aiokafka's 5 minutes. One small request.
+METADATA_MAX_AGE_MS = 30_000
+
 # Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
 FETCH_LIMITS: dict[str, int] = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
 
@@ -206,6 +210,7 @@ async def open_service(
             # A broker holds a fetch until this long when data is scarce: it bounds the latency of a quiet stream
             # (aiokafka's 500 ms alone would spend the p99 budget); under load fetches fill up long before.
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             **FETCH_LIMITS,
             **client_options,
         )
@@ -246,6 +251,7 @@ async def open_service(
             metrics,
             interval_s=settings.metrics_refresh_s,
             timeout_s=settings.kafka_request_timeout_s + DRIVER_MARGIN_S,
+            input_topic=settings.input_topic,
         )
         retention = Retention(
             engine,

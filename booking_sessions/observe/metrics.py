@@ -92,6 +92,11 @@ class Metrics:
             registry=r,
         )
         self.assigned = Gauge(f"{NAMESPACE}_assigned_partitions", "Input partitions owned by this instance", registry=r)
+        self.input_partitions = Gauge(
+            f"{NAMESPACE}_input_partitions",
+            "Partitions of the input topic, as this instance's consumer last read its metadata",
+            registry=r,
+        )
         self.outbox_rows = Gauge(f"{NAMESPACE}_outbox_unpublished_rows", "Outbox rows not yet published", registry=r)
         self.outbox_age = Gauge(
             f"{NAMESPACE}_outbox_oldest_unpublished_age_seconds",
@@ -243,6 +248,11 @@ class Metrics:
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)
         self.assigned.set(len(lags))
+
+    def set_input_partitions(self, partitions: int) -> None:
+        """How many partitions the input topic has now (the consumer's metadata, refreshed at least every
+        ``METADATA_MAX_AGE_MS``): the alert on unowned partitions compares the owned ones with it."""
+        self.input_partitions.set(partitions)
 
     def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
         """The sampled outbox backlog: unpublished ``rows`` and the oldest one's age in seconds (None: none waits),

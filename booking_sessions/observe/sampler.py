@@ -38,8 +38,10 @@ class Sampler:
         *,
         interval_s: float,
         timeout_s: float = 30.0,
+        input_topic: str | None = None,
     ) -> None:
         self._consumer = consumer
+        self._input_topic = input_topic  # its partition count is sampled too (Metrics.set_input_partitions)
         self._engine = engine
         self._metrics = metrics
         self._interval_s = interval_s
@@ -77,7 +79,10 @@ class Sampler:
 
     async def sample_lag(self) -> None:
         """Lag per assigned partition (end offset minus committed offset; from the beginning where the group never
-        committed, CONTRACT "Topics") into ``Metrics.set_lag``. Raises what the broker raises."""
+        committed, CONTRACT "Topics") into ``Metrics.set_lag``, and the input topic's partition count as the
+        consumer knows it into ``Metrics.set_input_partitions``. Raises what the broker raises."""
+        if self._input_topic is not None and (partitions := self._consumer.partitions_for_topic(self._input_topic)):
+            self._metrics.set_input_partitions(len(partitions))
         assigned = sorted(self._consumer.assignment())
         if not assigned:
             self._metrics.set_lag({})
