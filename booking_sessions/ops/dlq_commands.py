@@ -85,8 +85,17 @@ def dlq_replay(
     if wanted.empty and not everything:
         term.fail("choose dead letters: --offset, --reason, --since/--until, or --all for all")
     settings = term.load_settings(kafka=True, database=True)
+    # Ctrl-C: the chunks already committed are done; the one in hand rolled back, though its copies may have gone
+    # (dropped by the service as repeats of their dead_lettered inbox rows): a second run sends those again.
+    after = (
+        ""
+        if dry_run
+        else "; chunks already acknowledged are done, the chunk in hand was rolled back (copies of it "
+        "that reached the topic are dropped as duplicates): run the same command again to replay the rest"
+    )
     steps, done = term.run(
-        term.with_progress(lambda progress: replay_dead_letters(settings, wanted, dry_run=dry_run, progress=progress))
+        term.with_progress(lambda progress: replay_dead_letters(settings, wanted, dry_run=dry_run, progress=progress)),
+        on_interrupt=after,
     )
     term.print_all(dlq_replay_report(steps, done, settings.input_topic))
 
