@@ -49,17 +49,9 @@ class Sampler:
         # their own: bounded here, so that one silent broker cannot freeze the gauges the health check reads.
         self._timeout_s = timeout_s
 
-    async def sample_once(self) -> None:
-        """Lag and the outbox at once, each within ``timeout_s``; either failing does not keep the other from its turn.
-
-        A failure is kept for the health check (``describe``: the broker's as ``kafka_error``, the database's as
-        ``database_error``); the first one is raised after both had their turn."""
-        outcomes = await asyncio.gather(self._sample_lag_bounded(), self._sample_outbox_bounded())
-        failures = [error for error in outcomes if error is not None]
-        if failures:
-            raise failures[0]
-
     async def _sample_lag_bounded(self) -> Exception | None:
+        """``sample_lag`` within ``timeout_s``; its error (also kept as ``Metrics.kafka_error`` for the health check,
+        ``describe``d) is returned, not raised."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self.sample_lag()
@@ -69,6 +61,7 @@ class Sampler:
         return None
 
     async def _sample_outbox_bounded(self) -> Exception | None:
+        """``sample_outbox`` within ``timeout_s``; its error (also kept as ``Metrics.database_error``) is returned."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 await self.sample_outbox()
