@@ -70,7 +70,15 @@ def meeting_rekey(
         term.fail("choose one of --booking/--booking-file and --all")
     settings = term.load_settings(kafka=False, database=True)
     request = RekeyRequest(chosen, everything, batch_rows, dry_run)
-    result = term.run(term.with_progress(lambda progress: rekey(settings, request, progress), "sessions"))
+    after = (
+        ""
+        if dry_run
+        else "; the batches re-keyed so far stay so, with their SessionUpdated: run the same command again for the "
+        "rest (sessions already under the key are skipped)"
+    )
+    result = term.run(
+        term.with_progress(lambda progress: rekey(settings, request, progress), "sessions"), on_interrupt=after
+    )
     term.print_json(result.as_dict()) if as_json else term.print_all(rekey_report(result))
 
 

@@ -63,10 +63,19 @@ def outbox_republish(
     if selection.empty and not everything:
         term.fail("choose rows: --booking, --session, --since/--until, --type, or --all for all")
     settings = term.load_settings(kafka=relay, database=True)
+    # Ctrl-C: the rows were handed back to the relay in one transaction, or not at all; once handed back, the
+    # running service's relay sends them (in order, at least once) whether or not this process was sending too.
+    after = (
+        ""
+        if dry_run
+        else "; the rows chosen were handed back to the relay at once or not at all: the running service's relay "
+        "sends them if they were, else run the same command again"
+    )
     rows, done = term.run(
         term.with_progress(
             lambda progress: republish(settings, selection, dry_run=dry_run, relay=relay, progress=progress)
-        )
+        ),
+        on_interrupt=after,
     )
     term.print_all(republish_report(rows, done))
 
@@ -114,11 +123,13 @@ def _prune(table: TableName, older_than: str, batch_rows: int, dry_run: bool) ->
     age = term.argument(lambda: parse_duration(older_than))
     term.argument(lambda: check_age(age))
     settings = term.load_settings(kafka=False, database=True)
+    after = "" if dry_run else "; the batches deleted so far stay deleted: run the same command again to go on"
     result = term.run(
         term.with_progress(
             lambda progress: prune(settings, table, age, batch_rows=batch_rows, dry_run=dry_run, progress=progress),
             "rows",
-        )
+        ),
+        on_interrupt=after,
     )
     term.print_all(prune_report(result))
 

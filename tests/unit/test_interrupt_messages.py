@@ -1,5 +1,7 @@
 """Ctrl-C in an operator command that changes things says what state it left and how to go on (README,
-Operations): `dlq replay` (chunks of 500: the acknowledged ones are done, the one in hand rolled back)."""
+Operations): `dlq replay` (chunks of 500: the acknowledged ones are done, the one in hand rolled back), `outbox
+republish` (rows handed back at once or not at all), `inbox prune` / `outbox prune` and `meeting rekey` (batch by
+batch); a dry run, which changes nothing, says only that it was interrupted."""
 
 from __future__ import annotations
 
@@ -37,3 +39,42 @@ def test_dlq_replay_dry_run_interrupted_says_only_that(monkeypatch: pytest.Monke
     result = CliRunner().invoke(app, ["dlq", "replay", "--all", "--dry-run"], terminal_width=400)
     assert result.exit_code == 130, result.output
     assert result.output.strip() == "interrupted"
+
+
+@pytest.mark.usefixtures("servers")
+@pytest.mark.parametrize(
+    ("patched", "command", "said"),
+    [
+        (
+            "booking_sessions.ops.republish.republish",
+            ["outbox", "republish", "--all"],
+            "interrupted; the rows chosen were handed back to the relay at once or not at all: the running service's "
+            "relay sends them if they were, else run the same command again",
+        ),
+        (
+            "booking_sessions.ops.prune.prune",
+            ["inbox", "prune", "--older-than", "90d"],
+            "interrupted; the batches deleted so far stay deleted: run the same command again to go on",
+        ),
+        (
+            "booking_sessions.ops.prune.prune",
+            ["outbox", "prune", "--older-than", "90d"],
+            "interrupted; the batches deleted so far stay deleted: run the same command again to go on",
+        ),
+        (
+            "booking_sessions.ops.rekey.rekey",
+            ["meeting", "rekey", "--all"],
+            "interrupted; the batches re-keyed so far stay so, with their SessionUpdated: run the same command "
+            "again for the rest (sessions already under the key are skipped)",
+        ),
+    ],
+)
+def test_each_command_that_changes_rows_says_what_ctrl_c_left(
+    monkeypatch: pytest.MonkeyPatch, patched: str, command: list[str], said: str
+) -> None:
+    monkeypatch.setattr(patched, interrupted)
+    result = CliRunner().invoke(app, command, terminal_width=400)
+    assert result.exit_code == 130, result.output
+    assert " ".join(result.output.split()) == said
+    dry = CliRunner().invoke(app, [*command, "--dry-run"], terminal_width=400)
+    assert dry.exit_code == 130 and dry.output.strip() == "interrupted", dry.output
