@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, for_code
 from sqlalchemy import NullPool, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from booking_sessions.dev.embedded import ServerError
 from booking_sessions.migrate import upgrade_head
@@ -122,6 +122,14 @@ async def database_url(postgres: PostgresHandle, template_database: str) -> Asyn
     """An empty, migrated database of this test's own."""
     async with migrated_database(postgres, template_database) as url:
         yield url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on this test's database, without a pool (each connection closed when returned); disposed after."""
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    yield engine
+    await engine.dispose()
 
 
 # --- topics -------------------------------------------------------------------------------------------------

@@ -3,14 +3,11 @@ row is never reopened, and a decision made for a booking without a row is refuse
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
-import pytest_asyncio
-from sqlalchemy import NullPool
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
 from consumer.decide import Decision, SessionRow, decide
@@ -39,13 +36,6 @@ def event(kind: str, minute: int, **fields: object) -> BookingEvent:
 
 def link_for(sid: UUID) -> str:
     return f"https://meet.jit.si/{sid.hex}"
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    yield engine
-    await engine.dispose()
 
 
 async def write(engine: AsyncEngine, *decisions: Decision) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest_asyncio
-from sqlalchemy import NullPool, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer import store
 from models.records import Decoded, Record
@@ -22,13 +20,6 @@ WAITING = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' 
 def inbox_row(message_id: uuid.UUID, digest: str, offset: int = 0) -> Decoded:
     record = Record("booking.events", 0, offset, b"bk_inbox", b"{}")
     return Decoded(record, digest, message_id, "BookingConfirmed", "bk_inbox", "applied")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    yield engine
-    await engine.dispose()
 
 
 async def test_new_rows_report_nothing_and_repeats_their_recorded_hash(engine: AsyncEngine) -> None:

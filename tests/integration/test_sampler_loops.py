@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import pytest_asyncio
 from aiokafka import TopicPartition
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.observe.metrics import Metrics
 from booking_sessions.observe.sampler import Sampler
@@ -43,13 +41,6 @@ class SilentDatabase:
             yield
 
         return never()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url, poolclass=NullPool)
-    yield engine
-    await engine.dispose()
 
 
 async def test_a_silent_broker_leaves_the_database_sampled(engine: AsyncEngine) -> None:
