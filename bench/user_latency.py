@@ -38,14 +38,15 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=BUSY_FETCH_WAIT_MS)
     await watch.start()
     try:
-        with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t, frozen_heap():
-            cpu_before = h.servers.cpu_times(fleet.pids)
-            started = fleet.go()
-            paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t))
-            await fleet.drained(topic, paced.ends)
-            cpu = busy_note(cpu_before, h.servers.cpu_times(fleet.pids), time.monotonic() - started)
-        created = await _created_rows(fleet)
-        complete = await watch.until(created, RELAY_TAIL_TIMEOUT_S)
+        with frozen_heap():  # until the last SessionCreated is read: the watcher's clock must not pause either
+            with h.task(f"(f, h2) at {rate_per_s:,.0f}/s", len(records)) as t:
+                cpu_before = h.servers.cpu_times(fleet.pids)
+                started = fleet.go()
+                paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t))
+                await fleet.drained(topic, paced.ends)
+                cpu = busy_note(cpu_before, h.servers.cpu_times(fleet.pids), time.monotonic() - started)
+            created = await _created_rows(fleet)
+            complete = await watch.until(created, RELAY_TAIL_TIMEOUT_S)
     finally:
         await fleet.stop()
         await watch.stop()
@@ -95,11 +96,12 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
     await watch.start()
     try:
-        with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t, frozen_heap():
-            fleet.go()
-            sent = await produce_trickle(h.bootstrap, topic, records, rate, h.advance(t))
-            await fleet.drained(topic, sent.ends)
-        complete = await watch.until(len(records), RELAY_TAIL_TIMEOUT_S)
+        with frozen_heap():  # as in half_rate
+            with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t:
+                fleet.go()
+                sent = await produce_trickle(h.bootstrap, topic, records, rate, h.advance(t))
+                await fleet.drained(topic, sent.ends)
+            complete = await watch.until(len(records), RELAY_TAIL_TIMEOUT_S)
     finally:
         await fleet.stop()
         await watch.stop()
