@@ -11,11 +11,11 @@ import gc
 # collector finds next to nothing. With start-up frozen and young collections every 10,000 allocations it took
 # under 0.1 s, and the stage ran 25% faster. Later, 50,000: the count is of container objects made and not yet
 # freed, and a batch in hand holds tens of thousands of them (records, events, rows), so at 10,000 young collections
-# still ran every few milliseconds and scanned the batch, which then survived into the older generations and made
-# the full collections long: 0.75-0.86 s of collections per run of (d) or of a 10 s paced stage at 12,000 records/s
-# (up to 57 ms at once), against 0.06-0.12 s at 50,000, and 34.1-34.3 µs of service CPU a record in (d) against
-# 35.3-36.6. Memory stays bounded: cyclic garbage counts too, and goes once 50,000 of it piled up
-# (tests/unit/test_runtime.py).
+# still ran every few milliseconds, each scanning the batch in hand and moving it on to the older generations,
+# scanned again in turn: 0.63-0.86 s of collections in a service process's life over (d) or a 10 s paced
+# stage at 12,000 records/s, start-up included, against 0.11-0.16 s at 50,000, and 34.1-34.3 µs of service CPU a
+# record in (d) against 35.3-36.6. (A full collection still takes 43-57 ms when one comes, two or three a run.)
+# Memory stays bounded: cyclic garbage counts too, and goes once 50,000 of it piled up (tests/unit/test_runtime.py).
 YOUNG_THRESHOLD = 50_000
 
 
