@@ -1,4 +1,5 @@
-"""Where the machine's CPU went during a stage: the service processes, PostgreSQL, the broker, the bench itself.
+"""Where the machine's CPU went during a stage: the service processes, PostgreSQL, the broker, the bench itself,
+and how busy the whole machine was (a latency taken on a machine with no core to spare is mostly a wait for one).
 
 Read from /proc (Linux); elsewhere, or for servers on another machine, that part is not reported. Only the bench's
 own servers count: PostgreSQL is the postmaster listening on the bench's port and its children, the broker the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections import defaultdict
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from sqlalchemy import make_url
 _PROC = Path("/proc")
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
 CpuTimes = dict[str, float]  # role -> CPU seconds (user + system)
+MachineTimes = tuple[float, float]  # (busy, all) CPU seconds of every core together since boot
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,16 @@ class Servers:
                 postmaster = p.pid
         return cls(postmaster, _listening(broker_port) if broker_port is not None else None)
 
+    def mark(self, service_pids: Collection[int]) -> CpuMark:
+        """The counters now, for ``busy_since``."""
+        return CpuMark(self.cpu_times(service_pids), machine_times(), time.monotonic())
+
+    def busy_since(self, mark: CpuMark, service_pids: Collection[int]) -> str:
+        """``busy_note`` from ``mark`` to now: each role's share of one core, and the machine's of all of them."""
+        now = self.mark(service_pids)
+        machine = (mark.machine, now.machine) if mark.machine is not None and now.machine is not None else None
+        return busy_note(mark.roles, now.roles, now.at - mark.at, machine)
+
     def cpu_times(self, service_pids: Collection[int]) -> CpuTimes:
         """CPU seconds used so far by each role's live processes."""
         times: defaultdict[str, float] = defaultdict(float)
@@ -120,8 +133,34 @@ def _port_arg(args: list[str]) -> int | None:
     return None
 
 
-def busy_note(before: CpuTimes, after: CpuTimes, wall_s: float) -> str:
-    """'CPU (of one core): service 97%, postgres 61%, ...' over ``wall_s`` seconds."""
+def machine_times() -> MachineTimes | None:
+    """(busy, all) CPU seconds of the whole machine since boot, every core together, from the first line of
+    /proc/stat (busy: all but idle and iowait; steal counts as busy, a core the machine did not get); None where
+    there is no /proc/stat."""
+    try:
+        fields = (_PROC / "stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) * _TICK_S, sum(ticks) * _TICK_S
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    """CPU counters at one moment (``Servers.mark``): each role's, the machine's, and when (monotonic seconds)."""
+
+    roles: CpuTimes
+    machine: MachineTimes | None
+    at: float
+
+
+def busy_note(
+    before: CpuTimes, after: CpuTimes, wall_s: float, machine: tuple[MachineTimes, MachineTimes] | None = None
+) -> str:
+    """'CPU (of one core): service 97%, postgres 61%, ...' over ``wall_s`` seconds; with ``machine`` (its counters
+    before and after), then '; machine 88% busy of 2 cores'."""
     if wall_s <= 0 or not after:
         return ""
     parts = [
@@ -129,4 +168,8 @@ def busy_note(before: CpuTimes, after: CpuTimes, wall_s: float) -> str:
         for role in ("service", "postgres", "broker", "bench")
         if role in after
     ]
-    return "CPU (of one core): " + ", ".join(parts)
+    note = "CPU (of one core): " + ", ".join(parts)
+    if machine is not None and (all_s := machine[1][1] - machine[0][1]) > 0:
+        busy = (machine[1][0] - machine[0][0]) / all_s
+        note += f"; machine {busy:.0%} busy of {os.cpu_count() or 1} cores"
+    return note

@@ -83,13 +83,19 @@ class Paced:
 
 
 async def produce_paced(
-    bootstrap: str, topic: str, records: Sequence[BenchRecord], rate_per_s: float, progress: Progress
+    bootstrap: str,
+    topic: str,
+    records: Sequence[BenchRecord],
+    rate_per_s: float,
+    progress: Progress,
+    on_start: Callable[[], None] | None = None,
 ) -> Paced:
     """Records at a steady rate, as an upstream producer with ``linger_ms=5`` sends them: every 5 ms, the records
     due by then, one batch per partition. Built as batches here rather than with one ``send()`` each, which
     would cost the bench about 20 µs of CPU per record on the very cores the service is measured on. A record's
     send time is when it was due, on the monotonic clock every process here shares: the time it waited in
-    this producer counts against the service, as a producer's linger would."""
+    this producer counts against the service, as a producer's linger would. ``on_start`` is called just before the
+    first record is due, once the records are placed (the stage's CPU is counted from there)."""
     producer = _producer(bootstrap, linger_ms=_TICK_MS)
     await producer.start()
     paced = Paced()
@@ -98,6 +104,8 @@ async def produce_paced(
         every = sorted(await producer.partitions_for(topic))
         partitioner = DefaultPartitioner()
         owners = [partitioner(r.key, every, every) for r in records]  # before the clock starts
+        if on_start is not None:
+            on_start()
         started = paced.started = time.monotonic()
         batches = PartitionBatches(producer)
         queued: dict[int, list[int]] = {}  # per partition, the indexes of its records not yet in a sent batch

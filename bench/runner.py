@@ -12,7 +12,6 @@ from rich.console import Console
 
 from bench import checks
 from bench.ceilings import consume_ceiling
-from bench.cpu import busy_note
 from bench.databases import OutboxWatch, durability, rows
 from bench.harness import Harness, Options
 from bench.naive import NaiveConsumer, run_naive
@@ -168,14 +167,14 @@ class Bench(Harness):
             with recording(self.options.profile_dir, key, fleet.pids), self.task(label, sum(ends.values())) as t:
                 fleet.on_batch = lambda b: self.bar.advance(t, b.records)
                 await fleet.ready(self.options.partitions)  # still split as at the start (no rebalance since)
-                cpu_before = self.servers.cpu_times(fleet.pids)
+                cpu_before = self.servers.mark(fleet.pids)
                 started = fleet.go()
                 consumed = await fleet.drained(topic, ends)
                 finished = consumed
                 while await watch.unpublished():  # the relay's tail
                     await asyncio.sleep(0.01)
                     finished = time.monotonic()
-                cpu = busy_note(cpu_before, self.servers.cpu_times(fleet.pids), time.monotonic() - started)
+                cpu = self.servers.busy_since(cpu_before, fleet.pids)
         finally:
             await watch.close()
         batches = fleet.batches
