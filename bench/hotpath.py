@@ -2,7 +2,7 @@
 
 Runs what one batch costs the service's own process apart from the wire and the database, over the bench's
 workload (``bench.workload.generate``) cut into batches of the service's size: the SHA-256, ``decode``, the
-grouping, ``decide`` and the building of every statement's parameters (``store.insert_inbox`` and
+grouping, ``decide`` and the building of every statement's parameters (``store.insert_inbox_and_lock`` and
 ``store.write_decisions`` against a connection that only keeps what it is given). Each stage is timed on its own,
 best of ``--rounds``, in microseconds per record; ``--profile`` prints cProfile's top functions instead.
 
@@ -116,7 +116,7 @@ class Path:
 
         async def write() -> None:
             for part, decisions in zip(parts, self.decisions, strict=True):
-                await store.insert_inbox(conn, [d for d in part if d.message_id is not None])
+                await store.insert_inbox_and_lock(conn, [d for d in part if d.message_id is not None])
                 await store.write_decisions(conn, decisions, "session.events")
 
         asyncio.run(write())

@@ -274,7 +274,8 @@ class BatchProcessor:
         with processing_span(self._tracer, part, self._consumer_group, self._max_links) as causes:
             async with self._engine.connect() as conn, conn.begin() as transaction:
                 keyed = [d for d in part if d.message_id is not None]
-                repeats = await store.insert_inbox(conn, keyed)
+                # One round trip: the inbox rows, and the session rows of the bookings with a new event, locked.
+                repeats, current = await store.insert_inbox_and_lock(conn, keyed)
                 earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
                 known = {i: digest for i, digest in repeats.items() if digest is not None}
                 # Rows the insert could not see (committed after it began) are asked for again: rarely any.
@@ -282,7 +283,6 @@ class BatchProcessor:
                 across = classify_repeats(earlier, known)
                 fresh = [d for d in part if d.message_id not in repeats] if repeats else part
                 by_booking = group_events(fresh)
-                current = await store.lock_sessions(conn, by_booking)
                 decisions = [decide(current.get(b), events, self._link_for, now) for b, events in by_booking.items()]
                 await store.write_decisions(conn, decisions, self._output_topic, causes)
                 dead = [d for d in fresh if d.outcome == "dead_lettered"] + [as_conflict(d) for d in across.conflicts]

@@ -69,6 +69,7 @@ async def test_a_plan_kept_from_an_empty_table_still_looks_each_booking_up_by_in
 # Every statement of the batch and relay paths, and the parking lookups (consumer/parking.py).
 STATEMENTS = {
     "inbox insert": store._INSERT_INBOX,
+    "inbox insert and session locks": store._INSERT_INBOX_AND_LOCK,
     "inbox hashes": store._INBOX_HASHES,
     "known payloads": store._KNOWN_PAYLOADS,
     "session locks": store._LOCK_SESSIONS,
