@@ -22,10 +22,6 @@ from models.errors import Transient
 from models.records import Decoded
 from models.trace_context import TraceContext
 
-# Returns the ids that were already there (the repeats, usually few), not the thousands that were new, each with its
-# recorded payload hash: the check of a repeat's bytes needs no second round trip. A row committed after this
-# statement's snapshot (by a transaction it waited for on the conflict) is not visible here: its hash is NULL.
-#
 # Every lookup of existing rows by the batch's keys, here and below, goes through a unique index, written as a
 # LATERAL subquery with LIMIT 1 (which PostgreSQL cannot turn into a join) rather than a join: asyncpg prepares each
 # statement once per connection, PostgreSQL may then keep a generic plan, and a service that starts on a new
@@ -33,44 +29,11 @@ from models.trace_context import TraceContext
 # every call for as long as the plan is kept (until an ANALYZE of the table): a cost that grows with the table. A
 # lookup per row is what any plan of a LATERAL LIMIT 1 on a unique key does, empty table or not
 # (tests/integration/test_plans_on_empty_tables.py).
-_INSERT_INBOX = text(
-    """
-    WITH incoming AS (
-        SELECT * FROM unnest(
-            CAST(:message_id AS uuid[]), CAST(:event_type AS text[]), CAST(:booking_id AS text[]),
-            CAST(:payload_sha256 AS text[]), CAST(:outcome AS text[]), CAST(:dlq_reason AS text[]),
-            CAST(:topic AS text[]), CAST(:partition AS integer[]), CAST(:offset AS bigint[]))
-            AS u(message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
-    ), inserted AS (
-        INSERT INTO inbox_messages
-            (message_id, event_type, booking_id, payload_sha256, outcome, dlq_reason, topic, partition, "offset")
-        SELECT * FROM incoming
-        ON CONFLICT (message_id) DO NOTHING
-        RETURNING message_id
-    ), repeats AS MATERIALIZED (
-        -- First the few ids that were there already, then a lookup for each of them only.
-        SELECT message_id FROM incoming WHERE message_id NOT IN (SELECT message_id FROM inserted)
-    )
-    SELECT r.message_id, i.payload_sha256
-    FROM repeats r
-    LEFT JOIN LATERAL (
-        SELECT payload_sha256 FROM inbox_messages WHERE message_id = r.message_id LIMIT 1
-    ) AS i ON true
-    """
-)
-
-# _INSERT_INBOX and _LOCK_SESSIONS in one round trip (the batch path's first statement; the two apart took one
-# more wait for PostgreSQL and for a core per transaction: (h2) p99 median 587 against 723 ms over eight pairs on a
-# busy machine). The rows: first the repeats (``is_repeat``: message id, recorded hash, as _INSERT_INBOX returns
-# them), then the session rows in _LOCK_SESSIONS's thirteen columns. Locked are the sessions of the bookings that
-# have an applied record the insert added (a repeat changes nothing, a dead-lettered record has no event): the
-# bookings the caller decides for. Order, as every writer locks (lock_sessions): by booking id in byte order
-# (COLLATE "C", Python's sorted() over str; booking ids are ASCII), one lookup of the unique index each, after the
-# insert (the Append reads its first branch, which runs the insert, before the second: a transaction never holds a
-# session lock while it waits for another's inbox row).
-_INSERT_INBOX_AND_LOCK = text(
-    """
-    WITH incoming AS (
+#
+# The batch's inbox rows (``incoming``), those the insert added, and the ids that were there already (``repeats``),
+# each repeat then with its recorded hash (``_WITH_RECORDED_HASHES``): the two statements below share them.
+_INBOX_CTES = """
+    incoming AS (
         SELECT * FROM unnest(
             CAST(:message_id AS uuid[]), CAST(:event_type AS text[]), CAST(:booking_id AS text[]),
             CAST(:payload_sha256 AS text[]), CAST(:outcome AS text[]), CAST(:dlq_reason AS text[]),
@@ -83,26 +46,55 @@ _INSERT_INBOX_AND_LOCK = text(
         ON CONFLICT (message_id) DO NOTHING
         RETURNING message_id, booking_id, outcome
     ), repeats AS MATERIALIZED (
+        -- First the few ids that were there already, then a lookup for each of them only.
         SELECT message_id FROM incoming WHERE message_id NOT IN (SELECT message_id FROM inserted)
-    ), asked AS MATERIALIZED (
+    )"""
+_WITH_RECORDED_HASHES = """
+    FROM repeats r
+    LEFT JOIN LATERAL (
+        SELECT payload_sha256 FROM inbox_messages WHERE message_id = r.message_id LIMIT 1
+    ) AS i ON true"""
+
+# Returns the ids that were already there (the repeats, usually few), not the thousands that were new, each with its
+# recorded payload hash: the check of a repeat's bytes needs no second round trip. A row committed after this
+# statement's snapshot (by a transaction it waited for on the conflict) is not visible here: its hash is NULL.
+_INSERT_INBOX = text(f"WITH {_INBOX_CTES} SELECT r.message_id, i.payload_sha256 {_WITH_RECORDED_HASHES}")
+
+# A session row as the decision reads it, by position (lock_sessions), with each column's type.
+_SESSION_COLUMNS = (
+    ("id", "uuid"), ("booking_request_id", "text"), ("instructor_id", "text"), ("student_id", "text"),
+    ("title", "text"), ("scheduled_start", "timestamptz"), ("duration_minutes", "integer"), ("meeting_link", "text"),
+    ("snapshot_occurred_at", "timestamptz"), ("snapshot_message_id", "uuid"), ("cancelled_at", "timestamptz"),
+    ("cancellation_message_id", "uuid"), ("cancellation_reason", "text"),
+)  # fmt: skip
+_SESSION_ROW = ", ".join(f"s.{name}" for name, _ in _SESSION_COLUMNS)
+# Each row of ``asked`` (booking ids, in the lock order) with its session row, locked as it is found.
+_LOCKED_SESSIONS = """
+    CROSS JOIN LATERAL (
+        SELECT * FROM live_sessions WHERE booking_request_id = asked.booking_id LIMIT 1 FOR UPDATE
+    ) AS s"""
+
+# _INSERT_INBOX and _LOCK_SESSIONS in one round trip (the batch path's first statement; the two apart took one
+# more wait for PostgreSQL and for a core per transaction: (h2) p99 median 587 against 723 ms over eight pairs on a
+# busy machine). The rows: first the repeats (``is_repeat``: message id, recorded hash, as _INSERT_INBOX returns
+# them), then the session rows in _LOCK_SESSIONS's thirteen columns. Locked are the sessions of the bookings that
+# have an applied record the insert added (a repeat changes nothing, a dead-lettered record has no event): the
+# bookings the caller decides for. Order, as every writer locks (lock_sessions): by booking id in byte order
+# (COLLATE "C", Python's sorted() over str; booking ids are ASCII), one lookup of the unique index each, after the
+# insert (the Append reads its first branch, which runs the insert, before the second: a transaction never holds a
+# session lock while it waits for another's inbox row).
+_INSERT_INBOX_AND_LOCK = text(
+    f"""
+    WITH {_INBOX_CTES}, asked AS MATERIALIZED (
         SELECT booking_id FROM inserted WHERE outcome = 'applied' AND booking_id IS NOT NULL
         GROUP BY booking_id ORDER BY booking_id COLLATE "C"
     )
     SELECT true AS is_repeat, r.message_id, i.payload_sha256,
-           NULL::uuid, NULL::text, NULL::text, NULL::text, NULL::text, NULL::timestamptz, NULL::integer, NULL::text,
-           NULL::timestamptz, NULL::uuid, NULL::timestamptz, NULL::uuid, NULL::text
-    FROM repeats r
-    LEFT JOIN LATERAL (
-        SELECT payload_sha256 FROM inbox_messages WHERE message_id = r.message_id LIMIT 1
-    ) AS i ON true
+           {", ".join(f"NULL::{kind}" for _, kind in _SESSION_COLUMNS)}
+    {_WITH_RECORDED_HASHES}
     UNION ALL
-    SELECT false, NULL, NULL,
-           s.id, s.booking_request_id, s.instructor_id, s.student_id, s.title, s.scheduled_start,
-           s.duration_minutes, s.meeting_link, s.snapshot_occurred_at, s.snapshot_message_id,
-           s.cancelled_at, s.cancellation_message_id, s.cancellation_reason
-    FROM asked CROSS JOIN LATERAL (
-        SELECT * FROM live_sessions WHERE booking_request_id = asked.booking_id LIMIT 1 FOR UPDATE
-    ) AS s
+    SELECT false, NULL, NULL, {_SESSION_ROW}
+    FROM asked {_LOCKED_SESSIONS}
     """
 )
 
@@ -116,15 +108,7 @@ _INBOX_HASHES = text(
 # a sequential scan testing every row against the whole array: on PostgreSQL 15, 29 ms a call for 200 ids once the
 # table held 12,000 sessions, where this takes 0.7 ms whatever the plan (PostgreSQL 15 and 18).
 _LOCK_SESSIONS = text(
-    """
-    SELECT s.id, s.booking_request_id, s.instructor_id, s.student_id, s.title, s.scheduled_start,
-           s.duration_minutes, s.meeting_link, s.snapshot_occurred_at, s.snapshot_message_id,
-           s.cancelled_at, s.cancellation_message_id, s.cancellation_reason
-    FROM unnest(CAST(:booking_ids AS text[])) AS asked(booking_id)
-    CROSS JOIN LATERAL (
-        SELECT * FROM live_sessions WHERE booking_request_id = asked.booking_id LIMIT 1 FOR UPDATE
-    ) AS s
-    """
+    f"SELECT {_SESSION_ROW} FROM unnest(CAST(:booking_ids AS text[])) AS asked(booking_id) {_LOCKED_SESSIONS}"
 )
 
 # The row shows the newest snapshot ...
