@@ -236,7 +236,9 @@ async def insert_inbox_and_lock(
 ) -> tuple[dict[UUID, str | None], dict[str, SessionRow]]:
     """``insert_inbox`` and ``lock_sessions`` in one statement: the repeats as ``insert_inbox`` returns them, and
     the session rows of the bookings that have a new applied record among ``rows``, locked (FOR UPDATE) in
-    booking id order. Raises what the database raises (the caller's transaction is then lost)."""
+    booking id order, held until the transaction ends (CONTRACT "Rows": inbox_messages, one row per message id;
+    "What each event does": the effects are decided under the session's lock). Raises what the database raises
+    (the caller's transaction is then lost)."""
     if not rows:
         return {}, {}
     result = await conn.execute(_INSERT_INBOX_AND_LOCK, _inbox_columns(rows))
