@@ -36,6 +36,12 @@ def bench(
         float | None,
         typer.Option(min=1.0, help="records/s offered in (f) and (h2) instead of half of (d)'s rate"),
     ] = None,
+    warm_up_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="seconds of the (f, h2) load run first, unmeasured, through the same service and topics"
+        ),
+    ] = 4.0,
     seed: Annotated[int, typer.Option(help="workload seed; the same seed gives the same records")] = 7,
     json: Annotated[
         bool, typer.Option("--json", help="print the results as one JSON line instead of the table")
@@ -55,7 +61,17 @@ def bench(
     CREATEDB, and the bench's databases and topics are dropped at the end. Exit code 1 if a check failed.
     """
     configure_logging("WARNING")
-    options = Options(events, partitions, consumers, naive_events, latency_s, seed, profile, latency_rate=latency_rate)
+    options = Options(
+        events,
+        partitions,
+        consumers,
+        naive_events,
+        latency_s,
+        seed,
+        profile,
+        latency_rate=latency_rate,
+        warm_up_s=warm_up_s,
+    )
     progress = Console(stderr=True)
     results = asyncio.run(run_bench(Settings(), options, progress))
     # Piped (e.g. into a README), a table 80 columns wide would fold every note.

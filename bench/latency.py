@@ -109,6 +109,16 @@ def created_latencies_s(sent_at: Mapping[str, float], seen_at: Mapping[str, floa
     return [seen - sent_at[booking] for booking, seen in seen_at.items()]
 
 
+def p99_by_second(sent_at: Mapping[str, float], seen_at: Mapping[str, float], started: float) -> str:
+    """The p99 of ``created_latencies_s`` for the sessions whose creating event was sent in each whole second
+    after ``started``, in ms, in order: "839, 731, ..., 141". A queue left by the stage's start shows as a p99
+    that falls second by second, one the service cannot keep up with as one that grows; "" for no session."""
+    by_second: dict[int, list[float]] = {}
+    for booking, seen in seen_at.items():
+        by_second.setdefault(int(sent_at[booking] - started), []).append((seen - sent_at[booking]) * 1000)
+    return ", ".join(f"{percentile(by_second[s], 99):.0f}" for s in sorted(by_second))
+
+
 def first_sent_at(booking_ids: Iterable[str], started: float, rate_per_s: float) -> dict[str, float]:
     """Paced production: record ``i`` was due at ``started + i / rate_per_s``; each booking's first record is the
     one that creates its session (the workload never starts a booking with its cancellation)."""

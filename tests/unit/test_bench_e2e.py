@@ -17,6 +17,7 @@ from bench.latency import (
     created_split,
     first_sent_at,
     latency_split,
+    p99_by_second,
 )
 from bench.peer_checks import announced, topic_rows
 from bench.service_path import Committed
@@ -95,6 +96,13 @@ def test_created_split_says_how_long_each_session_took_to_its_transactions_end_a
     older = Committed(0, 0.16, {("t", 0): 3}, 3, 0, 0, 0, 0, 0.0, 0.04)  # total_s 0: a service that does not say
     assert created_split("t", creating, sent, seen, [older]) == ""
     assert created_split("t", creating, sent, {}, [second, first]) == ""
+
+
+def test_p99_by_second_groups_sessions_by_the_second_their_event_was_sent() -> None:
+    sent = {"a": 100.2, "b": 100.9, "c": 101.5, "d": 103.0, "never_seen": 100.1}
+    seen = {"a": 100.3, "b": 101.4, "c": 101.55, "d": 103.25}
+    assert p99_by_second(sent, seen, started=100.0) == "500, 50, 250"  # seconds 0, 1 and 3; none sent in 2
+    assert p99_by_second(sent, {}, started=100.0) == ""
 
 
 def test_created_latencies_match_by_booking_and_skip_the_unseen() -> None:
