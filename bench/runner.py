@@ -12,7 +12,7 @@ from rich.console import Console
 
 from bench import checks
 from bench.ceilings import consume_ceiling
-from bench.databases import OutboxWatch, durability, rows
+from bench.databases import OutboxWatch, durability, rows, vacuum
 from bench.harness import Harness, Options
 from bench.naive import NaiveConsumer, run_naive
 from bench.peer_stage import run_peer, same_rows_check
@@ -125,6 +125,8 @@ class Bench(Harness):
             after = await rows(urls["service"])
             results.checks.append(Check("(e) replay changed no row", after == before, f"{after}"))
 
+            with self.task("VACUUM of the databases of (c), (c2), (d) and (e)", 1):
+                await vacuum(urls[stage] for stage in ("naive", "peer", "service"))
             results.e2e_trickle = await trickle(self, fleets["trickle"], trickle_topic)
             half = o.latency_rate or results.rate("service") / 2
             results.latency, results.e2e_half = await half_rate(self, fleets["latency"], latency_topic, half)
