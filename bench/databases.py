@@ -16,11 +16,15 @@ def database_url(server_url: str, name: str) -> str:
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
+ADMIN_TIMEOUT_S = 300.0  # a CREATE, DROP or VACUUM that waits longer (for a lock, say) fails the bench instead
+
+
 async def _admin(server_url: str, statement: str) -> None:
-    """CREATE/DROP DATABASE run outside a transaction, on the server's configured database."""
+    """CREATE/DROP DATABASE or VACUUM, run outside a transaction on the database of ``server_url``; raises
+    TimeoutError after ADMIN_TIMEOUT_S."""
     engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
-        async with engine.connect() as conn:
+        async with asyncio.timeout(ADMIN_TIMEOUT_S), engine.connect() as conn:
             await conn.execute(text(statement))
     finally:
         await engine.dispose()
