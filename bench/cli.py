@@ -39,7 +39,8 @@ def bench(
     warm_up_s: Annotated[
         float,
         typer.Option(
-            min=0.0, help="seconds of the (f, h2) load run first, unmeasured, through the same service and topics"
+            min=0.0,
+            help="seconds of (h1)'s and (f, h2)'s load run first, unmeasured, through the same service and topics",
         ),
     ] = 4.0,
     seed: Annotated[int, typer.Option(help="workload seed; the same seed gives the same records")] = 7,

@@ -34,7 +34,7 @@ class Options:
     profile_dir: Path | None = None  # py-spy the service processes of (d), (e) and (g) into this directory
     trickle_per_s: float = 20.0  # (h1): records a second, each sent alone
     latency_rate: float | None = None  # (f, h2): records a second; None: half of (d)'s rate
-    warm_up_s: float = 4.0  # (f, h2) after this many seconds of the same load, drained, unmeasured; 0: cold
+    warm_up_s: float = 4.0  # (h1), (f, h2) each after this many seconds of their load, drained, unmeasured; 0: cold
 
 
 class Harness:

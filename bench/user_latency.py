@@ -25,7 +25,7 @@ from bench.latency import (
 from bench.produce import produce_paced
 from bench.report import Check, EndToEnd, Latency
 from bench.service_path import Fleet
-from bench.workload import generate
+from bench.workload import BenchRecord, generate
 
 RELAY_TAIL_TIMEOUT_S = 60.0  # after the last offset commit: the relay's last rows, and the watcher reading them
 
@@ -124,8 +124,10 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     rate = h.options.trickle_per_s
     count = max(20, int(rate * h.options.latency_s))
     records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)
-    warm = max(1, int(rate * h.options.warm_up_s)) if h.options.warm_up_s > 0 else 0
-    warm_up = creating_records(generate(max(20, warm * 10), seed=h.options.seed + 3, prefix="tw").records, warm)
+    warm_up: list[BenchRecord] = []
+    if h.options.warm_up_s > 0:
+        warm = max(1, int(rate * h.options.warm_up_s))
+        warm_up = creating_records(generate(max(20, warm * 10), seed=h.options.seed + 3, prefix="tw").records, warm)
     output = fleet.settings.output_topic
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
     await watch.start()
