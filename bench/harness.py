@@ -31,7 +31,7 @@ class Options:
     naive_events: int = 5_000  # the baseline and the peer run on a sample of whole bookings of about this many records
     latency_s: float = 10.0
     seed: int = 7
-    profile_dir: Path | None = None  # py-spy the service processes of (d), (e) and (g) into this directory
+    profile_dir: Path | None = None  # py-spy the service processes of (d), (e), (f, h2) and (g) into this directory
     trickle_per_s: float = 20.0  # (h1): records a second, each sent alone
     latency_rate: float | None = None  # (f, h2): records a second; None: half of (d)'s rate
     warm_up_s: float = 4.0  # (h1), (f, h2) each after this many seconds of their load, drained, unmeasured; 0: cold

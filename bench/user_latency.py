@@ -8,7 +8,14 @@ import time
 
 from bench.cpu import CpuMark
 from bench.databases import OutboxWatch
-from bench.e2e import BUSY_FETCH_WAIT_MS, IDLE_FETCH_WAIT_MS, CreatedWatch, creating_records, produce_trickle
+from bench.e2e import (
+    BUSY_FETCH_WAIT_MS,
+    IDLE_FETCH_WAIT_MS,
+    CreatedWatch,
+    creating_records,
+    filling_records,
+    produce_trickle,
+)
 from bench.harness import Harness
 from bench.heap import frozen_heap
 from bench.latency import (
@@ -23,10 +30,14 @@ from bench.latency import (
     percentile,
 )
 from bench.produce import produce_paced
+from bench.profile import recording
 from bench.report import Check, EndToEnd, Latency
 from bench.service_path import Fleet
 from bench.workload import BenchRecord, generate
 
+# (h1)'s warm-up first fills each partition past its first offset-index entry (``trickle``), quickly.
+FILL_PER_PARTITION = 20
+FILL_PER_S = 500.0
 RELAY_TAIL_TIMEOUT_S = 60.0  # after the last offset commit: the relay's last rows, and the watcher reading them
 
 
@@ -55,8 +66,9 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
                 def pacing() -> None:
                     marks.append(h.servers.mark(fleet.pids))
 
-                paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t), on_start=pacing)
-                await fleet.drained(topic, paced.ends)
+                with recording(h.options.profile_dir, "half-rate", fleet.pids):
+                    paced = await produce_paced(h.bootstrap, topic, records, rate_per_s, h.advance(t), on_start=pacing)
+                    await fleet.drained(topic, paced.ends)
                 cpu = h.servers.busy_since(marks[0], fleet.pids)
             created = await _created_rows(fleet)
             complete = await watch.until(created, RELAY_TAIL_TIMEOUT_S)
@@ -120,14 +132,22 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     acknowledgement, produce -> offset commit (fetch wait, decoding, the batch's transaction, the offset commit),
     the batch's transaction alone, and the rest (relay wake-up, its transaction and produce, the watcher's fetch).
     Timed after ``h.options.warm_up_s`` seconds of the same trickle, unmeasured, as in ``half_rate``: the first
-    three events of a cold stage took 82-131 ms where the rest took 10-20 (Apache Kafka, three runs)."""
+    three events of a cold stage took 82-131 ms where the rest took 10-20 (Apache Kafka, three runs). Before that
+    trickle, ``FILL_PER_PARTITION`` creating events per partition, sent at ``FILL_PER_S``: each partition of the new
+    input and output topics then holds more than its segment's first offset-index entry (4 KB in), whose record
+    reached the service or the watcher 20-65 ms late on Apache Kafka, on every partition of both topics at the same
+    offsets run after run (README, "Warm-up"); a topic in service meets that once per segment (1 GB by default)."""
     rate = h.options.trickle_per_s
     count = max(20, int(rate * h.options.latency_s))
     records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)
     warm_up: list[BenchRecord] = []
+    fill: list[BenchRecord] = []
     if h.options.warm_up_s > 0:
         warm = max(1, int(rate * h.options.warm_up_s))
         warm_up = creating_records(generate(max(20, warm * 10), seed=h.options.seed + 3, prefix="tw").records, warm)
+        # Bookings enough for every partition's share: five times the filling (ten events each).
+        bookings = generate(50 * FILL_PER_PARTITION * h.options.partitions, seed=h.options.seed + 4, prefix="tf")
+        fill = filling_records(bookings.records, h.options.partitions, FILL_PER_PARTITION)
     output = fleet.settings.output_topic
     watch = CreatedWatch(h.bootstrap, output, h.options.partitions, fetch_wait_ms=IDLE_FETCH_WAIT_MS)
     await watch.start()
@@ -135,15 +155,17 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
         with frozen_heap():  # as in half_rate
             fleet.go()
             if warm_up:  # as in half_rate: the first events on new partitions and a new process are not timed
-                with h.task(f"(h1) warming up at {rate:g}/s", len(warm_up)) as t:
+                with h.task(f"(h1) warming up at {rate:g}/s", len(fill) + len(warm_up)) as t:
+                    filling = await produce_trickle(h.bootstrap, topic, fill, FILL_PER_S, h.advance(t))
+                    await fleet.drained(topic, filling.ends)
                     warmed = await produce_trickle(h.bootstrap, topic, warm_up, rate, h.advance(t))
                     await fleet.drained(topic, warmed.ends)
-                    await watch.until(len(warm_up), RELAY_TAIL_TIMEOUT_S)
+                    await watch.until(len(fill) + len(warm_up), RELAY_TAIL_TIMEOUT_S)
             with h.task(f"(h1) trickle at {rate:g}/s", len(records)) as t:
                 started = time.monotonic()
                 sent = await produce_trickle(h.bootstrap, topic, records, rate, h.advance(t))
                 await fleet.drained(topic, sent.ends)
-            complete = await watch.until(len(warm_up) + len(records), RELAY_TAIL_TIMEOUT_S)
+            complete = await watch.until(len(fill) + len(warm_up) + len(records), RELAY_TAIL_TIMEOUT_S)
     finally:
         await fleet.stop()
         await watch.stop()

@@ -7,9 +7,10 @@ import json
 
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench.databases import Rows
-from bench.e2e import creating_records
+from bench.e2e import creating_records, filling_records
 from bench.latency import (
     batch_trend,
     commit_latencies_s,
@@ -35,6 +36,22 @@ def test_creating_records_are_each_bookings_first_in_stream_order() -> None:
         assert r.kind in ("approved", "confirmed")  # a booking never starts with its cancellation
     positions = [workload.records.index(r) for r in firsts]
     assert positions == sorted(positions)
+
+
+def test_filling_records_give_each_partition_its_share_of_creating_records() -> None:
+    workload = generate(6_000, seed=5)
+    fill = filling_records(workload.records, 12, 20)
+    partitioner = DefaultPartitioner()
+    every = list(range(12))
+    placed = [partitioner(r.key, every, every) for r in fill]  # where the producer puts them
+    assert sorted(placed.count(p) for p in every) == [20] * 12
+    assert fill == [r for r in creating_records(workload.records, 600) if r in fill]  # creating, in stream order
+
+
+def test_filling_records_stop_short_when_the_records_run_out() -> None:
+    workload = generate(100, seed=5)  # ten bookings: not 20 for each of 12 partitions
+    fill = filling_records(workload.records, 12, 20)
+    assert fill == creating_records(workload.records, 100)
 
 
 def test_first_sent_at_keeps_each_bookings_first_due_time() -> None:
