@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import murmur2
+from aiokafka.partitioner import DefaultPartitioner
 
 from bench.produce import Progress
 from bench.workload import BenchRecord
@@ -133,14 +133,16 @@ def creating_records(records: Sequence[BenchRecord], count: int) -> list[BenchRe
 
 
 def filling_records(records: Sequence[BenchRecord], partitions: int, per_partition: int) -> list[BenchRecord]:
-    """Creating records (``creating_records``) until each of ``partitions`` has ``per_partition`` of them, placed as
-    the producer's default partitioner places their keys (murmur2), in stream order; the partitions still short
+    """Creating records (``creating_records``) until each of ``partitions`` has ``per_partition`` of them, placed by
+    the producer's default partitioner (murmur2 of the key), in stream order; the partitions still short
     when ``records`` run out get fewer. The input record and its ``SessionCreated`` share a key, hence a partition
     number (CONTRACT "Topics"): both topics are filled alike."""
-    wanted = dict.fromkeys(range(partitions), per_partition)
+    every = list(range(partitions))
+    place = DefaultPartitioner()
+    wanted = dict.fromkeys(every, per_partition)
     chosen: list[BenchRecord] = []
     for r in creating_records(records, len(records)):
-        partition = (murmur2(r.key) & 0x7FFFFFFF) % partitions
+        partition = place(r.key, every, every)
         if wanted[partition] > 0:
             wanted[partition] -= 1
             chosen.append(r)

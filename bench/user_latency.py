@@ -136,7 +136,8 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     trickle, ``FILL_PER_PARTITION`` creating events per partition, sent at ``FILL_PER_S``: each partition of the new
     input and output topics then holds more than its segment's first offset-index entry (4 KB in), whose record
     reached the service or the watcher 20-65 ms late on Apache Kafka, on every partition of both topics at the same
-    offsets run after run (README, "Warm-up"); a topic in service meets that once per segment (1 GB by default)."""
+    offsets run after run (README, "The first offset-index entry"); a topic in service meets that once per segment
+    (1 GB by default)."""
     rate = h.options.trickle_per_s
     count = max(20, int(rate * h.options.latency_s))
     records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)
