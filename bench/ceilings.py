@@ -11,11 +11,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from bench.produce import Ends, Progress
 from bench.report import Stage
 from booking_sessions.service import FETCH_LIMITS
+from booking_sessions.settings import Settings
 from consumer.client import to_record
 from consumer.decode import Limits, decode
 
-# The service's batch size (BOOKING_MAX_BATCH_RECORDS).
-MAX_RECORDS = 2000
+# The service's batch size (BOOKING_MAX_BATCH_RECORDS's default).
+MAX_RECORDS: int = Settings.model_fields["max_batch_records"].default
 
 
 async def batches_until(

@@ -25,6 +25,7 @@ from uuid import UUID
 
 from bench.workload import generate
 from booking_sessions.runtime import tune_gc
+from booking_sessions.settings import Settings
 from consumer import store
 from consumer.decide import Decision, SessionRow, decide
 from consumer.decode import Limits, decode, payload_digest
@@ -32,7 +33,7 @@ from consumer.grouping import group_events, share_out, split_repeats
 from consumer.ids import meeting_link
 from models.records import Decoded, Record
 
-BATCH_RECORDS = 2000  # the service's BOOKING_MAX_BATCH_RECORDS
+BATCH_RECORDS: int = Settings.model_fields["max_batch_records"].default  # BOOKING_MAX_BATCH_RECORDS's default
 PARTS = 2  # its parallel transactions
 TOPIC = "booking.events"
 
