@@ -149,7 +149,7 @@ class BatchProcessor:
             await asyncio.sleep(0)
         return decoded, decode_s
 
-    async def apply(self, batch: Prepared) -> BatchResult:
+    async def apply(self, batch: Prepared, sent: Callable[[], None] | None = None) -> BatchResult:
         """Apply a prepared batch: each booking's events in one transaction, in batch order.
 
         A large batch is shared out by booking into up to ``parallel_transactions`` parts, each applied in its
@@ -161,13 +161,23 @@ class BatchProcessor:
         applies only the parts that did not commit (the same parts again: ``share_out`` is deterministic). Any
         other error means some record is poison for the database: its part is bisected, the halves that apply
         are committed, and the single records that still fail are dead-lettered as ``processing_error``.
+
+        ``sent`` is called once: when every part's transaction is sending its first statement, or when the parts
+        end, whichever comes first (the consume loop starts fetching the next batch then, not before: the CPU that
+        costs would hold these statements back).
         """
         started = time.perf_counter()
         now = self._clock()
         firsts, in_batch = split_repeats(batch.decoded)
         parts = share_out(firsts, transactions_for(len(firsts), self._parallel_transactions))
         todo = [i for i in range(len(parts)) if i not in batch.committed]
-        outcomes = await asyncio.gather(*(self._settle(parts[i], now) for i in todo), return_exceptions=True)
+        countdown = _Countdown(len(todo), sent)
+        try:
+            outcomes = await asyncio.gather(
+                *(self._settle(parts[i], now, countdown.done) for i in todo), return_exceptions=True
+            )
+        finally:
+            countdown.finish()
         failures: list[BaseException] = []
         for i, outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -207,12 +217,13 @@ class BatchProcessor:
         self._look_for_repeats = result.duplicates * 2 > result.records
         return result
 
-    async def _settle(self, part: list[Decoded], now: datetime) -> BatchResult:
+    async def _settle(self, part: list[Decoded], now: datetime, sent: Callable[[], None] | None = None) -> BatchResult:
         parked = self._parking.parked_in(part) if self._parking is not None else set()
         kept = without(part, parked)
         while True:
             try:
-                return replace(await self._transact(kept, now), parked=frozenset(parked))
+                first, sent = sent, None  # a part counts once, however many times it is tried
+                return replace(await self._transact(kept, now, first), parked=frozenset(parked))
             except Exception as error:
                 # Each round parks one booking at least (the lock found), so this ends; a lock on anything but a
                 # session row (none found) is retried with the whole batch.
@@ -266,14 +277,21 @@ class BatchProcessor:
             log_dead_letters([dead])
         return replace(counted([dead], Repeats([], []), [dead], []), dlq_refused=refused)
 
-    async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
-        """One part in one transaction, in its processing span; its dead letters are sent before the commit."""
+    async def _transact(
+        self, part: Sequence[Decoded], now: datetime, sent: Callable[[], None] | None = None
+    ) -> BatchResult:
+        """One part in one transaction, in its processing span; its dead letters are sent before the commit.
+        ``sent`` is called just before the first statement (for a part with nothing to write: at once)."""
         if not part:
+            if sent is not None:
+                sent()
             return counted([], Repeats([], []), [], [])
         refused: Counter[str] = Counter()
         with processing_span(self._tracer, part, self._consumer_group, self._max_links) as causes:
             async with self._engine.connect() as conn, conn.begin() as transaction:
                 keyed = [d for d in part if d.message_id is not None]
+                if sent is not None:
+                    sent()
                 # One round trip: the inbox rows, and the session rows of the bookings with a new event, locked.
                 repeats, current = await store.insert_inbox_and_lock(conn, keyed)
                 earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
@@ -306,6 +324,26 @@ class BatchProcessor:
         async with self._engine.connect() as conn:
             known = await store.known_payloads(conn, [(hint, digests[i]) for i, hint in hints.items()])
         return {i for i, hint in hints.items() if (hint, digests[i]) in known}
+
+
+class _Countdown:
+    """Calls ``then`` once: when ``done`` was called ``count`` times, or at ``finish``, whichever comes first."""
+
+    def __init__(self, count: int, then: Callable[[], None] | None) -> None:
+        self._left = count
+        self._then = then
+        if count <= 0:
+            self.finish()
+
+    def done(self) -> None:
+        self._left -= 1
+        if self._left <= 0:
+            self.finish()
+
+    def finish(self) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then()
 
 
 def _worst(failures: Sequence[BaseException]) -> BaseException:

@@ -24,8 +24,14 @@ from consumer.parking import Hold, Holds
 from consumer.results import BatchResult, LoopObserver, Prepared, committed_fields, merge
 from models.backoff import backoff
 from models.faults import first_line
+from models.records import Record
 
 log = structlog.get_logger(__name__)
+
+# Records per getmany call of a fetch, with a yield to the event loop between two calls: about half a millisecond
+# of CPU each (aiokafka builds its records), so a transaction of the batch in hand waits at most that long to send
+# its next statement while the next batch is fetched.
+FETCH_SLICE = 500
 
 BatchHook = Callable[[BatchResult], Awaitable[None]]
 # Per partition of a bounded run, the offset reached so far: the next one to apply, at most its stop offset.
@@ -121,7 +127,8 @@ class ConsumerLoop:
         for a database or broker to come back, in which case it is left to the next owner, uncommitted.
 
         One batch ahead: while a batch's transactions wait for PostgreSQL, the next one is fetched and decoded
-        (CPU that would otherwise wait too), and topped up with what arrived meanwhile just before it is applied.
+        (CPU that would otherwise wait too; started as those transactions send their first statements), and topped
+        up with what arrived meanwhile just before it is applied.
         It is applied only after the current one's transactions committed, so each partition is still applied in
         order; on stop it is dropped, uncommitted, for the next owner. A batch's offset commit (a round trip to the
         group coordinator) goes on while the next batch applies; the next commit waits for it, so offsets are
@@ -138,8 +145,7 @@ class ConsumerLoop:
                     await self._release_due()
                     continue
                 batch = await self._top_up(batch)
-                self._ahead = asyncio.create_task(self._fetch(), name="fetch-ahead")
-                await self._apply_and_commit(batch, commit_in_background=True)
+                await self._apply_and_commit(batch, commit_in_background=True, sent=self._fetch_ahead)
         except Stopped:
             log.warning("batch_abandoned_on_shutdown", reason="still retrying; offsets not committed")
         finally:
@@ -196,11 +202,19 @@ class ConsumerLoop:
             await commit(self._consumer, offsets, self._commit_timeout_s)
 
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
-        batch = await self._consumer.getmany(
-            timeout_ms=self._fetch_timeout_ms if timeout_ms is None else timeout_ms,
-            max_records=max_records or self._max_records,
-        )
-        records = [to_record(m) for messages in batch.values() for m in messages]
+        """Up to ``max_records`` (default: the batch size) records, prepared; None when none came within
+        ``timeout_ms`` (default: the fetch timeout). Only the first getmany waits; the rest take what is buffered."""
+        limit = max_records or self._max_records
+        wait_ms = self._fetch_timeout_ms if timeout_ms is None else timeout_ms
+        records: list[Record] = []
+        while len(records) < limit:
+            want = min(FETCH_SLICE, limit - len(records))
+            fetched = await self._consumer.getmany(timeout_ms=0 if records else wait_ms, max_records=want)
+            got = [to_record(m) for messages in fetched.values() for m in messages]
+            records += got
+            if len(got) < want:
+                break
+            await asyncio.sleep(0)
         if self._until:
             records = [r for r in records if r.offset < self._until.get((r.topic, r.partition), r.offset + 1)]
         return await self._processor.prepare(records) if records else None
@@ -212,12 +226,21 @@ class ConsumerLoop:
         later = await self._fetch(timeout_ms=0, max_records=room) if room > 0 else None
         return batch if later is None else batch.followed_by(later)
 
-    async def _apply_and_commit(self, batch: Prepared, *, commit_in_background: bool = False) -> BatchResult:
+    def _fetch_ahead(self) -> None:
+        """Start fetching and decoding the next batch, once per batch: the processor calls this as the batch in
+        hand sends its first statements, so PostgreSQL has them before this process spends its CPU on the next
+        fetch (started before the batch, the fetch held those statements back by its few milliseconds)."""
+        if self._ahead is None:
+            self._ahead = asyncio.create_task(self._fetch(), name="fetch-ahead")
+
+    async def _apply_and_commit(
+        self, batch: Prepared, *, commit_in_background: bool = False, sent: Callable[[], None] | None = None
+    ) -> BatchResult:
         """Apply ``batch`` and commit its offsets; with ``commit_in_background`` (``run``) the commit and what
         follows it go on in a task after the previous batch's commit ended, and this returns once it started."""
         started = time.perf_counter()
         self.in_hand = dict(Counter(f"{r.topic}/{r.partition}" for r in batch.records))
-        result = await self._apply_with_retry(batch)
+        result = await self._apply_with_retry(batch, sent)
         capped = self._holds.capped(result.next_offsets)
         if capped != result.next_offsets:
             result = replace(result, next_offsets=capped)
@@ -249,7 +272,7 @@ class ConsumerLoop:
         if self._after_commit is not None:
             await self._after_commit(result)
 
-    async def _apply_with_retry(self, batch: Prepared) -> BatchResult:
+    async def _apply_with_retry(self, batch: Prepared, sent: Callable[[], None] | None = None) -> BatchResult:
         """Retry the same batch (the fetched position is kept) with the one backoff policy (models.backoff), polling
         meanwhile (``_wait_polling``); the error is raised once ``retry_attempts`` are spent, or at once when it is
         not transient."""
@@ -261,7 +284,7 @@ class ConsumerLoop:
             attempts=self._retry_attempts,
         ):
             with attempt:
-                return await self._processor.apply(batch)
+                return await self._processor.apply(batch, sent)
         raise AssertionError("unreachable: backoff raises the last error")
 
     def _retrying(self, error: BaseException, wait_s: float) -> None:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy.event import listen
 from sqlalchemy.exc import OperationalError
 
 from booking_sessions.service import run_until
@@ -19,8 +20,8 @@ from consumer.batch import MIN_PART_RECORDS
 from consumer.ids import session_created_id, session_id, session_updated_id
 from consumer.results import BatchResult
 from models.events import BookingEvent
-from models.records import Decoded
-from producer.bookings import as_record
+from models.records import Decoded, Record
+from producer.bookings import as_record, encode
 from tests.integration.bookings import START, event
 from tests.integration.dead_letters import refuse_in_database
 from tests.integration.harness import Produced, committed_offsets, publish, query, read_json, service
@@ -203,3 +204,33 @@ async def test_run_fetching_ahead_applies_every_partition_in_order_and_commits_t
         assert bodies[-1]["session"]["title"] == ("Moved" if rescheduled else "Algebra II")
     rows = await query(database_url, "SELECT count(*) AS n FROM live_sessions")
     assert rows == [{"n": 90}]
+
+
+@pytest.mark.partitions(1)
+async def test_a_batch_says_its_statements_are_out_before_any_comes_back_and_says_it_once(settings: Settings) -> None:
+    # The consume loop fetches the next batch when told (consumer/loop.py, _fetch_ahead): told too late, the fetch
+    # no longer overlaps the batch's wait for PostgreSQL; told twice, it would fetch two batches ahead.
+    records = [
+        Record(settings.input_topic, 0, offset, e.booking_id.encode(), encode(e))
+        for offset, e in enumerate(histories(2 * MIN_PART_RECORDS))
+    ]
+    one = settings.model_copy(update={"parallel_transactions": 2})
+    async with service(one) as svc:
+        finished: list[str] = []
+        told: list[int] = []
+
+        def statement_done(*_: object) -> None:
+            finished.append("statement")
+
+        listen(svc.engine.sync_engine, "after_cursor_execute", statement_done)
+        processor = svc.loop.processor
+        prepared = await processor.prepare(records)
+        result = await processor.apply(prepared, lambda: told.append(len(finished)))
+
+        assert result.applied == len(records)
+        assert told == [0], "told once, before any statement of the batch came back"
+        assert len(finished) >= 6, "two transactions of three statements each"
+        # Applied again (as after a transient fault in another part), every part has committed: told at once.
+        again: list[int] = []
+        await processor.apply(prepared, lambda: again.append(len(finished)))
+        assert again == [len(finished)]

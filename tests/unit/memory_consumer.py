@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -79,7 +79,9 @@ class MemoryProcessor:
         decoded = [Decoded(r, "0" * 64, None, "BookingApproved", (r.key or b"").decode(), "applied") for r in records]
         return Prepared(records, 0, decoded, 0.0, 0.0)
 
-    async def apply(self, batch: Prepared) -> BatchResult:
+    async def apply(self, batch: Prepared, sent: Callable[[], None] | None = None) -> BatchResult:
+        if sent is not None:
+            sent()  # as BatchProcessor does when its transactions send their first statements
         self.applies += 1
         if self.applies <= self.failures:
             raise self.error

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import TopicPartition
 
@@ -34,7 +34,9 @@ class LockingProcessor:
         decoded = [Decoded(r, "0" * 64, None, "BookingConfirmed", (r.key or b"").decode(), "applied") for r in records]
         return Prepared(records, 0, decoded, 0.0, 0.0)
 
-    async def apply(self, batch: Prepared) -> BatchResult:
+    async def apply(self, batch: Prepared, sent: Callable[[], None] | None = None) -> BatchResult:
+        if sent is not None:
+            sent()  # as BatchProcessor does when its transactions send their first statements
         parked = frozenset(d.booking_id for d in batch.decoded if d.booking_id in self.locked_now | self.parked)
         self.parked |= parked
         kept = without(batch.decoded, parked)
