@@ -6,6 +6,7 @@ of the batch in hand for long."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -21,37 +22,43 @@ Fetch = tuple[int, int, int]  # (timeout_ms, max_records, records returned)
 
 
 class RecordingConsumer(MemoryConsumer):
-    """Notes every getmany on the timeline (as ("fetch", records, 0)) and in ``fetches``."""
+    """Notes each getmany that will return records as it starts (("fetch", 0, 0) on the timeline), every getmany in
+    ``fetches``, and sets ``answered`` whenever one returns."""
 
     def __init__(self, logs: dict[TopicPartition, list[str]], timeline: list[Event]) -> None:
         super().__init__(logs, timeline)
         self.fetches: list[Fetch] = []
+        self.answered = asyncio.Event()
 
     async def getmany(
         self, *, timeout_ms: int, max_records: int = 1000
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if any(self.position_of[tp] < len(log) for tp, log in self.logs.items() if tp not in self.stopped):
+            self.timeline.append(("fetch", 0, 0))
         out = await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
-        got = sum(len(records) for records in out.values())
-        self.fetches.append((timeout_ms, max_records, got))
-        if got:
-            self.timeline.append(("fetch", got, 0))
+        self.fetches.append((timeout_ms, max_records, sum(len(records) for records in out.values())))
+        self.answered.set()
         return out
 
 
 class TellingProcessor(MemoryProcessor):
-    """Notes on the timeline when it tells the loop its statements are out (("sent", first offset, 0)), or
-    never tells it (``tells=False``: a processor that does not know)."""
+    """Notes on the timeline when it tells the loop its statements are out (("sent", first offset, 0)), then
+    waits (as for PostgreSQL) until the consumer answered a getmany, at most a second; or never tells the loop
+    (``tells=False``: a processor that does not know)."""
 
-    def __init__(self, timeline: list[Event], *, tells: bool = True) -> None:
+    def __init__(self, timeline: list[Event], consumer: RecordingConsumer, *, tells: bool = True) -> None:
         super().__init__(timeline)
+        self.consumer = consumer
         self.tells = tells
 
     async def apply(self, batch: Prepared, sent: Callable[[], None] | None = None) -> BatchResult:
-        await asyncio.sleep(0.002)  # building the first statement
+        await asyncio.sleep(0)  # as the real one yields (a connection, BEGIN) before its first statement
         if self.tells and sent is not None:
             self.timeline.append(("sent", batch.records[0].offset, 0))
+            self.consumer.answered.clear()
             sent()
-        await asyncio.sleep(0.005)  # the wait for PostgreSQL, during which the next batch is fetched
+            with contextlib.suppress(TimeoutError):  # a deadline, not a pause: a loop that fetches nothing goes on
+                await asyncio.wait_for(self.consumer.answered.wait(), timeout=1)
         return await super().apply(batch)
 
 
@@ -72,23 +79,22 @@ async def run_until_applied(loop: ConsumerLoop, timeline: list[Event], records: 
 async def test_the_next_batch_is_fetched_after_the_batch_in_hand_sent_its_statements_and_before_it_ends() -> None:
     timeline: list[Event] = []
     consumer = RecordingConsumer({P0: [f"k{i}" for i in range(12)]}, timeline)
-    loop = ConsumerLoop(consumer, TellingProcessor(timeline), max_records=4, fetch_timeout_ms=20)  # type: ignore[arg-type]
+    processor = TellingProcessor(timeline, consumer)
+    loop = ConsumerLoop(consumer, processor, max_records=4, fetch_timeout_ms=20)  # type: ignore[arg-type]
     await run_until_applied(loop, timeline, 12)
 
-    kinds = [(kind, a) for kind, a, _ in timeline if kind in ("fetch", "sent", "apply")]
-    # First batch: fetched, sent; the second is fetched after that and before the first batch's records apply.
-    assert kinds[:3] == [("fetch", 4), ("sent", 0), ("fetch", 4)], kinds
-    applied = [offset for kind, _, offset in timeline if kind == "apply"]
-    assert applied == list(range(12)), "every record once, in order"
-    for first in (4, 8):  # each later batch: fetched between the previous batch's "sent" and its applies
-        fetched_at = [i for i, e in enumerate(timeline) if e[0] == "fetch"][first // 4]
-        assert timeline.index(("sent", first - 4, 0)) < fetched_at < timeline.index(("apply", 0, first - 4))
+    assert [offset for kind, _, offset in timeline if kind == "apply"] == list(range(12)), "each record once, in order"
+    fetches = [i for i, e in enumerate(timeline) if e[0] == "fetch"]
+    assert len(fetches) == 3, timeline
+    for batch in (1, 2):  # each later batch: fetched after the batch before it sent its statements, before it applied
+        before = 4 * (batch - 1)
+        assert timeline.index(("sent", before, 0)) < fetches[batch] < timeline.index(("apply", 0, before)), timeline
 
 
 async def test_a_processor_that_never_says_its_statements_are_out_still_gets_every_batch() -> None:
     timeline: list[Event] = []
     consumer = RecordingConsumer({P0: [f"k{i}" for i in range(10)]}, timeline)
-    processor = TellingProcessor(timeline, tells=False)
+    processor = TellingProcessor(timeline, consumer, tells=False)
     loop = ConsumerLoop(consumer, processor, max_records=4, fetch_timeout_ms=20)  # type: ignore[arg-type]
     await run_until_applied(loop, timeline, 10)
     assert [offset for kind, _, offset in timeline if kind == "apply"] == list(range(10))
