@@ -8,7 +8,6 @@ clap group ("the argument '--cert' cannot be used with '--key'") while TLS needs
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import subprocess
@@ -32,7 +31,7 @@ from producer.publish import Publisher
 from tests.certs import Certificates, make_certificates, openssl_available
 from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all
-from tests.servers.apache_kafka import JVM_OPTIONS, ApacheKafka
+from tests.servers.apache_kafka import JVM_OPTIONS, ApacheKafka, new_cluster_id
 from tests.servers.kafka_jars import apache_kafka_available
 from tests.servers.ladder import choose_kafka
 
@@ -94,7 +93,9 @@ class SecureKafka(ApacheKafka):
 
     def _format(self) -> None:
         """As the base class, plus the SCRAM users: in KRaft mode they are written into the metadata at format."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One in 64 base64url UUIDs starts with "-", which the tool's parser takes for an option: new_cluster_id
+        # never returns one (the TLS broker's own copy of this line once did, and failed its whole module).
+        cluster_id = new_cluster_id()
         scram = [
             arg
             for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
