@@ -162,9 +162,10 @@ class BatchProcessor:
         other error means some record is poison for the database: its part is bisected, the halves that apply
         are committed, and the single records that still fail are dead-lettered as ``processing_error``.
 
-        ``sent`` is called once: when every part's transaction is sending its first statement, or when the parts
-        end, whichever comes first (the consume loop starts fetching the next batch then, not before: the CPU that
-        costs would hold these statements back).
+        ``sent`` is called once: when every part has begun, before its first wait for the database (a connection,
+        or its first statement, which carries the BEGIN), or when the parts end, whichever comes first (the
+        consume loop starts fetching the next batch then, not before: the CPU that costs would hold these
+        statements back).
         """
         started = time.perf_counter()
         now = self._clock()
@@ -220,10 +221,13 @@ class BatchProcessor:
     async def _settle(self, part: list[Decoded], now: datetime, sent: Callable[[], None] | None = None) -> BatchResult:
         parked = self._parking.parked_in(part) if self._parking is not None else set()
         kept = without(part, parked)
+        if sent is not None:
+            # Nothing else runs before this part first waits, for its connection or its first statement (BEGIN
+            # goes with it): called here, once, however many times the part is tried.
+            sent()
         while True:
             try:
-                first, sent = sent, None  # a part counts once, however many times it is tried
-                return replace(await self._transact(kept, now, first), parked=frozenset(parked))
+                return replace(await self._transact(kept, now), parked=frozenset(parked))
             except Exception as error:
                 # Each round parks one booking at least (the lock found), so this ends; a lock on anything but a
                 # session row (none found) is retried with the whole batch.
@@ -277,21 +281,14 @@ class BatchProcessor:
             log_dead_letters([dead])
         return replace(counted([dead], Repeats([], []), [dead], []), dlq_refused=refused)
 
-    async def _transact(
-        self, part: Sequence[Decoded], now: datetime, sent: Callable[[], None] | None = None
-    ) -> BatchResult:
-        """One part in one transaction, in its processing span; its dead letters are sent before the commit.
-        ``sent`` is called just before the first statement (for a part with nothing to write: at once)."""
+    async def _transact(self, part: Sequence[Decoded], now: datetime) -> BatchResult:
+        """One part in one transaction, in its processing span; its dead letters are sent before the commit."""
         if not part:
-            if sent is not None:
-                sent()
             return counted([], Repeats([], []), [], [])
         refused: Counter[str] = Counter()
         with processing_span(self._tracer, part, self._consumer_group, self._max_links) as causes:
             async with self._engine.connect() as conn, conn.begin() as transaction:
                 keyed = [d for d in part if d.message_id is not None]
-                if sent is not None:
-                    sent()
                 # One round trip: the inbox rows, and the session rows of the bookings with a new event, locked.
                 repeats, current = await store.insert_inbox_and_lock(conn, keyed)
                 earlier = [d for d in keyed if d.message_id in repeats] if repeats else []
