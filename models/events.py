@@ -14,7 +14,16 @@ from pydantic import (
 )
 from pydantic_core import to_json
 
-from models.fields import BookingId, EventTypeName, Rfc3339, SessionStart, ShortText, UserId, UtcTimestamp, rfc3339_utc
+from models.fields import (
+    BookingId,
+    EventTypeName,
+    SessionStart,
+    ShortText,
+    UserId,
+    UtcRfc3339,
+    UtcTimestamp,
+    rfc3339_utc,
+)
 
 # The newest input schema this build understands; a higher one goes to the DLQ as unsupported_version.
 SCHEMA_VERSION = 1
@@ -48,7 +57,7 @@ class BookingEvent(BaseModel):
     message_id: Annotated[UUID, Field(strict=False)]  # JSON has no UUID type: a string is the only form
     type: BookingType
     schema_version: Annotated[int, Field(ge=1)]
-    occurred_at: Rfc3339
+    occurred_at: UtcRfc3339  # in UTC, whatever offset it was written with
     booking_id: BookingId
     booking: BookingSnapshot
     auto_approved: bool = False
