@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.decode import decode
+from consumer.ids import _uuid5
 from models.fields import BOOKING_ID_PATTERN, is_booking_id
 from tests.unit.builders import MAX_BYTES, body, record
 
@@ -45,3 +47,30 @@ def test_is_booking_id_is_the_models_rule(text: str) -> None:
     d = decode(record(body({"booking_id": text}), key=None), MAX_BYTES)
 
     assert is_booking_id(text) == (d.outcome == "applied")
+
+
+@given(namespace=st.uuids(), name=st.text(max_size=80))
+def test_uuid5_is_the_stdlibs(namespace: uuid.UUID, name: str) -> None:
+    # consumer.ids derives every session and outbox id with it: the same UUID, or a rebuild changes them all.
+    ours = _uuid5(namespace.bytes, name)
+
+    assert ours == uuid.uuid5(namespace, name)
+    assert (type(ours), ours.version, str(ours)) == (uuid.UUID, 5, str(uuid.uuid5(namespace, name)))
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    offset_minutes=st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+)
+def test_occurred_at_from_json_is_the_same_instant_in_utc(moment: datetime, offset_minutes: int) -> None:
+    # The decision compares it with the database's timestamps, which are in UTC: same tzinfo, cheap comparisons.
+    written = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    text = written.isoformat()
+
+    d = decode(record(body({"occurred_at": text}), key=None), MAX_BYTES)
+
+    if d.event is None:  # outside the years 1 to 9999 once in UTC: refused, as before
+        assert d.reason == "invalid" and "occurred_at" in (d.error or ""), d.error
+        return
+    assert d.event.occurred_at.tzinfo is UTC
+    assert d.event.occurred_at == written
