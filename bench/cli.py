@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bench.ab import run_ab
 from bench.report import print_report
 from bench.runner import Options, run_bench
 from bench.service_path import ShortRetention
@@ -112,8 +113,28 @@ def soak(
         raise typer.Exit(1)
 
 
+def ab(
+    a: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="checkout A (the reference)")],
+    b: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="checkout B (the change)")],
+    rounds: Annotated[int, typer.Option(min=1, help="runs of (d) per checkout, in turns: A B, B A, ...")] = 5,
+    events: Annotated[int, typer.Option(min=20, help="records in the workload, over events/10 bookings")] = 200_000,
+) -> None:
+    """Stage (d) of two checkouts of this repository in turns, on one set of servers and one produced workload,
+    each run on a fresh consumer group and database with the decode ceiling (b) read just before it: a line per
+    run, then each side's rates and median ratio_vs_decode and in how many rounds B was faster. For a change's A/B
+    on a machine whose speed wanders (README, Performance); make A with `git worktree add DIR REV`. Servers as for
+    `bench run`. Exit code 1 if a run's rows were wrong.
+    """
+    configure_logging("WARNING")
+    console = Console(stderr=True)
+    _, failed = asyncio.run(run_ab((a, b), rounds, events, console, lambda line: print(line, flush=True)))
+    if failed:
+        raise typer.Exit(1)
+
+
 # Outside the wheel (issue 11): run from a clone, `python -m bench run` (the bench) or `python -m bench soak`.
 app = typer.Typer(help="Measure the service on the embedded servers (README, Performance).", no_args_is_help=True)
 # Help from the docstrings reflowed (help_text): rich would keep their hard line breaks and wrap them badly.
 app.command("run", help=help_text(bench))(bench)
 app.command("soak", help=help_text(soak))(soak)
+app.command("ab", help=help_text(ab))(ab)
