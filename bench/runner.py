@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 
 from bench import checks
-from bench.ceilings import consume_ceiling
+from bench.ceilings import consume_ceiling, median_ceiling
 from bench.databases import OutboxWatch, durability, rows, vacuum
 from bench.harness import Harness, Options
 from bench.naive import NaiveConsumer, run_naive
@@ -98,6 +98,7 @@ class Bench(Harness):
                     results.stages.append(stage)
             decoded = f"{workload.events} applied"
             results.checks.append(Check("(b) every record decodes", stage.note == decoded, stage.note))
+            ceiling_reads = [stage]
             results.stages.append(await self._naive(urls["naive"], naive_topic, naive_ends, sample.events, every))
             naive_rows = await rows(urls["naive"])
             results.checks.append(
@@ -107,7 +108,11 @@ class Bench(Harness):
             results.stages.append(peer.stage)
 
             service = fleets["service"]
+            ceiling_reads.append(await self._ceiling(main, ends, "(b) again, before (d)"))
             results.stages.append(await self._service("service", "(d) service: run path, 1 process", service, ends))
+            ceiling_reads.append(await self._ceiling(main, ends, "(b) again, after (d)"))
+            first = results.stages.index(ceiling_reads[0])
+            results.stages[first] = median_ceiling(ceiling_reads, ("at the start", "before (d)", "after (d)"))
             results.rss_mb_at_tenth = service.rss_at(o.events // 10) / 2**20
             results.rss_mb = await service.measure_rss() / 2**20
             await service.stop()
@@ -141,6 +146,18 @@ class Bench(Harness):
                     results.stages.append(await relay_stage(fleets["scaleout"].settings, relays, o.partitions))
         results.load = (results.load[0], os.getloadavg()[0])
         return results
+
+    async def _ceiling(self, topic: str, ends: Ends, label: str) -> Stage:
+        """One more read of (b) on ``topic``, for ``median_ceiling``."""
+        with self.task(label, sum(ends.values())) as t:
+            return await consume_ceiling(
+                self.bootstrap,
+                topic,
+                ends,
+                decoding=True,
+                max_message_bytes=self.settings.max_message_bytes,
+                progress=self.advance(t),
+            )
 
     async def _naive(self, url: str, topic: str, ends: Ends, records: int, every: int) -> Stage:
         # Its outbox rows name an output topic, but it publishes nothing: no topic to create.
