@@ -22,7 +22,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.ceilings import consume_ceiling
 from bench.harness import Options
 from bench.produce import produce_bulk
 from bench.report import Results, machine
@@ -100,14 +99,7 @@ async def run_ab(
             ends = await produce_bulk(bench.bootstrap, topic, workload.records, partitions, lambda _: None)
             for r, index in turns(rounds):
                 side = (a, b)[index]
-                ceiling = await consume_ceiling(
-                    bench.bootstrap,
-                    topic,
-                    ends,
-                    decoding=True,
-                    max_message_bytes=bench.settings.max_message_bytes,
-                    progress=lambda _: None,
-                )
+                ceiling = await bench.ceiling(topic, ends, f"(b) before round {r + 1} of {side.name}")
                 name = f"ab{r}{'ab'[index]}"
                 stage_settings = bench.stage_settings(name, topic, await bench.database(name))
                 await ensure_topics(

@@ -86,16 +86,8 @@ class Bench(Harness):
                     await fleet.ready(o.partitions)
                     self.bar.advance(t)
             for decoding, label in ((False, "(a) raw consume"), (True, "(b) consume + decode")):
-                with self.task(label, workload.events) as t:
-                    stage = await consume_ceiling(
-                        self.bootstrap,
-                        main,
-                        ends,
-                        decoding=decoding,
-                        max_message_bytes=self.settings.max_message_bytes,
-                        progress=self.advance(t),
-                    )
-                    results.stages.append(stage)
+                stage = await self.ceiling(main, ends, label, decoding=decoding)
+                results.stages.append(stage)
             decoded = f"{workload.events} applied"
             results.checks.append(Check("(b) every record decodes", stage.note == decoded, stage.note))
             ceiling_reads = [stage]
@@ -108,9 +100,9 @@ class Bench(Harness):
             results.stages.append(peer.stage)
 
             service = fleets["service"]
-            ceiling_reads.append(await self._ceiling(main, ends, "(b) again, before (d)"))
+            ceiling_reads.append(await self.ceiling(main, ends, "(b) again, before (d)"))
             results.stages.append(await self._service("service", "(d) service: run path, 1 process", service, ends))
-            ceiling_reads.append(await self._ceiling(main, ends, "(b) again, after (d)"))
+            ceiling_reads.append(await self.ceiling(main, ends, "(b) again, after (d)"))
             first = results.stages.index(ceiling_reads[0])
             results.stages[first] = median_ceiling(ceiling_reads, ("at the start", "before (d)", "after (d)"))
             results.rss_mb_at_tenth = service.rss_at(o.events // 10) / 2**20
@@ -147,14 +139,14 @@ class Bench(Harness):
         results.load = (results.load[0], os.getloadavg()[0])
         return results
 
-    async def _ceiling(self, topic: str, ends: Ends, label: str) -> Stage:
-        """One more read of (b) on ``topic``, for ``median_ceiling``."""
+    async def ceiling(self, topic: str, ends: Ends, label: str, *, decoding: bool = True) -> Stage:
+        """A read of (b) on ``topic`` (of (a) without ``decoding``), under a progress bar named ``label``."""
         with self.task(label, sum(ends.values())) as t:
             return await consume_ceiling(
                 self.bootstrap,
                 topic,
                 ends,
-                decoding=True,
+                decoding=decoding,
                 max_message_bytes=self.settings.max_message_bytes,
                 progress=self.advance(t),
             )
