@@ -126,7 +126,7 @@ class Decision(NamedTuple):
     first_write: bool = False  # no row existed when this was decided: the row is to be inserted, not updated
 
 
-_NOBODY: frozenset[str] = frozenset()
+_NOBODY: frozenset[str] = frozenset()  # the learners of a decision without a BookingConfirmed
 
 
 def version_of(event: BookingEvent) -> Version:

@@ -32,8 +32,7 @@ from models.trace_context import TraceContext
 # pydantic-core's JSON encoder, while PostgreSQL's share went from 0.6 to 0.8 µs (jsonb parses the text once,
 # then each field is read by position): 1,000-row statements, client and server CPU (issue 15). The other
 # statements keep their arrays: the session upsert as JSON saved this process 1.0 µs a record and cost PostgreSQL
-# 1.5 (its timestamps are parsed from text), the learners and outbox rows saved nothing (`python -m
-# bench.applypath`, alternated runs).
+# 1.5, the learners and outbox rows saved nothing (`python -m bench.applypath`, alternated runs).
 def rows_of(parameter: str, columns: Sequence[tuple[str, str]]) -> str:
     """SQL: the rows of the JSON array of arrays in ``:parameter`` (``as_json``), as a subquery with one column
     per ``(name, SQL type)`` of ``columns``, read by position. JSON null is SQL NULL."""
