@@ -42,6 +42,7 @@ class Side:
 
     @property
     def name(self) -> str:
+        """The checkout's directory name (its path when it has none), for the report's lines."""
         return self.directory.name or str(self.directory)
 
 
