@@ -6,16 +6,22 @@ message (CONTRACT "Input": RFC 3339 with an offset, in UTC within the years 1 to
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from models.fields import Rfc3339, SessionStart
+from models.fields import Rfc3339, SessionStart, UtcRfc3339
 
-ADAPTERS = {"occurred_at": TypeAdapter(Rfc3339), "scheduled_start": TypeAdapter(SessionStart)}
+ADAPTERS = {
+    "occurred_at": TypeAdapter(Rfc3339),
+    # As BookingEvent reads it: the same rules, and from JSON the instant in the standard library's UTC.
+    "occurred_at in UTC": TypeAdapter(UtcRfc3339),
+    "scheduled_start": TypeAdapter(SessionStart),
+}
+IN_UTC_FROM_JSON = {"occurred_at in UTC"}
 # Where the Python validator's own parse (datetime.fromisoformat) refuses first, it says only this; pydantic's
 # parse, which refuses the same texts, says what is wrong (a month 13, a day 32). The verdict is the same.
 PYTHON_PARSE_REFUSED = ("Value error, is not a valid timestamp",)
@@ -41,7 +47,10 @@ def assert_one_verdict(field: str, value: object) -> None:
     assert python[0] == from_json[0], (value, python, from_json)
     if python[0] == "accepted":
         assert python[1] == from_json[1] and python[1] is not None and from_json[1] is not None
-        assert python[1].utcoffset() == from_json[1].utcoffset()
+        if field in IN_UTC_FROM_JSON:
+            assert from_json[1].tzinfo is UTC, (value, from_json)
+        else:
+            assert python[1].utcoffset() == from_json[1].utcoffset()
     elif python[2] != PYTHON_PARSE_REFUSED:
         assert python[2] == from_json[2], value
 
