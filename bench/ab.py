@@ -1,9 +1,19 @@
-"""``python -m bench ab A B``: stage (d) of two checkouts, alternating on one set of servers, for a change's A/B.
+"""``python -m bench ab A B``: stage (d) of two checkouts, alternating on one set of servers, for a change's A/B;
+with ``--rate R``, the (f, h2) stage instead, at R records/s.
 
 Full runs of ``bench run`` told changes of 5% apart poorly on this workplace's 2-core machines: from one run to the
 next, minutes apart, the decode ceiling moved 111,000-143,000 records/s and (d) 31,000-39,000. Here both sides
 share the servers and the produced records, and run in turns (A B, then B A, ...), each on a fresh consumer group
 and migrated database with the decode ceiling (b) read just before it, so that a slow minute falls on both.
+
+(h2)'s p99 at half of (d)'s rate is noisier still: about that rate the service is close to what it can do live
+(README, "Under load"). ``--rate`` runs the (f, h2) stage alone in the same turns, each on new topics, group and
+database, at a rate the caller chooses, after one unmeasured run of A that warms the broker (a fresh Apache Kafka
+spent 36-47% of a core on the stage where a warm one spent 26-30%). Its own noise, read with A and B the same code
+(2026-12-01, Apache Kafka and PostgreSQL 15 on the 2-core AMD EPYC): six rounds at 18,000 records/s gave medians of
+(h2)'s p99 of 208 and 308 ms, B "lower" in one round of six; four rounds at 17,000/s, 208 and 199 ms, B lower in
+three of four. A difference of (h2)'s p99 within that, over six rounds, is no evidence of a change; the CPU each
+run prints moved far less (service 63-70% of a core, PostgreSQL 52-60%).
 
 A side is a directory holding a checkout of this repository (``git worktree add /tmp/old HEAD~3``): its service
 process imports ``consumer``, ``producer``, ``models`` and ``booking_sessions`` from there; the bench itself
@@ -26,6 +36,7 @@ from bench.harness import Options
 from bench.produce import produce_bulk
 from bench.report import Results, machine
 from bench.runner import Bench
+from bench.user_latency import half_rate
 from bench.workload import generate
 from booking_sessions.dev.servers import servers_for, with_throwaway_secret
 from booking_sessions.settings import Settings
@@ -39,6 +50,9 @@ class Side:
     directory: Path
     rates: list[float] = field(default_factory=list)  # records/s
     ratios: list[float] = field(default_factory=list)  # of the decode ceiling read just before
+    commit_p99s: list[float] = field(default_factory=list)  # --rate: (f) produce -> offset commit, p99 in ms
+    created_p50s: list[float] = field(default_factory=list)  # --rate: (h2) produce -> SessionCreated, p50 in ms
+    created_p99s: list[float] = field(default_factory=list)  # --rate: (h2) p99 in ms
 
     @property
     def name(self) -> str:
@@ -68,6 +82,22 @@ def summary(a: Side, b: Side) -> list[str]:
     return lines
 
 
+def latency_summary(a: Side, b: Side) -> list[str]:
+    """``summary`` for ``--rate``: each side's (h2) p99s and the medians of (f)'s p99 and (h2)'s p50 and p99, then B
+    against A round by round (in how many rounds B's (h2) p99 was lower, and the median of B's over A's)."""
+    lines = [
+        f"{side.name}: (h2) p99 {', '.join(f'{p:.0f}' for p in side.created_p99s)} ms; medians: (f) p99 "
+        f"{statistics.median(side.commit_p99s):.0f}, (h2) p50 {statistics.median(side.created_p50s):.0f}, "
+        f"p99 {statistics.median(side.created_p99s):.0f} ms"
+        for side in (a, b)
+    ]
+    pairs = list(zip(a.created_p99s, b.created_p99s, strict=False))
+    lower = sum(1 for x, y in pairs if y < x)
+    change = statistics.median(y / x - 1 for x, y in pairs)
+    lines.append(f"{b.name} against {a.name}: (h2) p99 lower in {lower} of {len(pairs)} rounds, median {change:+.1%}")
+    return lines
+
+
 @contextmanager
 def importing_from(directory: Path) -> Iterator[None]:
     """Processes spawned inside import this checkout first: multiprocessing's spawn hands the child the parent's
@@ -81,48 +111,33 @@ def importing_from(directory: Path) -> Iterator[None]:
 
 
 async def run_ab(
-    directories: Sequence[Path], rounds: int, events: int, console: Console, say: Callable[[str], None]
+    directories: Sequence[Path],
+    rounds: int,
+    events: int,
+    console: Console,
+    say: Callable[[str], None],
+    rate: float | None = None,
 ) -> tuple[list[Side], int]:
-    """``rounds`` runs of (d) per side, in ``turns``; ``say`` gets a line per run and the summary. Returns both
-    sides and how many row checks failed."""
+    """``rounds`` runs of (d) per side, in ``turns`` (``service_rounds``); with ``rate`` (records/s), runs of the
+    (f, h2) stage at that rate instead (``latency_rounds``). ``say`` gets a line per run and the summary. Returns
+    both sides and how many checks failed."""
     a, b = (Side(d.resolve()) for d in directories)
+    options = Options(events=events) if rate is None else Options(latency_rate=rate)
     async with servers_for(Settings(), console.print) as servers:
         settings = with_throwaway_secret(servers.settings)
-        bench = Bench(settings, Options(events=events), console, embedded=servers.embedded)
+        bench = Bench(settings, options, console, embedded=servers.embedded)
         bench.results = Results(
             events, bench.options.partitions, machine(), "configured" if not servers.embedded else "embedded"
         )
         try:
-            workload = generate(events, seed=bench.options.seed)
-            topic = bench.topic("in", "booking.events")
-            partitions = bench.options.partitions
-            await ensure_topics(bench.bootstrap, bench.topics, partitions)
-            ends = await produce_bulk(bench.bootstrap, topic, workload.records, partitions, lambda _: None)
-            for r, index in turns(rounds):
-                side = (a, b)[index]
-                ceiling = await bench.ceiling(topic, ends, f"(b) before round {r + 1} of {side.name}")
-                name = f"ab{r}{'ab'[index]}"
-                stage_settings = bench.stage_settings(name, topic, await bench.database(name))
-                await ensure_topics(
-                    bench.bootstrap, [stage_settings.output_topic, stage_settings.dlq_topic], partitions
-                )
-                fleet = bench.fleet(name, stage_settings)
-                with importing_from(side.directory):
-                    fleet.start()
-                await fleet.ready(partitions)
-                stage = await bench._service(name, f"(d) {side.name}", fleet, ends)
-                await fleet.stop()
-                await bench._check_service(f"(d) {side.name}, round {r + 1}", fleet, workload)
-                rate = stage.records / stage.seconds
-                side.rates.append(rate)
-                per_s = ceiling.records / ceiling.seconds
-                side.ratios.append(rate / per_s)
-                cpu = stage.note[stage.note.find("CPU") :]
-                say(
-                    f"round {r + 1} {side.name}: (d) {rate:,.0f}/s, ceiling {per_s:,.0f}/s, ratio {side.ratios[-1]:.3f}"
-                )
-                say(f"  {cpu}")
-            for line in summary(a, b):
+            if rate is None:
+                await service_rounds(bench, (a, b), rounds, say)
+                lines = summary(a, b)
+            else:
+                with bench.bar:
+                    await latency_rounds(bench, (a, b), rounds, rate, say)
+                lines = latency_summary(a, b)
+            for line in lines:
                 say(line)
             failed = [check for check in bench.results.checks if not check.ok]
             for check in failed:
@@ -130,3 +145,63 @@ async def run_ab(
         finally:
             await bench.clean_up()
     return [a, b], len(failed)
+
+
+async def service_rounds(bench: Bench, sides: tuple[Side, Side], rounds: int, say: Callable[[str], None]) -> None:
+    """(d) of each side in ``turns`` over one produced workload, the decode ceiling read just before each run."""
+    events = bench.options.events
+    workload = generate(events, seed=bench.options.seed)
+    topic = bench.topic("in", "booking.events")
+    partitions = bench.options.partitions
+    await ensure_topics(bench.bootstrap, bench.topics, partitions)
+    ends = await produce_bulk(bench.bootstrap, topic, workload.records, partitions, lambda _: None)
+    for r, index in turns(rounds):
+        side = sides[index]
+        ceiling = await bench.ceiling(topic, ends, f"(b) before round {r + 1} of {side.name}")
+        name = f"ab{r}{'ab'[index]}"
+        stage_settings = bench.stage_settings(name, topic, await bench.database(name))
+        await ensure_topics(bench.bootstrap, [stage_settings.output_topic, stage_settings.dlq_topic], partitions)
+        fleet = bench.fleet(name, stage_settings)
+        with importing_from(side.directory):
+            fleet.start()
+        await fleet.ready(partitions)
+        stage = await bench._service(name, f"(d) {side.name}", fleet, ends)
+        await fleet.stop()
+        await bench._check_service(f"(d) {side.name}, round {r + 1}", fleet, workload)
+        rate = stage.records / stage.seconds
+        side.rates.append(rate)
+        per_s = ceiling.records / ceiling.seconds
+        side.ratios.append(rate / per_s)
+        cpu = stage.note[stage.note.find("CPU") :]
+        say(f"round {r + 1} {side.name}: (d) {rate:,.0f}/s, ceiling {per_s:,.0f}/s, ratio {side.ratios[-1]:.3f}")
+        say(f"  {cpu}")
+
+
+async def latency_rounds(
+    bench: Bench, sides: tuple[Side, Side], rounds: int, rate: float, say: Callable[[str], None]
+) -> None:
+    """The (f, h2) stage of each side at ``rate`` records/s in ``turns``, after one unmeasured run of the first side
+    (the broker's warm-up); each run on a new input topic, group and database, with the stage's own warm-up
+    (``Options.warm_up_s``) first, as in ``bench run``."""
+    partitions = bench.options.partitions
+    for r, index in [(-1, 0), *turns(rounds)]:
+        side = sides[index]
+        name = f"lt{r + 1}{'ab'[index]}"
+        topic = bench.topic(name, "booking.events")
+        fleet = bench.fleet(name, bench.stage_settings(name, topic, await bench.database(name)))
+        await ensure_topics(bench.bootstrap, bench.topics[-3:], partitions)  # its input, output and DLQ
+        with importing_from(side.directory):
+            fleet.start()
+        await fleet.ready(partitions)
+        commit, created = await half_rate(bench, fleet, topic, rate)
+        if r < 0:
+            say(f"warm-up run of {side.name}: (h2) p50 {created.p50_ms:.0f}, p99 {created.p99_ms:.0f} ms")
+            continue
+        side.commit_p99s.append(commit.p99_ms)
+        side.created_p50s.append(created.p50_ms)
+        side.created_p99s.append(created.p99_ms)
+        say(
+            f"round {r + 1} {side.name}: {commit.offered_per_s:,.0f}/s offered; (f) p50 {commit.p50_ms:.0f}, p99 "
+            f"{commit.p99_ms:.0f} ms; (h2) p50 {created.p50_ms:.0f}, p99 {created.p99_ms:.0f} ms; {commit.trend}"
+        )
+        say(f"  {commit.cpu}")

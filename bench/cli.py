@@ -118,16 +118,25 @@ def ab(
     b: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="checkout B (the change)")],
     rounds: Annotated[int, typer.Option(min=1, help="runs of (d) per checkout, in turns: A B, B A, ...")] = 5,
     events: Annotated[int, typer.Option(min=20, help="records in the workload, over events/10 bookings")] = 200_000,
+    rate: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="run the (f, h2) stage at this many records/s instead of (d); --events unused"),
+    ] = None,
 ) -> None:
     """Stage (d) of two checkouts of this repository in turns, on one set of servers and one produced workload,
     each run on a fresh consumer group and database with the decode ceiling (b) read just before it: a line per
     run, then each side's rates and median ratio_vs_decode and in how many rounds B was faster. For a change's A/B
     on a machine whose speed wanders (README, Performance); make A with `git worktree add DIR REV`. Servers as for
     `bench run`. Exit code 1 if a run's rows were wrong.
+
+    With --rate R: the (f, h2) stage instead, at R records/s (10 s after 4 s unmeasured, as in `bench run`), after
+    one unmeasured run of A that warms the broker: each run's (f) and (h2) percentiles and CPU, then each side's
+    medians and in how many rounds B's (h2) p99 was lower. Exit code 1 if a record was not committed or a
+    SessionCreated not read.
     """
     configure_logging("WARNING")
     console = Console(stderr=True)
-    _, failed = asyncio.run(run_ab((a, b), rounds, events, console, lambda line: print(line, flush=True)))
+    _, failed = asyncio.run(run_ab((a, b), rounds, events, console, lambda line: print(line, flush=True), rate))
     if failed:
         raise typer.Exit(1)
 
