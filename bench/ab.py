@@ -10,10 +10,11 @@ and migrated database with the decode ceiling (b) read just before it, so that a
 (README, "Under load"). ``--rate`` runs the (f, h2) stage alone in the same turns, each on new topics, group and
 database, at a rate the caller chooses, after one unmeasured run of A that warms the broker (a fresh Apache Kafka
 spent 36-47% of a core on the stage where a warm one spent 26-30%). Its own noise, read with A and B the same code
-(2026-12-01, Apache Kafka and PostgreSQL 15 on the 2-core AMD EPYC): six rounds at 18,000 records/s gave medians of
-(h2)'s p99 of 208 and 308 ms, B "lower" in one round of six; four rounds at 17,000/s, 208 and 199 ms, B lower in
-three of four. A difference of (h2)'s p99 within that, over six rounds, is no evidence of a change; the CPU each
-run prints moved far less (service 63-70% of a core, PostgreSQL 52-60%).
+(2026-12-01, Apache Kafka and PostgreSQL 15 on the 2-core AMD EPYC), as medians of (h2)'s p99 over six rounds: two
+worktrees of one commit at 15,000 records/s, 117 and 138 ms, B lower in 3 of 6; a worktree and this checkout, 156
+and 197 ms at 15,000/s, 208 and 308 ms at 18,000/s, B lower in 2 and 1 of 6 (why this checkout read higher twice
+is not known: compare two worktrees). A difference within that is no evidence of a change; the CPU each run prints
+moved far less (service 60-70% of a core, PostgreSQL 47-60%).
 
 A side is a directory holding a checkout of this repository (``git worktree add /tmp/old HEAD~3``): its service
 process imports ``consumer``, ``producer``, ``models`` and ``booking_sessions`` from there; the bench itself
