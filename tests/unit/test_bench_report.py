@@ -36,6 +36,12 @@ def test_the_last_line_has_the_peer_and_end_to_end_fields() -> None:
     assert fields["p99_commit_ms"] == 290
 
 
+def test_the_ratio_to_the_ceiling_is_not_rounded_up_to_the_goal() -> None:
+    r = Results(200_000, 12, "2 cores", "embedded")
+    r.stages += [Stage("decode", "(b)", 121_215, 1.0), Stage("service", "(d)", 36_274, 1.0)]
+    assert parse_summary(r.summary_line())["ratio_vs_decode"] == 0.299  # 0.2993: below 0.30
+
+
 def test_stages_that_did_not_run_read_zero() -> None:
     r = Results(20_000, 12, "2 cores", "embedded")
     r.stages.append(Stage("service", "(d)", 20_000, 1.0))
