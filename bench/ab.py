@@ -37,6 +37,7 @@ from bench.harness import Options
 from bench.produce import produce_bulk
 from bench.report import Results, machine
 from bench.runner import Bench
+from bench.service_path import Fleet
 from bench.user_latency import half_rate
 from bench.workload import generate
 from booking_sessions.dev.servers import servers_for, with_throwaway_secret
@@ -148,6 +149,18 @@ async def run_ab(
     return [a, b], len(failed)
 
 
+async def side_fleet(bench: Bench, name: str, topic: str, side: Side) -> Fleet:
+    """One service process running ``side``'s code on ``topic`` (which exists), with a consumer group, a migrated
+    database and output and DLQ topics of its own named ``name``: started, and ready (owning every partition)."""
+    settings = bench.stage_settings(name, topic, await bench.database(name))
+    await ensure_topics(bench.bootstrap, [settings.output_topic, settings.dlq_topic], bench.options.partitions)
+    fleet = bench.fleet(name, settings)
+    with importing_from(side.directory):
+        fleet.start()
+    await fleet.ready(bench.options.partitions)
+    return fleet
+
+
 async def service_rounds(bench: Bench, sides: tuple[Side, Side], rounds: int, say: Callable[[str], None]) -> None:
     """(d) of each side in ``turns`` over one produced workload, the decode ceiling read just before each run."""
     events = bench.options.events
@@ -160,12 +173,7 @@ async def service_rounds(bench: Bench, sides: tuple[Side, Side], rounds: int, sa
         side = sides[index]
         ceiling = await bench.ceiling(topic, ends, f"(b) before round {r + 1} of {side.name}")
         name = f"ab{r}{'ab'[index]}"
-        stage_settings = bench.stage_settings(name, topic, await bench.database(name))
-        await ensure_topics(bench.bootstrap, [stage_settings.output_topic, stage_settings.dlq_topic], partitions)
-        fleet = bench.fleet(name, stage_settings)
-        with importing_from(side.directory):
-            fleet.start()
-        await fleet.ready(partitions)
+        fleet = await side_fleet(bench, name, topic, side)
         stage = await bench._service(name, f"(d) {side.name}", fleet, ends)
         await fleet.stop()
         await bench._check_service(f"(d) {side.name}, round {r + 1}", fleet, workload)
@@ -184,16 +192,12 @@ async def latency_rounds(
     """The (f, h2) stage of each side at ``rate`` records/s in ``turns``, after one unmeasured run of the first side
     (the broker's warm-up); each run on a new input topic, group and database, with the stage's own warm-up
     (``Options.warm_up_s``) first, as in ``bench run``."""
-    partitions = bench.options.partitions
     for r, index in [(-1, 0), *turns(rounds)]:
         side = sides[index]
         name = f"lt{r + 1}{'ab'[index]}"
         topic = bench.topic(name, "booking.events")
-        fleet = bench.fleet(name, bench.stage_settings(name, topic, await bench.database(name)))
-        await ensure_topics(bench.bootstrap, bench.topics[-3:], partitions)  # its input, output and DLQ
-        with importing_from(side.directory):
-            fleet.start()
-        await fleet.ready(partitions)
+        await ensure_topics(bench.bootstrap, [topic], bench.options.partitions)
+        fleet = await side_fleet(bench, name, topic, side)
         commit, created = await half_rate(bench, fleet, topic, rate)
         if r < 0:
             say(f"warm-up run of {side.name}: (h2) p50 {created.p50_ms:.0f}, p99 {created.p99_ms:.0f} ms")
