@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, TypeVar, get_args
 from uuid import UUID
@@ -12,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails, from_json
 
 from models.errors import DlqReason
-from models.events import SCHEMA_VERSION, BookingEvent, BookingType, Envelope, LooseEnvelope
+from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot, BookingType, Envelope, LooseEnvelope
 from models.fields import NO_CONTROL_PATTERN, EventTypeName, control_character, is_booking_id
 from models.records import DLQ_REPLAYED_AT, DLQ_REPLAYED_FROM, Decoded, Record
 
@@ -84,7 +87,13 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
     try:
         event: BookingEvent = _validate_event(value)
     except ValidationError as full_error:
-        return _classify_invalid(record, digest, full_error)
+        lenient = _leniently(value) if _parser_refused(full_error) else None
+        if lenient is None:
+            return _classify_invalid(record, digest, full_error)
+        try:
+            event = _validate_event(lenient.value)
+        except ValidationError as reread_error:
+            return _classify_invalid(record, digest, reread_error, lenient.value, lenient.unstorable)
     message_id, event_type, booking_id = event.message_id, event.type, event.booking_id
     if event.schema_version > SCHEMA_VERSION:
         return _newer(record, digest, event.schema_version, message_id, event_type, booking_id)
@@ -103,6 +112,72 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
     if key is not None and key != booking_id.encode():
         return _dead(record, digest, "key_mismatch", _key_mismatch(key, booking_id), message_id, event_type, booking_id)
     return Decoded(record, digest, message_id, event_type, booking_id, "applied", event)
+
+
+# The event's own fields, by level: what a re-read keeps of a value (``_leniently``); anything else is ignored.
+_EVENT_FIELDS = frozenset(BookingEvent.model_fields)
+_SNAPSHOT_FIELDS = frozenset(BookingSnapshot.model_fields)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Reread(NamedTuple):
+    """A value the strict parser refused, re-read: its event's own fields as JSON that parser reads (``value``),
+    and those whose text held a lone surrogate (replaced there by a value their type refuses), each with why:
+    ``(where, message)``."""
+
+    value: bytes
+    unstorable: list[tuple[str, str]]
+
+
+def _parser_refused(error: ValidationError) -> bool:
+    """The value never reached validation: pydantic-core's JSON parser refused it."""
+    return any(item["type"] == "json_invalid" for item in error.errors(include_url=False))
+
+
+def _leniently(value: bytes) -> _Reread | None:
+    """A value that RFC 8259 allows but pydantic-core's parser refuses, re-read with the standard library's: a lone
+    surrogate escape (``"\\ud800"``), or nesting past the parser's 200 levels. CONTRACT "Input": unknown extra
+    fields are accepted and ignored, so only the event's own fields are kept, re-written as JSON the parser reads,
+    and validated as any value; each own field whose text holds a lone surrogate (no UTF-8, so no row, can hold
+    it) is replaced by a value that fails its type, and named in ``unstorable``: the record is ``invalid``, under
+    its message id when that is readable, so that a copy of it is a duplicate.
+
+    None when the standard library refuses the value too (not UTF-8, a byte order mark, ``NaN``, an integer of over
+    4,300 digits, nesting deeper than the interpreter's recursion limit allows, nearly 1,000 levels): the parser's
+    own error stands. Never raises."""
+    try:
+        parsed = json.loads(value.decode("utf-8"), parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    if not isinstance(parsed, dict):
+        return None
+    unstorable: list[tuple[str, str]] = []
+    fields = _own_fields(parsed, _EVENT_FIELDS, "", unstorable)
+    if isinstance(booking := parsed.get("booking"), dict):
+        fields["booking"] = _own_fields(booking, _SNAPSHOT_FIELDS, "booking.", unstorable)
+    return _Reread(json.dumps(fields).encode(), unstorable)
+
+
+def _own_fields(
+    parsed: dict[str, object], names: frozenset[str], prefix: str, unstorable: list[tuple[str, str]]
+) -> dict[str, object]:
+    """The entries of ``parsed`` named in ``names``; text with a lone surrogate, a nested value, a number JSON cannot
+    write (1e400 read as infinity) become ``[]``: wrong for every field of the event, as the original was."""
+    fields: dict[str, object] = {}
+    for name in names & parsed.keys():
+        field = parsed[name]
+        if isinstance(field, str) and (found := _SURROGATE.search(field)) is not None:
+            message = f"contains a lone surrogate (U+{ord(found.group()):04X} at character {found.start()})"
+            unstorable.append((prefix + name, message))
+            field = []
+        elif isinstance(field, dict | list) or (isinstance(field, float) and not math.isfinite(field)):
+            field = []
+        fields[name] = field
+    return fields
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"not strict JSON: {name}")
 
 
 def _oversize(record: Record, limits: Limits) -> str | None:
@@ -150,13 +225,21 @@ def _after_record_time(occurred_at: datetime, timestamp_ms: int, skew_s: float, 
     return f"occurred_at: is {late_s:.0f} s after {reference}; at most {skew_s:g} s allowed"
 
 
-def _classify_invalid(record: Record, digest: str, full_error: ValidationError) -> Decoded:
-    """Full validation failed: a newer schema or an unknown type is not an error of the message. An unknown
-    type stays ``ignored`` only when its inbox row can be stored (its type text passes as stored text)."""
+def _classify_invalid(
+    record: Record,
+    digest: str,
+    full_error: ValidationError,
+    value: bytes | None = None,
+    unstorable: Sequence[tuple[str, str]] = (),
+) -> Decoded:
+    """Full validation of ``value`` (default: the record's value) failed: a newer schema or an unknown type is not
+    an error of the message. An unknown type stays ``ignored`` only when its inbox row can be stored (its type
+    text passes as stored text). ``unstorable``: fields a re-read left out (``_leniently``), named first."""
+    value = record.value or b"" if value is None else value
     try:
-        envelope = Envelope.model_validate_json(record.value or b"")
+        envelope = Envelope.model_validate_json(value)
     except ValidationError as envelope_error:
-        return _loosely(record, digest, _describe(envelope_error, full_error))
+        return _loosely(record, digest, _describe(envelope_error, full_error, first=unstorable), value)
     # Kept for the inbox only when it is a well-formed booking id; anything else is untrusted text.
     booking_id = envelope.booking_id if is_booking_id(envelope.booking_id) else None
     if envelope.schema_version > SCHEMA_VERSION:
@@ -164,7 +247,8 @@ def _classify_invalid(record: Record, digest: str, full_error: ValidationError) 
     if envelope.type not in get_args(BookingType) and envelope.schema_version >= 1:
         # Forward compatibility: a type we do not know yet is recorded, not dead-lettered.
         return Decoded(record, digest, envelope.message_id, envelope.type, booking_id, "ignored")
-    return _dead(record, digest, "invalid", _describe(full_error), envelope.message_id, envelope.type, booking_id)
+    error = _describe(full_error, first=unstorable)
+    return _dead(record, digest, "invalid", error, envelope.message_id, envelope.type, booking_id)
 
 
 _T = TypeVar("_T")
@@ -172,14 +256,14 @@ _UUID: TypeAdapter[UUID] = TypeAdapter(UUID)
 _TYPE_NAME: TypeAdapter[str] = TypeAdapter(EventTypeName)
 
 
-def _loosely(record: Record, digest: str, error: str) -> Decoded:
+def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
     """A JSON object whose envelope is broken too, by what it still says of itself, field by field: a
     ``schema_version`` newer than this build's is ``unsupported_version`` whatever else changed (a newer schema may
     change the envelope itself); else it is ``invalid``. A readable ``message_id`` goes with it into the inbox
     (CONTRACT: every dead-lettered message id is recorded), so a copy of it is a duplicate and a changed copy a
     ``message_id_conflict``, as for any other dead letter. Not an object at all: ``invalid``, without an id."""
     try:
-        loose = LooseEnvelope.model_validate_json(record.value or b"")
+        loose = LooseEnvelope.model_validate_json(value)
     except ValidationError:
         return _dead(record, digest, "invalid", error)
     message_id = _readable(_UUID, loose.message_id)
@@ -219,11 +303,11 @@ def _key_mismatch(key: bytes, booking_id: str) -> str:
     return f"key {text[:80]!r} differs from booking_id {booking_id!r}"
 
 
-def _describe(*errors: ValidationError) -> str:
-    """One readable line per problem (the first error's word wins for a field named twice), without echoing the
-    (possibly huge or private) input."""
-    parts: list[str] = []
-    named: set[str] = set()
+def _describe(*errors: ValidationError, first: Sequence[tuple[str, str]] = ()) -> str:
+    """One readable line per problem (``first``'s ``(where, message)``, then each error's; the first word wins for
+    a field named twice), without echoing the (possibly huge or private) input."""
+    parts = [f"{where}: {message}" for where, message in first]
+    named = {where for where, _ in first}
     for error in errors:
         here = set()
         for item in error.errors(include_url=False):
