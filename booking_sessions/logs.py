@@ -12,9 +12,10 @@ import logging
 import re
 import sys
 import threading
+import time
 import traceback
 import types
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import structlog
@@ -107,6 +108,36 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)  # the standard library's policy: report on stderr, never raise
 
 
+class RepeatsFilter(logging.Filter):
+    """Lets the first of identical lines of a library (same logger, level and text) through, then at most one per
+    ``window_s`` seconds, saying how many were held back meanwhile. A broker that is down makes aiokafka log the same
+    two lines at every reconnect and metadata refresh, hundreds a second under some loops: they would bury the line
+    that says what failed, and fill a disk. Only the standard library's records pass through it (the service's
+    own lines are structlog's, one per batch or event)."""
+
+    def __init__(self, window_s: float = 10.0, clock: Callable[[], float] = time.monotonic, keep: int = 1000) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._keep = keep  # distinct lines remembered; past that, those older than the window are forgotten
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # line -> (when last let through, held)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self._window_s:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if len(self._seen) > self._keep:
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self._window_s}
+        if last is not None and last[1]:
+            record.msg = f"{key[2]} (and {last[1]} more like it in the {now - last[0]:.0f} s before)"
+            record.args = ()
+        return True
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool | None = None, secrets: Iterable[SecretStr | str | None] = ()
 ) -> None:
@@ -144,6 +175,7 @@ def configure_logging(
             ],
         )
     )
+    handler.addFilter(RepeatsFilter())
     handler.set_name("booking-sessions")
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "booking-sessions"]:

@@ -12,6 +12,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInPro
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.wire import split_unreadable
+from models.errors import Transient
 from models.records import Record
 
 log = structlog.get_logger(__name__)
@@ -33,11 +34,20 @@ def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
     )
 
 
-async def commit(consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], int], timeout_s: float) -> None:
+class CommitLost(Transient):
+    """An offset commit the broker did not take within its deadline, or refused (a rebalance): raised only for a
+    bounded run (``replay``), whose resume point it is; the effects are committed in the database already."""
+
+
+async def commit(
+    consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], int], timeout_s: float, *, raise_lost: bool = False
+) -> None:
     """Commit ``offsets`` ((topic, partition) -> the next offset to consume) of the partitions ``consumer`` owns,
     within ``timeout_s`` seconds. A commit lost to a rebalance or a silent coordinator is logged, not raised: the
     effects are committed already, and what the partition's next owner delivers again the inbox drops (CONTRACT
-    "What each event does": offsets only after the effects)."""
+    "What each event does": offsets only after the effects). With ``raise_lost`` it raises CommitLost instead:
+    a bounded run stops at an outage rather than go on for as long as each commit's deadline allows (CONTRACT
+    "it never hangs")."""
     owned = consumer.assignment()
     chosen = {
         TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items() if TopicPartition(t, p) in owned
@@ -51,6 +61,9 @@ async def commit(consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], i
             async with asyncio.timeout(timeout_s):
                 await consumer.commit(chosen)
     except (CommitFailedError, IllegalStateError, RebalanceInProgressError, TimeoutError) as error:
+        if raise_lost:
+            why = f"no answer within {timeout_s:g} s" if isinstance(error, TimeoutError) else type(error).__name__
+            raise CommitLost(f"the offset commit was not taken: {why}") from error
         lost = len(offsets)
         log.warning("offset_commit_lost", error=type(error).__name__)
     if lost:

@@ -53,7 +53,8 @@ class ConsumerLoop:
     ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to ``retry_max_s``, seconds;
     ``retry_attempts`` per batch, None: until the world comes back or SIGTERM), ``commit_offsets`` (False: a dry
     run, which must not move a group it may resume), two hooks around the offset commit, an observer for metrics,
-    and the deadline of one offset commit (``commit_timeout_s``).
+    and the deadline of one offset commit (``commit_timeout_s``); ``raise_lost_commits`` (a bounded run): an offset
+    commit not taken raises ``consumer.client.CommitLost`` instead of being logged.
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class ConsumerLoop:
         after_commit: BatchHook | None = None,
         observer: LoopObserver | None = None,
         commit_timeout_s: float = 30.0,
+        raise_lost_commits: bool = False,
     ) -> None:
         self._consumer = consumer
         self._processor = processor
@@ -86,6 +88,7 @@ class ConsumerLoop:
         self._after_commit = after_commit
         self._observer = observer
         self._commit_timeout_s = commit_timeout_s
+        self._raise_lost_commits = raise_lost_commits  # replay: an offset commit not taken ends the run (CommitLost)
         self._stop = asyncio.Event()
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
         # ``run`` only: the previous batch's offset commit, in flight while the next batch applies.
@@ -202,7 +205,7 @@ class ConsumerLoop:
         """Commit ``offsets`` ((topic, partition) -> the next offset to consume) as ``consumer.client.commit`` does;
         nothing for a dry run."""
         if self._commit_offsets:
-            await commit(self._consumer, offsets, self._commit_timeout_s)
+            await commit(self._consumer, offsets, self._commit_timeout_s, raise_lost=self._raise_lost_commits)
 
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
         """Up to ``max_records`` (default: the batch size) records, prepared; None when none came within

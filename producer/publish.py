@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
+from models.errors import Transient
 from models.records import (
     DLQ_HEADER_PREFIX,
     DLQ_HEADERS_OMITTED,
@@ -34,6 +36,13 @@ from models.records import (
 )
 
 log = structlog.get_logger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_MS = 40_000  # aiokafka's, for a Publisher made without options
+
+
+class SendTimedOut(Transient):
+    """The broker did not acknowledge a send within ``Publisher.send_timeout_s``: retried like any outage by the
+    service (the relay's step, a batch's dead letters), one line and exit code 2 for an operator's command."""
 
 
 # The record itself is what the broker (or the producer, before sending) refuses: sent again unchanged, it is
@@ -90,6 +99,10 @@ class Publisher:
         self._dead_letters = dead_letters
         self._options = options
         self._partitioner = DefaultPartitioner()
+        # Every send is awaited within a deadline (CONTRACT "it never hangs"): an idempotent aiokafka producer
+        # retries a batch for as long as the broker stays silent. Two request timeouts: one retry's worth.
+        request_timeout_s = (options or {}).get("request_timeout_ms", DEFAULT_REQUEST_TIMEOUT_MS) / 1000
+        self.send_timeout_s: float = 2 * request_timeout_s
 
     @classmethod
     async def start(cls, bootstrap: str, client_id: str, **client_options: Any) -> Publisher:
@@ -120,11 +133,24 @@ class Publisher:
 
     async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
         """Queue all, then wait for all acks: one round of batches instead of one round trip per record. Returns
-        each record's metadata, in order; raises the first send's KafkaError (some records may have gone)."""
+        each record's metadata, in order; raises the first send's KafkaError (some records may have gone), or
+        SendTimedOut after ``send_timeout_s``."""
         if not records:
             return []
-        futures = [await self._send(r) for r in records]
-        return list(await asyncio.gather(*futures))
+        async with self._deadline(len(records)):
+            futures = [await self._send(r) for r in records]
+            return list(await asyncio.gather(*futures))
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self, records: int) -> AsyncIterator[None]:
+        """Within ``send_timeout_s`` seconds, or SendTimedOut (what was queued may still go: at least once)."""
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                yield
+        except TimeoutError:
+            raise SendTimedOut(
+                f"the Kafka broker did not acknowledge {records} record(s) within {self.send_timeout_s:g} s"
+            ) from None
 
     async def send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:
         """``send_all`` for dead letters, which the DLQ topic may refuse for good (a copy too large for it, say):
@@ -135,6 +161,10 @@ class Publisher:
         """
         if not records:
             return []
+        async with self._deadline(len(records)):
+            return await self._send_dead_letters(records)
+
+    async def _send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:
         producer = await self._dead_letter_producer()
         acks: list[asyncio.Future[RecordMetadata]] = []
         for r in records:
@@ -218,18 +248,19 @@ class Publisher:
         """``send_all`` for many small records, in ``PartitionBatches`` (about 10 µs of Python less per record
         than ``send``, which the relay paid for every message). Keys are partitioned as by any Kafka client
         (murmur2 of the key, as ``send`` does); each partition's records keep their order. Returns once every
-        batch is acknowledged; raises the first batch's KafkaError."""
-        placement: dict[str, list[int]] = {}
-        batches = PartitionBatches(self._producer)
-        acks: list[asyncio.Future[RecordMetadata]] = []
-        for r in records:
-            if (every := placement.get(r.topic)) is None:
-                every = placement[r.topic] = sorted(await self._producer.partitions_for(r.topic))
-            full = await batches.add(r.topic, self._partitioner(r.key, every, every), r.key, r.value, r.headers)
-            if full is not None:
-                acks.append(full.ack)
-        acks += [sent.ack for sent in await batches.flush()]
-        await asyncio.gather(*acks)
+        batch is acknowledged; raises the first batch's KafkaError, or SendTimedOut after ``send_timeout_s``."""
+        async with self._deadline(len(records)):
+            placement: dict[str, list[int]] = {}
+            batches = PartitionBatches(self._producer)
+            acks: list[asyncio.Future[RecordMetadata]] = []
+            for r in records:
+                if (every := placement.get(r.topic)) is None:
+                    every = placement[r.topic] = sorted(await self._producer.partitions_for(r.topic))
+                full = await batches.add(r.topic, self._partitioner(r.key, every, every), r.key, r.value, r.headers)
+                if full is not None:
+                    acks.append(full.ack)
+            acks += [sent.ack for sent in await batches.flush()]
+            await asyncio.gather(*acks)
 
     async def stop(self) -> None:
         """Flush what is queued and close the producers."""

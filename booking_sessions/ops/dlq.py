@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from rich.progress import Progress
 
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.ops.failures import OperatorError, topic_partitions
+from booking_sessions.ops.failures import OperatorError, close_within, topic_partitions
 from booking_sessions.ops.untrusted import parse_json
 from booking_sessions.settings import Settings
 from consumer import wire
@@ -244,7 +244,7 @@ async def scan(
             last_move = await _advance(consumer, todo, reached, last_move)
             progress.update(task, completed=sum(reached[tp] - beginning[tp] for tp in reached))
     finally:
-        await consumer.stop()
+        await close_within(consumer.stop(), "consumer")
     return Scan(list(kept), scanned, matched)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.ops.dlq import DeadLetter, DlqFilter, scan
-from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from models.fields import rfc3339_utc
@@ -218,5 +218,5 @@ async def replay_dead_letters(
         return steps, outcome
     finally:
         if publisher is not None:
-            await publisher.stop()
+            await close_within(publisher.stop(), "producer")
         await engine.dispose()

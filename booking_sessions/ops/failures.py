@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from sqlalchemy import text
@@ -18,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.topics import partitions_of
 from models.errors import BookingSessionsError
 from models.faults import first_line, sqlstate
+
+log = structlog.get_logger(__name__)
 
 # How long a command waits for a server that does not answer before it says so.
 CONNECT_TIMEOUT_S = 15.0
@@ -172,3 +175,24 @@ def port_problem(host: str, port: int) -> str | None:
             "free port, or 0 to turn the server off (and BOOKING_METRICS_HOST to an address of this machine)"
         )
     return None
+
+
+async def close_within(stop: Awaitable[None], what: str, timeout_s: float | None = None) -> None:
+    """Await a Kafka client's ``stop()`` for at most ``timeout_s`` seconds (default CONNECT_TIMEOUT_S): at the end
+    of a command, a broker gone silent must neither hold it (CONTRACT "it never hangs": aiokafka's close waits on
+    the group coordinator and on unacknowledged batches) nor put a traceback over the line that says what failed
+    (the client's close may raise CancelledError of its own tasks). Logs and returns instead; a cancellation of
+    the command itself (Ctrl-C) still propagates."""
+    limit_s = CONNECT_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        async with asyncio.timeout(limit_s):
+            await stop
+    except TimeoutError:
+        log.warning("kafka_client_close_abandoned", client=what, waited_s=limit_s)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("kafka_client_close_failed", client=what, error="CancelledError")
+    except Exception as error:
+        log.warning("kafka_client_close_failed", client=what, error=first_line(error, LIMIT))

@@ -22,10 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.ops.arguments import ArgumentError
-from booking_sessions.ops.failures import OperatorError, check_database, require_topics, topic_partitions
+from booking_sessions.ops.failures import (
+    OperatorError,
+    check_database,
+    close_within,
+    require_topics,
+    topic_partitions,
+)
 from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
+from consumer.client import CommitLost
 from consumer.loop import ConsumerLoop
 from consumer.results import BatchResult, merge
 from producer.publish import Publisher
@@ -163,7 +170,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
     offsets committed to the replay group only after each batch's effects (none for a dry run). Raises
     OperatorError before anything is read when Kafka is not configured, the group is the live one, or the database
     cannot be used; ConfigurationError when the meeting key is missing or does not fit; OperatorError when a
-    partition stops moving for STALL_TIMEOUT_S.
+    partition stops moving for STALL_TIMEOUT_S, or an offset commit is not taken (a broker gone silent or away).
     """
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: replay reads the service's input topic")
@@ -210,18 +217,25 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             retry_attempts=RETRY_ATTEMPTS,
             commit_offsets=not request.dry_run,  # a dry run must not move a group it may resume
             commit_timeout_s=settings.kafka_commit_timeout_s,
+            raise_lost_commits=True,
         )
         started = time.monotonic()
-        await _consume(consumer, loop, summary, progress)
+        try:
+            await _consume(consumer, loop, summary, progress)
+        except CommitLost as error:
+            raise OperatorError(
+                f"{error} (group {request.group_id!r} at {bootstrap}); what was applied is in the database: "
+                "rerun the same command to resume"
+            ) from None
         if request.relay and not request.dry_run:
             summary.published = await OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows).drain()
         summary.backlog = await _outbox_backlog(engine)
         summary.elapsed_s = time.monotonic() - started
         return summary
     finally:
-        await consumer.stop()
+        await close_within(consumer.stop(), "consumer")
         if publisher is not None:
-            await publisher.stop()
+            await close_within(publisher.stop(), "producer")
         await engine.dispose()
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from producer.publish import Publisher
@@ -203,5 +203,5 @@ async def republish(
         return rows, Republished(rows, queued, sent)
     finally:
         if publisher is not None:
-            await publisher.stop()
+            await close_within(publisher.stop(), "producer")
         await engine.dispose()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.ops.failures import OperatorError, check_database, topic_partitions
+from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 
@@ -117,7 +117,7 @@ async def read_status(settings: Settings) -> Status:
         lags = await _lags(consumer, settings.input_topic, inputs)
         dlq_size = sum(p.end - p.beginning for p in await _lags(consumer, settings.dlq_topic, dlq, committed=False))
     finally:
-        await consumer.stop()
+        await close_within(consumer.stop(), "consumer")
     return Status(
         settings.input_topic,
         settings.group_id,

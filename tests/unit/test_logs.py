@@ -70,6 +70,34 @@ def test_standard_library_records_are_json_too(capsys: pytest.CaptureFixture[str
     }
 
 
+def test_a_librarys_repeated_line_passes_once_per_window_then_says_how_many_were_held() -> None:
+    now = [0.0]
+    repeats = logs.RepeatsFilter(window_s=10.0, clock=lambda: now[0])
+
+    def passed(message: str, *args: object) -> list[str]:
+        record = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, message, args, None)
+        return [record.getMessage()] if repeats.filter(record) else []
+
+    # A broker that is down: the client's two lines at every reconnect, hundreds a second.
+    out = []
+    for _ in range(500):
+        out += passed("Unable connect to node with id %s: ", 1) + passed("Unable to update metadata from [1]")
+        now[0] += 0.01
+    assert out == ["Unable connect to node with id 1: ", "Unable to update metadata from [1]"]
+    now[0] += 6.0
+    assert passed("Unable connect to node with id %s: ", 1) == [
+        "Unable connect to node with id 1:  (and 499 more like it in the 11 s before)"
+    ]
+    assert passed("Unable connect to node with id %s: ", 2) == ["Unable connect to node with id 2: "]  # another text
+
+
+def test_the_repeats_filter_is_on_the_standard_librarys_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure_logging("INFO", json=True)
+    for _ in range(50):
+        logging.getLogger("aiokafka").error("Unable connect to node with id %s: ", 1)
+    assert [line["event"] for line in lines(capsys.readouterr().err)] == ["Unable connect to node with id 1: "]
+
+
 def test_a_dead_letter_line_carries_every_field_that_finds_the_message(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure_logging("INFO", json=True)
     message_id = "7d0c1d3e-2a51-4a8e-9d35-0b1f0a6d2c11"
