@@ -56,9 +56,36 @@ def one_line(error: BaseException) -> str | None:
         return hint or f"database error: {first_line(error, LIMIT)}"
     if isinstance(error, SQLAlchemyError):
         return f"database error: {first_line(error, LIMIT)}"
+    if isinstance(error, TimeoutError) and not str(error):
+        return _deadline_passed(error)
     if isinstance(error, (OSError, ConnectionError, TimeoutError)):
         return f"connection failed: {type(error).__name__}: {first_line(error, LIMIT)}"
     return None
+
+
+# Which server a deadline was waiting on, by the library whose code the wait passed through (the innermost wins).
+_SERVERS = (
+    ("asyncpg", "the database did not answer within its deadline"),
+    ("sqlalchemy", "the database did not answer within its deadline"),
+    ("aiokafka", "the Kafka broker did not answer within its deadline"),
+)
+
+
+def _deadline_passed(error: TimeoutError) -> str:
+    """A TimeoutError has no text of its own: say which server stopped answering, found from the frames the wait
+    passed through (a silent database mid-command said only "TimeoutError: TimeoutError")."""
+    said = "a server did not answer within its deadline"
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:  # the deadline's own frames, then the wait it cancelled
+        seen.add(id(cause))
+        traceback = cause.__traceback__
+        while traceback is not None:
+            module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+            said = next((line for library, line in _SERVERS if module.split(".")[0] == library), said)
+            traceback = traceback.tb_next
+        cause = cause.__cause__ or cause.__context__
+    return said
 
 
 def no_answer(waited_s: float) -> str:

@@ -1,0 +1,48 @@
+"""An operator's one line for a deadline that passed names the server that stopped answering: a TimeoutError has
+no text, and a database gone silent mid-command used to end in "connection failed: TimeoutError: TimeoutError"."""
+
+from __future__ import annotations
+
+import asyncio
+from types import FunctionType
+
+import pytest
+
+from booking_sessions.ops.failures import one_line
+
+
+def waiting_in(module: str) -> FunctionType:
+    """A function whose frame belongs to ``module`` (as a library's own code would), cancelled where it waits."""
+    namespace = {"__name__": module, "asyncio": asyncio}
+    exec("def wait():\n    raise asyncio.CancelledError", namespace)
+    return namespace["wait"]  # type: ignore[return-value]
+
+
+def deadline_passed_in(module: str) -> TimeoutError:
+    """What asyncio.timeout raises over the wait it cancelled: its own frames are the caller's, the wait's are in
+    its cause."""
+    try:
+        try:
+            waiting_in(module)()
+        except asyncio.CancelledError as cancelled:
+            raise TimeoutError from cancelled
+    except TimeoutError as error:
+        return error
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [
+        ("asyncpg.protocol.protocol", "the database did not answer within its deadline"),
+        ("sqlalchemy.dialects.postgresql.asyncpg", "the database did not answer within its deadline"),
+        ("aiokafka.consumer.group_coordinator", "the Kafka broker did not answer within its deadline"),
+        ("somewhere.else", "a server did not answer within its deadline"),
+    ],
+)
+def test_a_deadline_says_which_server_did_not_answer(module: str, line: str) -> None:
+    assert one_line(deadline_passed_in(module)) == line
+
+
+def test_a_timeout_with_text_of_its_own_keeps_it() -> None:
+    assert one_line(TimeoutError("pool exhausted")) == "connection failed: TimeoutError: pool exhausted"
