@@ -26,7 +26,7 @@ class Observed:
 
     now: float
     lag: int | None  # records waiting in the assigned partitions; None before the first sample
-    consumer_progress_at: float  # start, or the last committed batch
+    consumer_progress_at: float  # start, the last committed batch, or the last lag sample with nothing waiting
     consumer_error: str | None  # the last retried failure since that progress
     outbox_rows: int | None  # unpublished rows; None before the first sample
     relay_progress_at: float  # start, or the relay's last step that ended without error

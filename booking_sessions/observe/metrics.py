@@ -244,6 +244,11 @@ class Metrics:
         """Replace the lag series: partitions this instance no longer owns disappear (another one reports them)."""
         self.lag_total, self.kafka_ok_at = sum(lags.values()), time.monotonic()
         self.partition_lag = {f"{topic}/{partition}": lag for (topic, partition), lag in lags.items()}
+        if not any(lag for partition, lag in self.partition_lag.items() if partition not in self.held):
+            # Caught up: nothing waits for the consumer, so the stall clock starts from here, not from the last
+            # batch, which an idle service committed long ago (a liveness probe would restart an idle service
+            # seconds into a short database outage, as soon as work arrived).
+            self.consumer_progress_at = self.kafka_ok_at
         self.lag.clear()
         for (topic, partition), lag in lags.items():
             self.lag.labels(topic, str(partition)).set(lag)

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from booking_sessions.observe.health import Observed, assess
+from booking_sessions.observe.health import Health, Observed, assess
+from booking_sessions.observe.metrics import Metrics
 
 GROUP = {"ok": True, "state": "assigned", "partitions": 12, "since_s": 3.0}
 
@@ -100,3 +101,19 @@ def test_a_stale_sample_claims_no_stall() -> None:
     assert consumer["stalled"] is False and consumer["lag_records"] is None
     stale_db = observed(outbox_rows=40, relay_progress_at=0.0, database_ok_at=900.0, database_error="timeout (X)")
     assert judge(stale_db)[1] is True
+
+
+def test_the_stall_clock_starts_when_work_arrives_not_at_an_idle_services_last_batch() -> None:
+    """Found by trying: idle for longer than BOOKING_STALL_AFTER_S, then a short database outage as records
+    arrived, and /healthz said "stalled" two seconds later (counted from the last batch, committed long before)."""
+    metrics = Metrics()
+    health = Health(metrics, lambda: GROUP, stall_after_s=20.0, interval_s=1.0, refresh_s=1.0)
+    metrics.consumer_progress_at -= 600.0  # the last batch, ten minutes ago
+    metrics.set_outbox(0, None)
+    metrics.set_lag({("booking.events", 0): 0, ("booking.events", 1): 0})  # caught up
+    metrics.set_lag({("booking.events", 0): 12, ("booking.events", 1): 0})  # work arrives; the database is away
+    verdict = health.assess_now()
+    assert verdict.alive, verdict.liveness
+    assert verdict.readiness["checks"]["consumer"]["since_progress_s"] < 5
+    metrics.consumer_progress_at -= 20.0  # and twenty seconds later, still nothing committed: that is a stall
+    assert not health.assess_now().alive
