@@ -7,10 +7,10 @@ nothing and disturbs nobody. ``booking_sessions.ops.dlq_replay`` sends selected 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, get_args
 from uuid import UUID
@@ -172,9 +172,10 @@ class Scan:
     """What a scan of the DLQ found: the matching letters (the newest ``limit`` if limited), how many records were
     read and how many matched."""
 
-    letters: list[DeadLetter]  # the matches (the last ``limit`` of them when a limit was given)
+    letters: list[DeadLetter]  # the matches; with a limit, the newest (by dlq-failed-at), oldest of them first
     scanned: int
     matched: int
+    by_reason: Mapping[str, int] = field(default_factory=dict)  # every match, shown or not, per dlq-reason
 
 
 def from_record(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
@@ -209,7 +210,9 @@ async def scan(
     limit: int | None = None,
     client_options: Mapping[str, Any] | None = None,
 ) -> Scan:
-    """Read the DLQ from its beginning to the end offsets taken now; keep the matches (the last ``limit``)."""
+    """Read the DLQ from its beginning to the end offsets taken now; keep the matches, in the order read (each
+    partition's in offset order), or with ``limit`` the ``limit`` newest by ``dlq-failed-at`` (then position),
+    oldest of them first."""
     options = dict(client_options or {})
     partitions = await topic_partitions(bootstrap, topic, "BOOKING_DLQ_TOPIC", **options)
     tps = [TopicPartition(topic, p) for p in partitions]
@@ -218,8 +221,10 @@ async def scan(
         bootstrap_servers=bootstrap, client_id="booking-sessions-dlq", enable_auto_commit=False, **options
     )
     await consumer.start()
-    kept: deque[DeadLetter] = deque(maxlen=limit or None)
+    kept: list[DeadLetter] = []
+    newest: list[tuple[tuple[datetime, int, int], DeadLetter]] = []  # with a limit: a heap, the oldest kept first
     scanned = matched = 0
+    reasons: dict[str, int] = {}
     try:
         beginning = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
@@ -240,12 +245,25 @@ async def scan(
                     letter = from_record(message)
                     if wanted(letter):
                         matched += 1
-                        kept.append(letter)
+                        reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+                        if limit is None:
+                            kept.append(letter)
+                        elif len(newest) < limit:
+                            heapq.heappush(newest, (_age(letter), letter))
+                        else:
+                            heapq.heappushpop(newest, (_age(letter), letter))
             last_move = await _advance(consumer, todo, reached, last_move)
             progress.update(task, completed=sum(reached[tp] - beginning[tp] for tp in reached))
     finally:
         await close_within(consumer.stop(), "consumer")
-    return Scan(list(kept), scanned, matched)
+    if limit is not None:
+        kept = [letter for _, letter in sorted(newest, key=lambda entry: entry[0])]
+    return Scan(kept, scanned, matched, dict(sorted(reasons.items())))
+
+
+def _age(letter: DeadLetter) -> tuple[datetime, int, int]:
+    """Which of two dead letters is newer: by ``dlq-failed-at``, then by position in the DLQ (a unique key)."""
+    return (letter.failed_at, letter.partition, letter.offset)
 
 
 async def _advance(
@@ -267,21 +285,13 @@ async def _advance(
     return last_move
 
 
-def counts_by_reason(letters: list[DeadLetter]) -> Mapping[str, int]:
-    """How many letters per ``dlq-reason``, sorted by reason."""
-    counts: dict[str, int] = {}
-    for letter in letters:
-        counts[letter.reason] = counts.get(letter.reason, 0) + 1
-    return dict(sorted(counts.items()))
-
-
 async def list_dead_letters(settings: Settings, wanted: DlqFilter, *, limit: int, progress: Progress) -> Scan:
     """Read the DLQ topic up to its end offsets taken at the start and keep what ``wanted`` matches (the newest
     ``limit``; 0: all). Raises OperatorError without a broker, for a missing topic, or when a partition stalls
     short of its end (STALL_TIMEOUT_S)."""
     if settings.kafka_bootstrap is None:
         raise OperatorError("BOOKING_KAFKA_BOOTSTRAP is not set: dlq list reads the DLQ topic")
-    return await scan(
+    found = await scan(
         settings.kafka_bootstrap,
         settings.dlq_topic,
         wanted.matches,
@@ -289,3 +299,5 @@ async def list_dead_letters(settings: Settings, wanted: DlqFilter, *, limit: int
         limit=limit or None,
         client_options=kafka_client_options(settings),
     )
+    # The same order in every run and either output, whatever order the partitions were fetched in.
+    return replace(found, letters=sorted(found.letters, key=_age)) if not limit else found

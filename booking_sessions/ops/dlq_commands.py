@@ -26,7 +26,10 @@ def dlq_list(
     since: Annotated[str | None, typer.Option(help="Dead-lettered at or after this time (as in replay).")] = None,
     until: Annotated[str | None, typer.Option(help="Dead-lettered before this time.")] = None,
     limit: Annotated[
-        int, typer.Option(help=f"Show the last N matches (at most {MAX_ROWS}); 0 for all.", min=0, max=MAX_ROWS)
+        int,
+        typer.Option(
+            help=f"Show the N newest matches, by dlq-failed-at (at most {MAX_ROWS}); 0 for all.", min=0, max=MAX_ROWS
+        ),
     ] = 100,
     as_json: AsJson = False,
 ) -> None:
@@ -39,7 +42,7 @@ def dlq_list(
       booking-sessions dlq list
       booking-sessions dlq list --reason processing_error --since 24h --json
     """
-    from booking_sessions.ops.dlq import counts_by_reason, list_dead_letters
+    from booking_sessions.ops.dlq import list_dead_letters
     from booking_sessions.ops.reports import dlq_list_report
 
     wanted = _dlq_filter(reason, since, until, [])
@@ -49,10 +52,15 @@ def dlq_list(
     )
     if as_json:
         term.print_json(
-            {"scanned": found.scanned, "matched": found.matched, "dead_letters": [d.as_dict() for d in found.letters]}
+            {
+                "scanned": found.scanned,
+                "matched": found.matched,
+                "by_reason": dict(found.by_reason),
+                "dead_letters": [d.as_dict() for d in found.letters],
+            }
         )
     else:
-        term.print_all(dlq_list_report(found, counts_by_reason(found.letters)))
+        term.print_all(dlq_list_report(found, found.by_reason))
 
 
 def dlq_replay(

@@ -121,7 +121,7 @@ def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[Renderable
     if result.letters:
         lines.append(dead_letter_table(result.letters))
     shown = len(result.letters)
-    more = f", showing the last {shown} (--limit)" if shown < result.matched else ""
+    more = f", showing the newest {shown} (--limit)" if shown < result.matched else ""
     lines.append(Text(f"{result.matched} of {result.scanned} dead letters match{more}; by reason: {_counts(reasons)}"))
     return lines
 

@@ -4,13 +4,14 @@ fix applies exactly once, however often it is replayed."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from booking_sessions.settings import Settings
-from booking_sessions.topics import partitions_of, read_topic
+from booking_sessions.topics import ensure_topics, partitions_of, read_topic
 from models.records import OutgoingRecord
 from producer.bookings import as_record, encode
 from tests.integration.bookings import event
@@ -172,3 +173,38 @@ async def replay_after_the_fix(settings: Settings, database_url: str, victim_rec
         assert [h for h in copy.headers or () if not h[0].startswith("dlq-replayed-")] == ORIGINAL_HEADERS
         assert headers["dlq-replayed-from"] == f"{settings.dlq_topic}/0/0".encode()
         assert headers["dlq-replayed-at"].endswith(b"Z")
+
+
+async def test_dlq_list_limit_keeps_the_newest_by_failure_time_across_partitions(
+    kafka: KafkaHandle, settings: Settings
+) -> None:
+    """Found by trying: on a DLQ of several partitions `--limit 1` showed whichever partition was fetched last, not
+    the newest dead letter, and the rows came in another order each run; the counts by reason were of the shown
+    rows only."""
+    if kafka.kind == "tansu":
+        pytest.skip(TANSU_DLQ_END)
+    assert settings.kafka_bootstrap is not None
+    dlq = f"{settings.dlq_topic}.six"
+    await ensure_topics(settings.kafka_bootstrap, [dlq], 6)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for k in (3, 0, 5, 1, 4, 2):  # partition k's letter failed k hours after the start
+            reason = b"invalid" if k % 2 else b"key_mismatch"
+            failed_at = (start + timedelta(hours=k)).isoformat().encode()
+            headers = [("dlq-reason", reason), ("dlq-error", b"x"), ("dlq-failed-at", failed_at)]
+            await producer.send_and_wait(dlq, b"{}", key=f"bk_{k}".encode(), partition=k, headers=headers)
+    finally:
+        await producer.stop()
+    on_six = settings.model_copy(update={"dlq_topic": dlq})
+
+    newest = await invoke_json(on_six, "dlq", "list", "--limit", "2")
+    assert [d["partition"] for d in newest["dead_letters"]] == [4, 5]
+    assert (newest["matched"], newest["by_reason"]) == (6, {"invalid": 3, "key_mismatch": 3})
+    every = await invoke_json(on_six, "dlq", "list", "--limit", "0")
+    assert [d["partition"] for d in every["dead_letters"]] == [0, 1, 2, 3, 4, 5]
+    table = await invoke(on_six, "dlq", "list", "--limit", "1")
+    assert "6 of 6 dead letters match, showing the newest 1 (--limit); by reason: invalid 3, key_mismatch 3" in (
+        table.stdout
+    ), table.stdout
