@@ -48,6 +48,9 @@ def one_line(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, KafkaConnectionError):
         return f"cannot reach the Kafka broker: {first_line(error, LIMIT)}"
+    if isinstance(error, KafkaError) and error.retriable:
+        # LeaderNotAvailable, NodeNotReady, RequestTimedOut...: what a broker that is down or silent looks like.
+        return f"the Kafka broker is away or not answering ({type(error).__name__}): {first_line(error, LIMIT)}"
     if isinstance(error, KafkaError):
         return f"Kafka refused: {type(error).__name__}: {first_line(error, LIMIT)}"
     if isinstance(error, DBAPIError):

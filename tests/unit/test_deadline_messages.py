@@ -7,6 +7,7 @@ import asyncio
 from types import FunctionType
 
 import pytest
+from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError
 
 from booking_sessions.ops.failures import one_line
 
@@ -46,3 +47,8 @@ def test_a_deadline_says_which_server_did_not_answer(module: str, line: str) -> 
 
 def test_a_timeout_with_text_of_its_own_keeps_it() -> None:
     assert one_line(TimeoutError("pool exhausted")) == "connection failed: TimeoutError: pool exhausted"
+
+
+def test_a_kafka_error_of_an_outage_is_not_worded_as_a_refusal() -> None:
+    assert str(one_line(LeaderNotAvailableError())).startswith("the Kafka broker is away or not answering")
+    assert str(one_line(TopicAuthorizationFailedError())).startswith("Kafka refused: TopicAuthorizationFailedError")
