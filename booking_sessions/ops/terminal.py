@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -64,15 +66,37 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
     """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
-    exit 130; a failure the operator can act on (``ops.failures.one_line``): one line, exit 2; anything else (a bug)
-    is raised with its traceback."""
+    exit 130; SIGTERM: ``terminated`` and the same, exit 143 (the clients are closed on the way out, within their
+    deadlines); a failure the operator can act on (``ops.failures.one_line``): one line, exit 2; anything else (a
+    bug) is raised with its traceback."""
     from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
 
+    terminated = asyncio.Event()
+
+    async def command() -> T:
+        # SIGTERM cancels the command as Ctrl-C does (asyncio.run's own SIGINT handling): its finally blocks close
+        # the clients. Only on the main thread (the tests run commands in threads; a process has one main thread).
+        if threading.current_thread() is threading.main_thread():
+            task = asyncio.current_task()
+            assert task is not None
+
+            def on_sigterm() -> None:
+                terminated.set()
+                task.cancel()
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+        return await factory()
+
     try:
-        return asyncio.run(factory())
+        return asyncio.run(command())
     except KeyboardInterrupt:
         Console(stderr=True, highlight=False).print(line("interrupted", on_interrupt))
         raise typer.Exit(130) from None
+    except asyncio.CancelledError:
+        if not terminated.is_set():
+            raise
+        Console(stderr=True, highlight=False).print(line("terminated", on_interrupt))
+        raise typer.Exit(143) from None
     except Exception as error:
         readable = one_line(error)
         if readable is None:

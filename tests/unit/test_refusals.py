@@ -5,6 +5,7 @@ beyond any sane bound (README, "Operations"). No server is needed: each is refus
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -216,3 +217,24 @@ def test_run_refuses_a_taken_metrics_port_before_starting_anything() -> None:
         waited = time.monotonic() - started
     assert_refused(done, f"cannot serve /metrics on 127.0.0.1:{port}")
     assert "embedded" not in done.stdout + done.stderr and waited < 10
+
+
+def test_sigterm_during_a_command_ends_it_as_ctrl_c_does_with_a_line_and_exit_143() -> None:
+    """Found by trying: SIGTERM (a job stopped, ``kill``) killed an operator's command at once, rc -15, silently."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(30)
+        url = f"postgresql+asyncpg://u@127.0.0.1:{listener.getsockname()[1]}/db"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("BOOKING_")}
+        env = clean | {"BOOKING_DATABASE_URL": url, "BOOKING_DATABASE_CONNECT_TIMEOUT_S": "60"}
+        command = [sys.executable, "-m", "booking_sessions.cli", "inbox", "prune", "--older-than", "30d"]
+        with subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True) as process:
+            connection, _ = listener.accept()  # the command is waiting on its database now
+            with connection:
+                process.send_signal(signal.SIGTERM)
+                _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143, stderr
+    said = " ".join(stderr.split())
+    assert said.endswith("terminated; the batches deleted so far stay deleted: run the same command again to go on")
+    assert "Traceback" not in stderr
