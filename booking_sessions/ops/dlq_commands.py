@@ -99,7 +99,8 @@ def dlq_replay(
         ""
         if dry_run
         else "; chunks already acknowledged are done, the chunk in hand was rolled back (copies of it "
-        "that reached the topic are dropped as duplicates): run the same command again to replay the rest"
+        "that reached the topic are dropped as duplicates, but for those without a readable message id, which the "
+        "service judges again): run the same command again to replay the rest"
     )
     steps, done = term.run(
         term.with_progress(lambda progress: replay_dead_letters(settings, wanted, dry_run=dry_run, progress=progress)),
