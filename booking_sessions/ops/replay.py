@@ -26,6 +26,7 @@ from booking_sessions.ops.failures import (
     OperatorError,
     check_database,
     close_within,
+    one_line,
     require_topics,
     topic_partitions,
 )
@@ -220,13 +221,19 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             raise_lost_commits=True,
         )
         started = time.monotonic()
+        resume = "what was applied is in the database: rerun the same command to resume"
         try:
             await _consume(consumer, loop, summary, progress)
         except CommitLost as error:
-            raise OperatorError(
-                f"{error} (group {request.group_id!r} at {bootstrap}); what was applied is in the database: "
-                "rerun the same command to resume"
-            ) from None
+            raise OperatorError(f"{error} (group {request.group_id!r} at {bootstrap}); {resume}") from None
+        except OperatorError:
+            raise
+        except Exception as error:
+            # Its retries spent (the database away, say): the operator's line, and how to go on.
+            readable = one_line(error)
+            if readable is None:
+                raise  # a bug: its traceback
+            raise OperatorError(f"{readable}; {resume}") from None
         if request.relay and not request.dry_run:
             summary.published = await OutboxRelay(engine, publisher, batch_rows=settings.relay_batch_rows).drain()
         summary.backlog = await _outbox_backlog(engine)

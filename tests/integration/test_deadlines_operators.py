@@ -64,6 +64,30 @@ async def test_a_replay_behind_a_broker_gone_silent_ends_with_one_line(
     assert took_s < COMMIT_TIMEOUT_S + 3 * CLOSE_TIMEOUT_S + 20, took_s
 
 
+class ResetDatabaseOnFirstBatch(SilenceOnFirstBatch):
+    """As above, but the database's connections are reset (a database that went away mid-replay)."""
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        if self.silenced is None and fields.get("completed"):
+            self.silenced = [self._proxy.add("reset_peer", stream=s, timeout=0) for s in ("upstream", "downstream")]
+        Progress.update(self, task_id, **fields)
+
+
+async def test_a_replay_whose_database_goes_away_says_how_to_resume(
+    settings: Settings, database_proxy: Proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by trying: the database stopped mid-replay ended the replay, rightly, with a line that did not say
+    that what it applied stays applied and how to go on."""
+    monkeypatch.setattr(failures, "CONNECT_TIMEOUT_S", CLOSE_TIMEOUT_S)
+    await publish(settings, workload(300), Produced())
+    proxied = through(settings, database_proxy, database=True).model_copy(update={"max_batch_records": 100})
+    progress = ResetDatabaseOnFirstBatch(database_proxy)
+    with pytest.raises(OperatorError) as refused:
+        await replay_topic(proxied, ReplayRequest(group_id=f"replay-{uuid.uuid4().hex[:8]}"), progress)
+    assert progress.silenced is not None, "the replay ended before its first batch was reported"
+    assert str(refused.value).endswith("what was applied is in the database: rerun the same command to resume")
+
+
 async def test_a_send_the_broker_never_acknowledges_ends_at_the_publishers_deadline(
     settings: Settings, kafka_proxy: Proxy
 ) -> None:
