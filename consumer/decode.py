@@ -234,7 +234,8 @@ def _classify_invalid(
 ) -> Decoded:
     """Full validation of ``value`` (default: the record's value) failed: a newer schema or an unknown type is not
     an error of the message. An unknown type stays ``ignored`` only when its inbox row can be stored (its type
-    text passes as stored text). ``unstorable``: fields a re-read left out (``_leniently``), named first."""
+    text passes as stored text). ``unstorable``: fields whose lone surrogate a re-read replaced (``_leniently``),
+    named first in the error."""
     value = record.value or b"" if value is None else value
     try:
         envelope = Envelope.model_validate_json(value)
@@ -257,7 +258,8 @@ _TYPE_NAME: TypeAdapter[str] = TypeAdapter(EventTypeName)
 
 
 def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
-    """A JSON object whose envelope is broken too, by what it still says of itself, field by field: a
+    """A JSON object (``value``: the record's, or its re-read) whose envelope is broken too, by what it still says of
+    itself, field by field: a
     ``schema_version`` newer than this build's is ``unsupported_version`` whatever else changed (a newer schema may
     change the envelope itself); else it is ``invalid``. A readable ``message_id`` goes with it into the inbox
     (CONTRACT: every dead-lettered message id is recorded), so a copy of it is a duplicate and a changed copy a
