@@ -240,6 +240,7 @@ async def open_service(
             consumer,
             processor,
             max_records=settings.max_batch_records,
+            catch_up_records=settings.catch_up_batch_records,
             before_offset_commit=committed,
             after_commit=on_committed,
             observer=metrics,

@@ -86,7 +86,14 @@ class Settings(BaseSettings):
         le=MAX_SECONDS,
         description="how much later than its Kafka record's timestamp occurred_at may be",
     )
-    max_batch_records: int = Field(default=2000, ge=1, le=MAX_ROWS, description="records taken per getmany")
+    max_batch_records: int = Field(default=2000, ge=1, le=MAX_ROWS, description="records taken per batch")
+    catch_up_batch_records: int = Field(
+        default=8000,
+        ge=1,
+        le=MAX_ROWS,
+        description="records taken per batch while at least this many wait (consumer lag); at or below "
+        "max_batch_records: never more than that",
+    )
     parallel_transactions: int = Field(
         default=2, ge=1, le=16, description="transactions in flight per large batch, on disjoint bookings; 1: one"
     )

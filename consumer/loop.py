@@ -10,6 +10,7 @@ bounded number of attempts per batch and, for a dry run, no commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,6 +21,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumer.batch import BatchProcessor
+from consumer.catch_up import batch_limit, records_waiting
 from consumer.client import commit, poll_paused, to_record
 from consumer.parking import Hold, Holds
 from consumer.results import BatchResult, LoopObserver, Prepared, committed_fields, merge
@@ -49,12 +51,14 @@ class ConsumerLoop:
     """Steppable: ``run_once`` fetches one batch, applies it and commits; ``run`` repeats until stopped (``run``),
     ``run_to`` until given offsets are reached (``replay``).
 
-    Takes the started consumer (subscribed, or assigned and sought), the batch processor, ``max_records`` per batch,
-    ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to ``retry_max_s``, seconds;
-    ``retry_attempts`` per batch, None: until the world comes back or SIGTERM), ``commit_offsets`` (False: a dry
-    run, which must not move a group it may resume), two hooks around the offset commit, an observer for metrics,
-    and the deadline of one offset commit (``commit_timeout_s``); ``raise_lost_commits`` (a bounded run): an offset
-    commit not taken raises ``consumer.client.CommitLost`` instead of being logged.
+    Takes the started consumer (subscribed, or assigned and sought), the batch processor, ``max_records`` per batch
+    and ``catch_up_records`` per batch while at least that many records wait (consumer.catch_up; None: never more
+    than ``max_records``), ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to
+    ``retry_max_s``, seconds; ``retry_attempts`` per batch, None: until the world comes back or SIGTERM),
+    ``commit_offsets`` (False: a dry run, which must not move a group it may resume), two hooks around the offset
+    commit, an observer for metrics, and the deadline of one offset commit (``commit_timeout_s``);
+    ``raise_lost_commits`` (a bounded run): an offset commit not taken raises ``consumer.client.CommitLost`` instead
+    of being logged.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class ConsumerLoop:
         processor: BatchProcessor,
         *,
         max_records: int,
+        catch_up_records: int | None = None,
         fetch_timeout_ms: int = 500,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 10.0,
@@ -77,6 +82,10 @@ class ConsumerLoop:
         self._consumer = consumer
         self._processor = processor
         self._max_records = max_records
+        self._catch_up_records = catch_up_records or max_records
+        # Records the broker held past those fetched, at the last fetch: the consumer lag of the partitions being
+        # fetched, from the high watermarks of the fetch responses (no request of its own).
+        self._waiting = 0
         self._fetch_timeout_ms = fetch_timeout_ms
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -207,10 +216,16 @@ class ConsumerLoop:
         if self._commit_offsets:
             await commit(self._consumer, offsets, self._commit_timeout_s, raise_lost=self._raise_lost_commits)
 
+    @property
+    def batch_limit(self) -> int:
+        """Records the next batch may take: the batch size, or the catch-up size while the consumer is at least
+        that far behind (consumer.catch_up.batch_limit)."""
+        return batch_limit(self._waiting, self._max_records, self._catch_up_records)
+
     async def _fetch(self, timeout_ms: int | None = None, max_records: int | None = None) -> Prepared | None:
-        """Up to ``max_records`` (default: the batch size) records, prepared; None when none came within
+        """Up to ``max_records`` (default: ``batch_limit``) records, prepared; None when none came within
         ``timeout_ms`` (default: the fetch timeout). Only the first getmany waits; the rest take what is buffered."""
-        limit = max_records or self._max_records
+        limit = max_records or self.batch_limit
         wait_ms = self._fetch_timeout_ms if timeout_ms is None else timeout_ms
         records: list[Record] = []
         while len(records) < limit:
@@ -221,14 +236,32 @@ class ConsumerLoop:
             if len(got) < want:
                 break
             await asyncio.sleep(0)
+        await self._note_waiting()
         if self._until:
             records = [r for r in records if r.offset < self._until.get((r.topic, r.partition), r.offset + 1)]
         return await self._processor.prepare(records) if records else None
 
+    async def _note_waiting(self) -> None:
+        """How many records wait past those fetched, on the partitions being fetched (for ``batch_limit``): a
+        paused one (held at a parked booking, or done) is not read from, however many wait on it."""
+        paused = self._consumer.paused()
+        ends = {
+            tp: end
+            for tp in self._consumer.assignment()
+            if tp not in paused and (end := self._consumer.highwater(tp)) is not None
+        }
+        positions: dict[TopicPartition, int] = {}
+        # A partition with a high watermark was fetched from, so its position is known and ``position`` answers
+        # at once; it waits only while the position is being reset, and that wait has a deadline here too.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._fetch_timeout_ms / 1000):
+                positions = {tp: await self._consumer.position(tp) for tp in ends}
+        self._waiting = records_waiting(positions, ends)
+
     async def _top_up(self, batch: Prepared) -> Prepared:
         """Add what arrived while ``batch`` waited (it was fetched when the batch before began): those records go
         now rather than a batch later, which matters to latency when batches are not full."""
-        room = self._max_records - len(batch.records)
+        room = self.batch_limit - len(batch.records)
         later = await self._fetch(timeout_ms=0, max_records=room) if room > 0 else None
         return batch if later is None else batch.followed_by(later)
 

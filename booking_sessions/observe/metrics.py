@@ -26,8 +26,8 @@ from models.events import SessionEventType
 from models.records import SentAs
 
 NAMESPACE = "booking_sessions"
-# A batch takes 1 to max_batch_records (default 2000) records.
-BATCH_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+# A batch takes 1 to max_batch_records (default 2000) records, up to catch_up_batch_records (8000) while behind.
+BATCH_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8000, 20000)
 # From a fraction of a millisecond (decode of one record) to the minutes of a retried outage.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 

@@ -214,6 +214,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             consumer,
             processor,
             max_records=settings.max_batch_records,
+            catch_up_records=settings.catch_up_batch_records,
             retry_max_s=RETRY_MAX_S,
             retry_attempts=RETRY_ATTEMPTS,
             commit_offsets=not request.dry_run,  # a dry run must not move a group it may resume

@@ -153,29 +153,7 @@ async def test_run_fetching_ahead_applies_every_partition_in_order_and_commits_t
     await publish(settings, [as_record(e, settings.input_topic) for e in events], produced)
 
     small = settings.model_copy(update={"max_batch_records": 7})  # many batches: one is always fetched ahead
-    committed: list[BatchResult] = []
-    stop = asyncio.Event()
-    async with service(small) as svc:
-        hook = svc.loop._after_commit
-
-        async def after_commit(result: BatchResult) -> None:
-            committed.append(result)
-            if hook is not None:
-                await hook(result)
-
-        svc.loop._after_commit = after_commit
-        running = asyncio.create_task(run_until(svc, stop))
-
-        async def everything_committed() -> bool:
-            seen: dict[tuple[str, int], int] = {}
-            for r in committed:
-                for tp, offset in r.next_offsets.items():
-                    seen[tp] = max(seen.get(tp, 0), offset)
-            return all(seen.get(tp, 0) >= end for tp, end in produced.ends.items())
-
-        await eventually(everything_committed, what="offsets committed past every record", timeout_s=60)
-        stop.set()
-        await running
+    committed = await run_until_committed(small, produced)
 
     assert len(committed) >= len(events) // 7
     # Per partition, each batch starts where the one before ended: nothing skipped, nothing applied twice.
@@ -204,6 +182,54 @@ async def test_run_fetching_ahead_applies_every_partition_in_order_and_commits_t
         assert bodies[-1]["session"]["title"] == ("Moved" if rescheduled else "Algebra II")
     rows = await query(database_url, "SELECT count(*) AS n FROM live_sessions")
     assert rows == [{"n": 90}]
+
+
+async def run_until_committed(settings: Settings, produced: Produced) -> list[BatchResult]:
+    """``run`` until every produced record's offset is committed; each committed batch's result, in order."""
+    committed: list[BatchResult] = []
+    stop = asyncio.Event()
+    async with service(settings) as svc:
+        hook = svc.loop._after_commit
+
+        async def after_commit(result: BatchResult) -> None:
+            committed.append(result)
+            if hook is not None:
+                await hook(result)
+
+        svc.loop._after_commit = after_commit
+        running = asyncio.create_task(run_until(svc, stop))
+
+        async def everything_committed() -> bool:
+            seen: dict[tuple[str, int], int] = {}
+            for r in committed:
+                for tp, offset in r.next_offsets.items():
+                    seen[tp] = max(seen.get(tp, 0), offset)
+            return all(seen.get(tp, 0) >= end for tp, end in produced.ends.items())
+
+        await eventually(everything_committed, what="offsets committed past every record", timeout_s=60)
+        stop.set()
+        await running
+    return committed
+
+
+async def test_a_backlog_is_applied_in_catch_up_batches_from_the_brokers_high_watermarks(
+    settings: Settings, database_url: str
+) -> None:
+    events = histories(300)  # 700 events, all on the broker before the service starts: a backlog
+    produced = Produced()
+    await publish(settings, [as_record(e, settings.input_topic) for e in events], produced)
+
+    sizes = {"max_batch_records": 20, "catch_up_batch_records": 200}
+    committed = await run_until_committed(settings.model_copy(update=sizes), produced)
+
+    records = [r.records for r in committed]
+    assert max(records) <= 200, records
+    # In batches of 20 it takes 35 batches; the lag seen in the fetch responses lets most of it go 200 at a time.
+    assert sum(n > 20 for n in records) >= 2 and len(records) < 35 // 2, records
+    assert sum(r.applied for r in committed) == len(events)
+    assert await committed_offsets(settings, list(produced.ends)) == produced.ends
+    rows = await query(database_url, "SELECT count(*) AS n FROM live_sessions")
+    assert rows == [{"n": 300}]
 
 
 @pytest.mark.partitions(1)

@@ -29,6 +29,9 @@ class MemoryConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.logs)
 
+    def paused(self) -> set[TopicPartition]:
+        return set(self.stopped)
+
     def pause(self, *tps: TopicPartition) -> None:
         self.stopped |= set(tps)
 
@@ -57,6 +60,10 @@ class MemoryConsumer:
         # stood when it began; an empty fetch waits, as the broker's would.
         await asyncio.sleep(0.001 if out else min(timeout_ms, 5) / 1000)
         return out
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The offset after the partition's last record, as a broker's fetch responses report it."""
+        return len(self.logs[tp])
 
     async def position(self, tp: TopicPartition) -> int:
         return self.position_of[tp]
