@@ -19,6 +19,7 @@ from operator import attrgetter
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumer.batch import BatchProcessor
 from consumer.catch_up import batch_limit, records_waiting
@@ -252,8 +253,10 @@ class ConsumerLoop:
         }
         positions: dict[TopicPartition, int] = {}
         # A partition with a high watermark was fetched from, so its position is known and ``position`` answers
-        # at once; it waits only while the position is being reset, and that wait has a deadline here too.
-        with contextlib.suppress(TimeoutError):
+        # at once; it waits only while the position is being reset, and that wait has a deadline here too. A
+        # partition taken by a rebalance meanwhile raises (IllegalStateError, a KafkaError), as may a coordinator
+        # error: either only means the lag is not known now, and the next getmany meets any error that matters.
+        with contextlib.suppress(TimeoutError, KafkaError):
             async with asyncio.timeout(self._fetch_timeout_ms / 1000):
                 positions = {tp: await self._consumer.position(tp) for tp in ends}
         self._waiting = records_waiting(positions, ends)

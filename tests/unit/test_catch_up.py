@@ -5,6 +5,7 @@ batches; a live stream's records never wait for a large batch."""
 from __future__ import annotations
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from consumer.catch_up import batch_limit, records_waiting
 from consumer.loop import ConsumerLoop
@@ -83,4 +84,18 @@ async def test_without_a_catch_up_size_the_batch_size_bounds_every_batch() -> No
     timeline: list[Event] = []
     consumer = MemoryConsumer({P0: [f"k{i}" for i in range(30)]}, timeline)
     loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, fetch_timeout_ms=5)  # type: ignore[arg-type]
+    assert await batch_sizes(loop) == [4] * 7 + [2]
+
+
+class RebalancedConsumer(MemoryConsumer):
+    """A partition taken by a rebalance while the loop reads the positions: ``position`` raises, as aiokafka's does."""
+
+    async def position(self, tp: TopicPartition) -> int:
+        raise IllegalStateError(f"Partition {tp} is not assigned")
+
+
+async def test_positions_that_cannot_be_read_mean_no_known_lag_not_a_failed_batch() -> None:
+    timeline: list[Event] = []
+    consumer = RebalancedConsumer({P0: [f"k{i}" for i in range(30)]}, timeline)
+    loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, catch_up_records=10, fetch_timeout_ms=5)  # type: ignore[arg-type]
     assert await batch_sizes(loop) == [4] * 7 + [2]
