@@ -89,10 +89,10 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(default=2000, ge=1, le=MAX_ROWS, description="records taken per batch")
     catch_up_batch_records: int = Field(
         default=8000,
-        ge=1,
+        ge=0,
         le=MAX_ROWS,
-        description="records taken per batch while at least this many wait (consumer lag); at or below "
-        "max_batch_records: never more than that",
+        description="records taken per batch while at least this many wait (consumer lag); 0, or at most "
+        "max_batch_records: never more than max_batch_records",
     )
     parallel_transactions: int = Field(
         default=2, ge=1, le=16, description="transactions in flight per large batch, on disjoint bookings; 1: one"

@@ -14,12 +14,19 @@ from collections.abc import Mapping
 from aiokafka import TopicPartition
 
 
-def records_waiting(positions: Mapping[TopicPartition, int], ends: Mapping[TopicPartition, int]) -> int:
+def records_waiting(
+    positions: Mapping[TopicPartition, int],
+    ends: Mapping[TopicPartition, int],
+    stops: Mapping[TopicPartition, int] | None = None,
+) -> int:
     """The consumer lag, in records: for each partition in both, its high watermark in ``ends`` (the offset after
     its last record, as the broker last reported it) minus its position in ``positions`` (the next offset the
-    consumer hands over). Partitions missing from either count 0, and so does a high watermark behind the
-    position (a stale one): an underestimate, never an overestimate, so a doubt means the smaller batch."""
-    return sum(max(0, end - positions[tp]) for tp, end in ends.items() if tp in positions)
+    consumer hands over). For a bounded run (``replay``), ``stops`` holds the partitions' stop offsets: what lies
+    at or past one is not to be applied, so it does not count. Partitions missing from ``positions`` or ``ends``
+    count 0, and so does a high watermark behind the position (a stale one): an underestimate, never an
+    overestimate, so a doubt means the smaller batch."""
+    stops = stops or {}
+    return sum(max(0, min(end, stops.get(tp, end)) - positions[tp]) for tp, end in ends.items() if tp in positions)
 
 
 def batch_limit(waiting: int, max_records: int, catch_up_records: int) -> int:

@@ -53,8 +53,8 @@ class ConsumerLoop:
     ``run_to`` until given offsets are reached (``replay``).
 
     Takes the started consumer (subscribed, or assigned and sought), the batch processor, ``max_records`` per batch
-    and ``catch_up_records`` per batch while at least that many records wait (consumer.catch_up; None: never more
-    than ``max_records``), ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to
+    and ``catch_up_records`` per batch while at least that many records wait (consumer.catch_up; None or 0: never
+    more than ``max_records``), ``fetch_timeout_ms`` per getmany, the retry backoff (``retry_initial_s`` doubling to
     ``retry_max_s``, seconds; ``retry_attempts`` per batch, None: until the world comes back or SIGTERM),
     ``commit_offsets`` (False: a dry run, which must not move a group it may resume), two hooks around the offset
     commit, an observer for metrics, and the deadline of one offset commit (``commit_timeout_s``);
@@ -259,7 +259,8 @@ class ConsumerLoop:
         with contextlib.suppress(TimeoutError, KafkaError):
             async with asyncio.timeout(self._fetch_timeout_ms / 1000):
                 positions = {tp: await self._consumer.position(tp) for tp in ends}
-        self._waiting = records_waiting(positions, ends)
+        stops = {tp: self._until[(tp.topic, tp.partition)] for tp in ends if (tp.topic, tp.partition) in self._until}
+        self._waiting = records_waiting(positions, ends, stops)
 
     async def _top_up(self, batch: Prepared) -> Prepared:
         """Add what arrived while ``batch`` waited (it was fetched when the batch before began): those records go

@@ -4,9 +4,14 @@ batches; a live stream's records never wait for a large batch."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
+from pydantic import ValidationError
 
+from booking_sessions.settings import Settings
 from consumer.catch_up import batch_limit, records_waiting
 from consumer.loop import ConsumerLoop
 from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer, MemoryProcessor
@@ -23,6 +28,9 @@ def test_records_waiting_counts_each_partition_from_its_position_to_its_high_wat
     assert records_waiting({P0: 40, P1: 0}, {P0: 100}) == 60  # no high watermark for P1 yet: not counted
     assert records_waiting({P0: 120}, ends) == 0  # a high watermark behind (a stale one): never negative
     assert records_waiting({}, ends) == 0
+    # A bounded run (replay): what lies at or past a partition's stop offset is not to be applied, so not waiting.
+    assert records_waiting({P0: 40, P1: 0}, ends, {P0: 45}) == 5 + 7
+    assert records_waiting({P0: 40}, ends, {P0: 30}) == 0
 
 
 def test_batch_limit_is_the_catch_up_size_only_once_that_many_wait() -> None:
@@ -80,11 +88,30 @@ async def test_records_waiting_on_any_partition_count_and_a_paused_one_does_not(
     assert loop.batch_limit == 4
 
 
-async def test_without_a_catch_up_size_the_batch_size_bounds_every_batch() -> None:
+@pytest.mark.parametrize("catch_up", [None, 0, 3, 4])
+async def test_without_a_catch_up_size_above_the_batch_size_the_batch_size_bounds_every_batch(
+    catch_up: int | None,
+) -> None:
     timeline: list[Event] = []
     consumer = MemoryConsumer({P0: [f"k{i}" for i in range(30)]}, timeline)
-    loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, fetch_timeout_ms=5)  # type: ignore[arg-type]
+    processor = MemoryProcessor(timeline)
+    loop = ConsumerLoop(consumer, processor, max_records=4, catch_up_records=catch_up, fetch_timeout_ms=5)  # type: ignore[arg-type]
     assert await batch_sizes(loop) == [4] * 7 + [2]
+
+
+@pytest.mark.parametrize(("text", "value"), [("0", 0), ("8000", 8000), ("1000000", 1_000_000)])
+def test_the_setting_takes_0_for_off_and_sizes_up_to_a_million(
+    monkeypatch: pytest.MonkeyPatch, text: str, value: int
+) -> None:
+    monkeypatch.setenv("BOOKING_CATCH_UP_BATCH_RECORDS", text)
+    assert Settings().catch_up_batch_records == value
+
+
+@pytest.mark.parametrize("text", ["-1", "1000001", "8k", "lots"])
+def test_a_negative_too_large_or_unreadable_setting_is_refused(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setenv("BOOKING_CATCH_UP_BATCH_RECORDS", text)
+    with pytest.raises(ValidationError, match="catch_up_batch_records"):
+        Settings()
 
 
 class RebalancedConsumer(MemoryConsumer):
@@ -99,3 +126,26 @@ async def test_positions_that_cannot_be_read_mean_no_known_lag_not_a_failed_batc
     consumer = RebalancedConsumer({P0: [f"k{i}" for i in range(30)]}, timeline)
     loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, catch_up_records=10, fetch_timeout_ms=5)  # type: ignore[arg-type]
     assert await batch_sizes(loop) == [4] * 7 + [2]
+
+
+class AskingConsumer(MemoryConsumer):
+    """Notes how many records each getmany asked for."""
+
+    asked: list[int]
+
+    async def getmany(self, *, timeout_ms: int, max_records: int = 1000) -> dict[TopicPartition, list[Any]]:
+        self.asked = [*getattr(self, "asked", []), max_records]
+        return await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
+
+
+async def test_a_bounded_run_counts_only_what_waits_before_its_stop_offsets() -> None:
+    timeline: list[Event] = []
+    consumer = AskingConsumer({P0: [f"k{i}" for i in range(100)]}, timeline)
+    loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, catch_up_records=10, fetch_timeout_ms=5)  # type: ignore[arg-type]
+
+    total = await loop.run_to({P0: 12})
+
+    assert total.records == 12
+    # 96 records wait on the broker, but 8 before the stop: never a catch-up batch, whose tail would be dropped.
+    assert consumer.asked == [4, 4, 4], consumer.asked
+    assert [offset for kind, _, offset in timeline if kind == "apply"] == list(range(12))
