@@ -131,10 +131,12 @@ async def test_positions_that_cannot_be_read_mean_no_known_lag_not_a_failed_batc
 class AskingConsumer(MemoryConsumer):
     """Notes how many records each getmany asked for."""
 
-    asked: list[int]
+    def __init__(self, logs: dict[TopicPartition, list[str]], timeline: list[Event]) -> None:
+        super().__init__(logs, timeline)
+        self.asked: list[int] = []
 
     async def getmany(self, *, timeout_ms: int, max_records: int = 1000) -> dict[TopicPartition, list[Any]]:
-        self.asked = [*getattr(self, "asked", []), max_records]
+        self.asked.append(max_records)
         return await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
 
 
