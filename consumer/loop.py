@@ -237,7 +237,8 @@ class ConsumerLoop:
             if len(got) < want:
                 break
             await asyncio.sleep(0)
-        await self._note_waiting()
+        if self._catch_up_records > self._max_records:  # else the lag cannot change the batch size: not read
+            await self._note_waiting()
         if self._until:
             records = [r for r in records if r.offset < self._until.get((r.topic, r.partition), r.offset + 1)]
         return await self._processor.prepare(records) if records else None
