@@ -51,7 +51,7 @@ class KeepingConnection:
 
     async def execute(self, statement: object, parameters: dict[str, Sequence[object]]) -> _Result:
         self.parameters += sum(len(column) for column in parameters.values())
-        if statement is store._UPSERT_SESSIONS:
+        if statement is store._WRITE_DECISIONS:
             return _Result((b,) for b in parameters["booking_id"])
         return _Result()
 

@@ -1,8 +1,8 @@
 """One batch's writes, set-based: a handful of statements per transaction, whatever the batch size.
 
 Every statement takes a whole batch, as one array per column (``unnest``) or as JSON rows (``rows_of``: the
-inbox's), so a batch of thousands costs a handful of round trips (the inbox with the session locks, the session
-upsert, the learners with the outbox rows). Each round trip is a wait for the database, and on a busy machine a
+inbox's), so a batch of thousands costs two round trips and the commit (the inbox with the session locks, then
+everything the decisions write). Each round trip is a wait for the database, and on a busy machine a
 wait for a core afterwards too: fewer of them is less latency. The session upsert is still guarded in SQL, by the
 snapshot version and by the cancellation: the pure decision is made under a row lock, and the guards keep the row
 right even against a writer that does not take it (an older snapshot never overwrites a newer one, and nothing
@@ -159,9 +159,23 @@ _SET_CANCELLATION = ", ".join(
     f"{c} = CASE WHEN {_EARLIER_CANCELLATION} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _CANCELLATION_COLUMNS
 )
 
-# One statement for the batch's session rows, and for the reservations of those it cancels. Returns the
-# booking ids of the rows it inserted, to check the decisions that expected to insert (write_decisions).
-_UPSERT_SESSIONS = text(
+# A transaction's writes after its decisions, in one statement: the session rows, the learners (participants and
+# reservations), the reservations of the sessions it cancels and the outbox rows. One round trip instead of two
+# (the session upsert alone, then the rest): each is a wait for a PostgreSQL backend and, on a busy machine, for a
+# core afterwards, in every part of every batch. Returns the booking ids of the session rows it inserted, to check
+# the decisions that expected to insert (write_decisions), which then roll the whole statement back.
+#
+# The sub-statements of one statement all see the database as it was before it, and none sees another's rows; so
+# no row is written twice: the reservations a cancellation closes (``closed``) leave out those the learners'
+# upsert writes, and what was read "after the upsert" is read from the upsert's RETURNING (``written``).
+#
+# The session upsert is guarded by the snapshot version and by the cancellation (_NEWER, _EARLIER_CANCELLATION), and
+# a CANCELLED row stays CANCELLED whatever the writer believes. A reservation only ever goes from CONFIRMED to
+# CANCELLED, never back, and one whose session this statement leaves CANCELLED is written CANCELLED. Nothing is
+# announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED by now (a
+# writer without the row lock) is dropped, by the row as the upsert left it (or as it was, when the upsert left it
+# alone).
+_WRITE_DECISIONS = text(
     f"""
     WITH written AS (
         INSERT INTO live_sessions AS s
@@ -189,47 +203,41 @@ _UPSERT_SESSIONS = text(
             updated_at = now()
         WHERE ({_NEWER}) OR ({_EARLIER_CANCELLATION})
         RETURNING s.id, s.booking_request_id, s.status, xmax = 0 AS inserted
-    ), cancelled_reservations AS (
-        UPDATE session_reservations r SET status = 'CANCELLED'
-        FROM written w
-        WHERE r.session_id = w.id AND w.status = 'CANCELLED' AND r.status <> 'CANCELLED'
-    )
-    SELECT booking_request_id FROM written WHERE inserted
-    """
-)
-
-# The learners (participants, reservations) and the outbox rows of a transaction in one statement: one round trip
-# instead of three (each a wait for the database; on a busy machine also a context switch). The three tables are
-# distinct, so no row is written twice in the statement; the outbox guard reads live_sessions as the session upsert,
-# an earlier statement, left it.
-#
-# A reservation only ever goes from CONFIRMED to CANCELLED, never back. Nothing is announced after a cancellation: a
-# SessionUpdated decided on a stale view of a row that is CANCELLED by now (a writer without the row lock) is
-# dropped here, as the upsert keeps that row CANCELLED.
-_INSERT_LEARNERS_AND_OUTBOX = text(
-    """
-    WITH participants AS (
+    ), learners AS MATERIALIZED (
+        SELECT l.session_id, l.user_id, CASE WHEN w.status = 'CANCELLED' THEN 'CANCELLED' ELSE l.status END AS status
+        FROM unnest(CAST(:learner_session_id AS uuid[]), CAST(:learner_id AS text[]), CAST(:learner_status AS text[]))
+            AS l(session_id, user_id, status)
+        LEFT JOIN written w ON w.id = l.session_id
+    ), participants AS (
         INSERT INTO session_participants (session_id, user_id, role)
-        SELECT session_id, user_id, 'LEARNER'
-        FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[])) AS u(session_id, user_id)
+        SELECT session_id, user_id, 'LEARNER' FROM learners
         ON CONFLICT (session_id, user_id) DO NOTHING
     ), reservations AS (
         INSERT INTO session_reservations AS r (session_id, learner_id, status)
-        SELECT * FROM unnest(CAST(:session_id AS uuid[]), CAST(:user_id AS text[]), CAST(:status AS text[]))
+        SELECT session_id, user_id, status FROM learners
         ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED'
         WHERE EXCLUDED.status = 'CANCELLED' AND r.status <> 'CANCELLED'
+    ), closed AS (
+        UPDATE session_reservations r SET status = 'CANCELLED'
+        FROM written w
+        WHERE r.session_id = w.id AND w.status = 'CANCELLED' AND r.status <> 'CANCELLED'
+          AND NOT EXISTS (SELECT FROM learners l WHERE l.session_id = r.session_id AND l.user_id = r.learner_id)
+    ), announced AS (
+        INSERT INTO outbox_messages (message_id, topic, key, payload, traceparent, tracestate)
+        SELECT u.message_id, u.topic, u.key, u.payload, u.traceparent, u.tracestate
+        FROM unnest(
+            CAST(:outbox_message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]),
+            CAST(:payload AS text[]), CAST(:kind AS text[]), CAST(:traceparent AS text[]),
+            CAST(:tracestate AS text[]))
+            AS u(message_id, topic, key, payload, kind, traceparent, tracestate)
+        LEFT JOIN written w ON u.kind = 'SessionUpdated' AND w.booking_request_id = u.key
+        LEFT JOIN LATERAL (
+            SELECT status FROM live_sessions WHERE booking_request_id = u.key LIMIT 1
+        ) AS s ON u.kind = 'SessionUpdated' AND w.booking_request_id IS NULL
+        WHERE coalesce(w.status, s.status) IS DISTINCT FROM 'CANCELLED'
+        ON CONFLICT (message_id) DO NOTHING
     )
-    INSERT INTO outbox_messages (message_id, topic, key, payload, traceparent, tracestate)
-    SELECT u.message_id, u.topic, u.key, u.payload, u.traceparent, u.tracestate
-    FROM unnest(
-        CAST(:message_id AS uuid[]), CAST(:topic AS text[]), CAST(:key AS text[]), CAST(:payload AS text[]),
-        CAST(:kind AS text[]), CAST(:traceparent AS text[]), CAST(:tracestate AS text[]))
-        AS u(message_id, topic, key, payload, kind, traceparent, tracestate)
-    LEFT JOIN LATERAL (
-        SELECT status FROM live_sessions WHERE booking_request_id = u.key LIMIT 1
-    ) AS s ON u.kind = 'SessionUpdated'
-    WHERE s.status IS DISTINCT FROM 'CANCELLED'
-    ON CONFLICT (message_id) DO NOTHING
+    SELECT booking_request_id FROM written WHERE inserted
     """
 )
 
@@ -344,7 +352,9 @@ async def write_decisions(
     output_topic: str,
     causes: Mapping[UUID, TraceContext] | None = None,
 ) -> None:
-    """Write the decisions of one transaction: the sessions in one statement, the learners and outbox rows in another.
+    """Write the decisions of one transaction in one statement (``_WRITE_DECISIONS``): the session rows, the
+    learners' participants and reservations, the reservations of the sessions it cancels, the outbox rows
+    (CONTRACT "Rows", "What each event does", "Output").
 
     ``causes`` maps the message id of an input event to its trace context: each outbox row stores its cause's
     (``OutboxRow.cause``), for the relay to continue that trace (CONTRACT "Output"); None or empty: no tracing.
@@ -352,48 +362,39 @@ async def write_decisions(
     Raises StaleDecision when a decision made for a new row met an existing one (see there): nothing of the
     transaction may then commit."""
     sessions = [d.session for d in decisions if d.session is not None]
-    if sessions:
-        cancellations = [s.cancellation for s in sessions]
-        inserted = await conn.execute(
-            _UPSERT_SESSIONS,
-            {
-                "id": [s.id for s in sessions],
-                "booking_id": [s.booking_id for s in sessions],
-                "instructor_id": [s.details.instructor_id for s in sessions],
-                "student_id": [s.details.student_id for s in sessions],
-                "title": [s.details.title for s in sessions],
-                "scheduled_start": [s.details.scheduled_start for s in sessions],
-                "duration_minutes": [s.details.duration_minutes for s in sessions],
-                "meeting_link": [s.meeting_link for s in sessions],
-                "occurred_at": [s.version[0] for s in sessions],
-                "message_id": [s.version[1] for s in sessions],
-                "cancelled_at": [c.cancelled_at if c else None for c in cancellations],
-                "cancellation_message_id": [c.message_id if c else None for c in cancellations],
-                "cancellation_reason": [c.reason if c else None for c in cancellations],
-            },
-        )
-        expected = {d.session.booking_id for d in decisions if d.first_write and d.session is not None}
-        missing = expected - {row[0] for row in inserted}
-        if missing:
-            raise StaleDecision(f"session rows appeared while deciding: {sorted(missing)[:5]}")
     learners = sorted(
         {(d.session_id, student, d.cancelled) for d in decisions for student in d.learners},
-        # Lock order, as above: by session id (a UUID's int orders as its text and as PostgreSQL's uuid), then user.
+        # Lock order, as every writer: by session id (a UUID's int orders as its text and as PostgreSQL's uuid),
+        # then user.
         key=lambda learner: (learner[0].int, learner[1]),
     )
     outbox = [row for d in decisions for row in d.outbox]
-    if not learners and not outbox:
+    if not sessions and not learners and not outbox:
         return
     contexts: list[TraceContext | None] = [None] * len(outbox)
     if causes:  # else tracing is off: nothing per row
         contexts = [None if o.cause is None else causes.get(o.cause) for o in outbox]
-    await conn.execute(
-        _INSERT_LEARNERS_AND_OUTBOX,
+    cancellations = [s.cancellation for s in sessions]
+    inserted = await conn.execute(
+        _WRITE_DECISIONS,
         {
-            "session_id": [s for s, _, _ in learners],
-            "user_id": [u for _, u, _ in learners],
-            "status": ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners],
-            "message_id": [o.message_id for o in outbox],
+            "id": [s.id for s in sessions],
+            "booking_id": [s.booking_id for s in sessions],
+            "instructor_id": [s.details.instructor_id for s in sessions],
+            "student_id": [s.details.student_id for s in sessions],
+            "title": [s.details.title for s in sessions],
+            "scheduled_start": [s.details.scheduled_start for s in sessions],
+            "duration_minutes": [s.details.duration_minutes for s in sessions],
+            "meeting_link": [s.meeting_link for s in sessions],
+            "occurred_at": [s.version[0] for s in sessions],
+            "message_id": [s.version[1] for s in sessions],
+            "cancelled_at": [c.cancelled_at if c else None for c in cancellations],
+            "cancellation_message_id": [c.message_id if c else None for c in cancellations],
+            "cancellation_reason": [c.reason if c else None for c in cancellations],
+            "learner_session_id": [s for s, _, _ in learners],
+            "learner_id": [u for _, u, _ in learners],
+            "learner_status": ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners],
+            "outbox_message_id": [o.message_id for o in outbox],
             "topic": [output_topic] * len(outbox),
             "key": [o.key for o in outbox],
             "payload": [o.payload() for o in outbox],
@@ -402,3 +403,8 @@ async def write_decisions(
             "tracestate": [c.tracestate if c else None for c in contexts],
         },
     )
+    expected = {d.session.booking_id for d in decisions if d.first_write and d.session is not None}
+    if expected:
+        missing = expected - {row[0] for row in inserted}
+        if missing:
+            raise StaleDecision(f"session rows appeared while deciding: {sorted(missing)[:5]}")

@@ -152,14 +152,14 @@ async def test_session_created_continues_the_trace_of_the_event_that_caused_it(
     assert process.context is not None
     database = [s for s in spans if s.attributes and s.attributes.get("db.system") == "postgresql"]
     beneath = [s for s in database if s.parent is not None and s.parent.span_id == process.context.span_id]
-    # The transaction's statements, in order: the inbox with the session locks, the session upsert, the learners
-    # with the outbox rows (consumer/store.py); before them the pool's ping when the connection sat idle for over a
-    # second (booking_sessions/database_pool.py: a slow group join on Tansu, say).
+    # The transaction's statements, in order: the inbox with the session locks, then the decisions' writes (the
+    # sessions, learners and outbox rows: consumer/store.py); before them the pool's ping when the connection sat
+    # idle for over a second (booking_sessions/database_pool.py: a slow group join on Tansu, say).
     beneath.sort(key=lambda s: s.start_time or 0)
     names = [s.name for s in beneath]
     if names[:3] == ["BEGIN;", ";", "ROLLBACK;"]:
         names = names[3:]
-    assert names == ["BEGIN;", "WITH", "WITH", "WITH", "COMMIT;"]
+    assert names == ["BEGIN;", "WITH", "WITH", "COMMIT;"]
     assert all(s.context is not None and s.context.trace_id == process.context.trace_id for s in beneath)
     # The relay's polls, the pool's checks outside a batch: no stray root spans of their own.
     assert all(s.parent is not None for s in database)
