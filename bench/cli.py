@@ -132,8 +132,8 @@ def ab(
     With --rate R: the (f, h2) stage instead, at R records/s (10 s after 4 s unmeasured, as in `bench run`), after
     one unmeasured run of A that warms the broker: each run's (f) and (h2) percentiles and CPU, then each side's
     medians and in how many rounds B's (h2) p99 was lower; with identical code that p99 moved by about 45% here, so
-    compare two worktrees over many rounds (README, "(h2) in turns"). Exit code 1 if a record was not committed or a
-    SessionCreated not read.
+    compare two worktrees over many rounds (docs/performance-log.md, "(h2) in turns"). Exit code 1 if a record was
+    not committed or a SessionCreated not read.
     """
     configure_logging("WARNING")
     console = Console(stderr=True)

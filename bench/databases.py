@@ -46,7 +46,7 @@ async def drop_databases(server_url: str, names: Iterable[str]) -> None:
 async def vacuum(urls: Iterable[str]) -> None:
     """``VACUUM (ANALYZE)`` each database at ``urls``, whose stage is over: done between the stages, it is not
     done by an autovacuum worker during a later, timed one (seen at 30-70% of a core for up to a second at the
-    start of (h1) or (f) after (d) had written 200,000 records; README, "Warm-up")."""
+    start of (h1) or (f) after (d) had written 200,000 records; docs/performance-log.md, "Warm-up")."""
     for url in urls:
         await _admin(url, "VACUUM (ANALYZE)")
 

@@ -50,7 +50,7 @@ async def half_rate(h: Harness, fleet: Fleet, topic: str, rate_per_s: float) -> 
     that has been running meets, partitions the broker has written and read before, a process with its connections
     and prepared statements. On fresh topics, Apache Kafka spent about 0.1 s of CPU on the first writes to 12 new
     partitions (on top of what the records themselves cost), and the queue a cold start left took the service four
-    seconds to work off (README, "Warm-up"). 0: the timed run starts cold."""
+    seconds to work off (docs/performance-log.md, "Warm-up"). 0: the timed run starts cold."""
     count = max(20, int(rate_per_s * h.options.latency_s))
     records = generate(count, seed=h.options.seed + 1, prefix="lt").records
     output = fleet.settings.output_topic
@@ -136,8 +136,8 @@ async def trickle(h: Harness, fleet: Fleet, topic: str) -> EndToEnd:
     trickle, ``FILL_PER_PARTITION`` creating events per partition, sent at ``FILL_PER_S``: each partition of the new
     input and output topics then holds more than its segment's first offset-index entry (4 KB in), whose record
     reached the service or the watcher 20-65 ms late on Apache Kafka, on every partition of both topics at the same
-    offsets run after run (README, "The first offset-index entry"); a topic in service meets that once per segment
-    (1 GB by default)."""
+    offsets run after run (docs/performance-log.md, "The first offset-index entry"); a topic in service meets that
+    once per segment (1 GB by default)."""
     rate = h.options.trickle_per_s
     count = max(20, int(rate * h.options.latency_s))
     records = creating_records(generate(count * 10, seed=h.options.seed + 2, prefix="tr").records, count)

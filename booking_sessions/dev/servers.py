@@ -26,7 +26,8 @@ log = structlog.get_logger(__name__)
 EMBEDDED_PARTITIONS = 12
 # Tansu holds a fetch for its whole wait even when a record arrives meanwhile (Apache Kafka answers at once), so on
 # the embedded broker the wait is added to every record of a quiet stream: 100 ms gave (h1) a p99 of 65 ms. Shorter
-# costs idle polling: each empty fetch takes Tansu about 2 ms of CPU, 50 a second at 20 ms (README, Performance).
+# costs idle polling: each empty fetch takes Tansu about 2 ms of CPU, 50 a second at 20 ms (docs/performance-log.md,
+# "Where the idle path's time goes").
 EMBEDDED_FETCH_MAX_WAIT_MS = 20
 
 
