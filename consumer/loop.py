@@ -237,11 +237,15 @@ class ConsumerLoop:
             if len(got) < want:
                 break
             await asyncio.sleep(0)
+        waiting = None
         if self._catch_up_records > self._max_records:  # else the lag cannot change the batch size: not read
             await self._note_waiting()
+            waiting = self._waiting
         if self._until:
             records = [r for r in records if r.offset < self._until.get((r.topic, r.partition), r.offset + 1)]
-        return await self._processor.prepare(records) if records else None
+        if not records:
+            return None
+        return replace(await self._processor.prepare(records), waiting=waiting)
 
     async def _note_waiting(self) -> None:
         """How many records wait past those fetched, on the partitions being fetched (for ``batch_limit``): a
@@ -285,7 +289,7 @@ class ConsumerLoop:
         started = time.perf_counter()
         # Counted in C (attrgetter, Counter), named once per partition: a batch holds thousands of records.
         self.in_hand = {f"{t}/{p}": n for (t, p), n in Counter(map(_TOPIC_PARTITION, batch.records)).items()}
-        result = await self._apply_with_retry(batch, sent)
+        result = replace(await self._apply_with_retry(batch, sent), waiting=batch.waiting)
         capped = self._holds.capped(result.next_offsets)
         if capped != result.next_offsets:
             result = replace(result, next_offsets=capped)

@@ -29,6 +29,9 @@ class Prepared:
     # Parts (by index) whose transaction committed, with what it did: a retry after a transient fault in
     # another part applies only the rest, and the batch's counts stay those of the first time.
     committed: dict[int, BatchResult] = field(default_factory=dict)
+    # Records that waited on the broker behind this batch's fetch (the consumer lag the fetch responses showed,
+    # consumer.catch_up); None when the consume loop did not read it (catch-up batches off, or not the loop).
+    waiting: int | None = None
 
     def followed_by(self, later: Prepared) -> Prepared:
         """One batch of both; ``later`` was fetched after this one (each partition's records stay in order)."""
@@ -38,6 +41,7 @@ class Prepared:
             self.decoded + later.decoded,
             self.decode_s + later.decode_s,
             self.lookup_s + later.lookup_s,
+            waiting=later.waiting if later.waiting is not None else self.waiting,
         )
 
     def without(self, drop: Callable[[Record], bool]) -> Prepared:
@@ -45,7 +49,9 @@ class Prepared:
         records = [r for r in self.records if not drop(r)]
         decoded = [d for d in self.decoded if not drop(d.record)]
         # Every record is either decoded or a known repeat: what is left of the repeats is the difference.
-        return Prepared(records, len(records) - len(decoded), decoded, self.decode_s, self.lookup_s)
+        return Prepared(
+            records, len(records) - len(decoded), decoded, self.decode_s, self.lookup_s, waiting=self.waiting
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,8 @@ class BatchResult:
     database_s: float = 0.0  # the transaction, dead letters sent before its commit included
     # From the start of the batch's apply to its offsets committed (the consume loop sets it once they are).
     total_s: float = 0.0
+    # Records that waited behind the batch's fetch (``Prepared.waiting``); None: not read.
+    waiting: int | None = None
     # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
     dlq_refused: Counter[str] = field(default_factory=Counter)
     # Bookings set aside because another session holds their session row locked (consumer.parking), and per
@@ -143,9 +151,10 @@ def counted(
 
 
 def committed_fields(result: BatchResult, commit_s: float) -> dict[str, object]:
-    """The fields of the ``batch_committed`` log line: the batch's counts, the offsets it committed, and its times
-    in milliseconds (decoding, its transactions, the offset commit of ``commit_s`` seconds, ``total_s`` in all)."""
-    return {
+    """The fields of the ``batch_committed`` log line: the batch's counts, the offsets it committed, its times in
+    milliseconds (decoding, its transactions, the offset commit of ``commit_s`` seconds, ``total_s`` in all), and
+    ``records_waiting`` behind its fetch when that was read (the consumer lag that sizes catch-up batches)."""
+    fields: dict[str, object] = {
         "records": result.records,
         "applied": result.applied,
         "duplicates": result.duplicates,
@@ -160,6 +169,9 @@ def committed_fields(result: BatchResult, commit_s: float) -> dict[str, object]:
         "commit_ms": round(commit_s * 1000, 1),
         "total_ms": round(result.total_s * 1000, 1),
     }
+    if result.waiting is not None:
+        fields["records_waiting"] = result.waiting
+    return fields
 
 
 class LoopObserver(HoldObserver, Protocol):

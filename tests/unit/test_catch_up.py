@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from booking_sessions.settings import Settings
 from consumer.catch_up import batch_limit, records_waiting
 from consumer.loop import ConsumerLoop
+from consumer.results import BatchResult, committed_fields
 from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer, MemoryProcessor
 
 P0 = TopicPartition(TOPIC, 0)
@@ -60,6 +61,29 @@ async def test_a_backlog_is_taken_in_catch_up_batches_and_its_tail_in_batches_of
     # The first fetch knows no lag yet: the batch size. Then 96 wait: catch-up batches while 10 or more do.
     assert sizes == [4, *[10] * 9, 4, 2], sizes
     assert [offset for kind, _, offset in timeline if kind == "apply"] == list(range(100)), "each record once, in order"
+
+
+async def test_each_batch_reports_the_records_waiting_behind_its_fetch_for_its_log_line() -> None:
+    timeline: list[Event] = []
+    consumer = MemoryConsumer({P0: [f"k{i}" for i in range(30)]}, timeline)
+    loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, catch_up_records=10, fetch_timeout_ms=5)  # type: ignore[arg-type]
+    results: list[BatchResult] = []
+    while (result := await loop.run_once()) is not None:
+        results.append(result)
+
+    assert [(r.records, r.waiting) for r in results] == [(4, 26), (10, 16), (10, 6), (4, 2), (2, 0)]
+    fields = committed_fields(results[1], commit_s=0.001)
+    assert fields["records"] == 10 and fields["records_waiting"] == 16
+
+
+async def test_with_catch_up_batches_off_the_lag_is_not_read_nor_logged() -> None:
+    timeline: list[Event] = []
+    consumer = MemoryConsumer({P0: [f"k{i}" for i in range(6)]}, timeline)
+    loop = ConsumerLoop(consumer, MemoryProcessor(timeline), max_records=4, catch_up_records=0, fetch_timeout_ms=5)  # type: ignore[arg-type]
+    result = await loop.run_once()
+
+    assert result is not None and result.waiting is None
+    assert "records_waiting" not in committed_fields(result, commit_s=0.001)
 
 
 async def test_a_burst_smaller_than_a_catch_up_batch_is_taken_in_batches_of_the_batch_size() -> None:
