@@ -163,7 +163,8 @@ _SET_CANCELLATION = ", ".join(
 # reservations), the reservations of the sessions it cancels and the outbox rows. One round trip instead of two
 # (the session upsert alone, then the rest): each is a wait for a PostgreSQL backend and, on a busy machine, for a
 # core afterwards, in every part of every batch. Returns the booking ids of the session rows it inserted, to check
-# the decisions that expected to insert (write_decisions), which then roll the whole statement back.
+# the decisions that expected to insert (write_decisions raises StaleDecision then: nothing of the transaction
+# commits).
 #
 # The sub-statements of one statement all see the database as it was before it, and none sees another's rows; so
 # no row is written twice: the reservations a cancellation closes (``closed``) leave out those the learners'
