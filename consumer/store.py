@@ -172,7 +172,8 @@ _SET_CANCELLATION = ", ".join(
 #
 # The session upsert is guarded by the snapshot version and by the cancellation (_NEWER, _EARLIER_CANCELLATION), and
 # a CANCELLED row stays CANCELLED whatever the writer believes. A reservation only ever goes from CONFIRMED to
-# CANCELLED, never back, and one whose session this statement leaves CANCELLED is written CANCELLED. Nothing is
+# CANCELLED, never back, and one whose session is CANCELLED once this statement ends (the upsert cancelled it, kept
+# it so, or left a cancelled row alone) is written CANCELLED. Nothing is
 # announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED by now (a
 # writer without the row lock) is dropped, by the row as the upsert left it (or as it was, when the upsert left it
 # alone).
@@ -205,7 +206,12 @@ _WRITE_DECISIONS = text(
         WHERE ({_NEWER}) OR ({_EARLIER_CANCELLATION})
         RETURNING s.id, s.booking_request_id, s.status, xmax = 0 AS inserted
     ), learners AS MATERIALIZED (
-        SELECT l.session_id, l.user_id, CASE WHEN w.status = 'CANCELLED' THEN 'CANCELLED' ELSE l.status END AS status
+        -- The session's status as this statement leaves it: as the upsert wrote it, else as it is (looked up only
+        -- for the few learners of a session the upsert left alone: COALESCE stops at its first non-null argument).
+        SELECT l.session_id, l.user_id,
+               CASE WHEN coalesce(w.status, (SELECT status FROM live_sessions WHERE id = l.session_id LIMIT 1))
+                         = 'CANCELLED'
+                    THEN 'CANCELLED' ELSE l.status END AS status
         FROM unnest(CAST(:learner_session_id AS uuid[]), CAST(:learner_id AS text[]), CAST(:learner_status AS text[]))
             AS l(session_id, user_id, status)
         LEFT JOIN written w ON w.id = l.session_id

@@ -155,3 +155,23 @@ async def test_a_cancellation_closes_the_reservations_of_learners_not_in_its_bat
         {"learner_id": "u_42", "status": "CANCELLED"},
         {"learner_id": "u_43", "status": "CANCELLED"},
     ]
+
+
+async def test_a_stale_writer_whose_snapshot_the_upsert_refuses_still_writes_its_new_learner_cancelled(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    await write(engine, decide(None, [event("BookingApproved", 0)], link_for, NOW))
+    scheduled = await session_row(engine)
+    await write(engine, decide(scheduled, [event("BookingCancelled", 5, cancellation_reason="ill")], link_for, NOW))
+    # A writer that still sees the SCHEDULED row decides a confirmation older than the cancellation: the upsert
+    # leaves the row alone (not newer, no cancellation), so the statement does not write it at all.
+    stale = decide(scheduled, [event("BookingConfirmed", 3, student_id="u_99")], link_for, NOW)
+    assert stale.session is not None and not stale.cancelled
+
+    await write(engine, stale)
+
+    assert await query(database_url, "SELECT learner_id, status FROM session_reservations") == [
+        {"learner_id": "u_99", "status": "CANCELLED"}
+    ]
+    [row] = await query(database_url, "SELECT status, cancellation_reason FROM live_sessions")
+    assert row == {"status": "CANCELLED", "cancellation_reason": "ill"}
