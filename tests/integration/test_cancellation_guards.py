@@ -48,6 +48,15 @@ async def session_row(engine: AsyncEngine) -> SessionRow:
         return (await store.lock_sessions(conn, ["bk_guard"]))["bk_guard"]
 
 
+async def cancelled_after_a_stale_read(engine: AsyncEngine) -> SessionRow:
+    """Approved, then cancelled at minute 5 ("ill"); returns the SCHEDULED row as read before the cancellation: the
+    view of a writer that decides without the row lock."""
+    await write(engine, decide(None, [event("BookingApproved", 0)], link_for, NOW))
+    scheduled = await session_row(engine)
+    await write(engine, decide(scheduled, [event("BookingCancelled", 5, cancellation_reason="ill")], link_for, NOW))
+    return scheduled
+
+
 async def test_a_stale_writer_cannot_reopen_a_cancelled_row_nor_confirm_its_reservation(
     engine: AsyncEngine, database_url: str
 ) -> None:
@@ -95,10 +104,7 @@ async def test_a_decision_for_a_new_row_that_meets_an_existing_one_is_retried(
 async def test_a_stale_writer_adding_a_learner_to_a_cancelled_row_writes_its_reservation_cancelled(
     engine: AsyncEngine, database_url: str
 ) -> None:
-    approved = event("BookingApproved", 0)
-    await write(engine, decide(None, [approved], link_for, NOW))
-    scheduled = await session_row(engine)
-    await write(engine, decide(scheduled, [event("BookingCancelled", 5, cancellation_reason="ill")], link_for, NOW))
+    scheduled = await cancelled_after_a_stale_read(engine)
     # A writer that still sees the SCHEDULED row: a newer snapshot confirmed by another student.
     stale = decide(scheduled, [event("BookingConfirmed", 9, student_id="u_99")], link_for, NOW)
     assert stale.learners == {"u_99"} and not stale.cancelled
@@ -160,9 +166,7 @@ async def test_a_cancellation_closes_the_reservations_of_learners_not_in_its_bat
 async def test_a_stale_writer_whose_snapshot_the_upsert_refuses_still_writes_its_new_learner_cancelled(
     engine: AsyncEngine, database_url: str
 ) -> None:
-    await write(engine, decide(None, [event("BookingApproved", 0)], link_for, NOW))
-    scheduled = await session_row(engine)
-    await write(engine, decide(scheduled, [event("BookingCancelled", 5, cancellation_reason="ill")], link_for, NOW))
+    scheduled = await cancelled_after_a_stale_read(engine)
     # A writer that still sees the SCHEDULED row decides a confirmation older than the cancellation: the upsert
     # leaves the row alone (not newer, no cancellation), so the statement does not write it at all.
     stale = decide(scheduled, [event("BookingConfirmed", 3, student_id="u_99")], link_for, NOW)
