@@ -173,10 +173,9 @@ _SET_CANCELLATION = ", ".join(
 # The session upsert is guarded by the snapshot version and by the cancellation (_NEWER, _EARLIER_CANCELLATION), and
 # a CANCELLED row stays CANCELLED whatever the writer believes. A reservation only ever goes from CONFIRMED to
 # CANCELLED, never back, and one whose session is CANCELLED once this statement ends (the upsert cancelled it, kept
-# it so, or left a cancelled row alone) is written CANCELLED. Nothing is
-# announced after a cancellation: a SessionUpdated decided on a stale view of a row that is CANCELLED by now (a
-# writer without the row lock) is dropped, by the row as the upsert left it (or as it was, when the upsert left it
-# alone).
+# it so, or left a cancelled row alone) is written CANCELLED. Nothing is announced after a cancellation: a
+# SessionUpdated decided on a stale view of a row that is CANCELLED by now (a writer without the row lock) is
+# dropped, by the row as the upsert left it (or as it was, when the upsert left it alone).
 _WRITE_DECISIONS = text(
     f"""
     WITH written AS (
