@@ -27,6 +27,7 @@ from tests.integration.harness import (
     sessions,
     snapshot,
 )
+from tests.servers.ladder import KafkaHandle
 
 
 def cancel(booking: str, minute: int, reason: str | None = "student ill") -> BookingEvent:
@@ -138,11 +139,13 @@ async def test_a_newer_snapshot_after_the_cancellation_moves_the_row_and_announc
     assert messages[1]["session"]["title"] == "Algebra II"  # type: ignore[index]
 
 
-async def test_a_cancellation_racing_its_confirmation_from_two_producers(settings: Settings, database_url: str) -> None:
+async def test_a_cancellation_racing_its_confirmation_from_two_producers(
+    kafka: KafkaHandle, settings: Settings, database_url: str
+) -> None:
     confirmed, cancelled = event("BookingConfirmed", "bk_c5", 2), cancel("bk_c5", 2)
     await in_steps(settings, [event("BookingApproved", "bk_c5", 0)])
 
-    produced = await publish_raced(settings, [confirmed, cancelled])
+    produced = await publish_raced(kafka, settings, [confirmed, cancelled])
     assert len(produced.ends) == 1  # keyed by booking id: one partition, one order, whichever it is
     async with service(settings) as svc:
         await consume_all(svc, produced)

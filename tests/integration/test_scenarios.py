@@ -17,6 +17,7 @@ from tests.integration.harness import (
     service,
     sessions,
 )
+from tests.servers.ladder import KafkaHandle
 
 
 async def run_through(settings: Settings, events: list[BookingEvent]) -> None:
@@ -73,9 +74,11 @@ async def test_the_same_confirmation_three_times_applies_once(settings: Settings
     assert [m["type"] for m in await output_messages(settings, 1)] == ["SessionCreated"]
 
 
-async def test_two_confirmations_raced_from_two_producers(settings: Settings, database_url: str) -> None:
+async def test_two_confirmations_raced_from_two_producers(
+    kafka: KafkaHandle, settings: Settings, database_url: str
+) -> None:
     produced = await publish_raced(
-        settings, [event("BookingConfirmed", "bk_race", 3), event("BookingConfirmed", "bk_race", 3)]
+        kafka, settings, [event("BookingConfirmed", "bk_race", 3), event("BookingConfirmed", "bk_race", 3)]
     )
     assert len({(t, p) for t, p in produced.ends}) == 1  # keyed by booking id: one partition, one order
 
