@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -27,7 +26,6 @@ from models.records import OutgoingRecord
 from producer.bookings import as_record
 from producer.publish import Publisher
 from producer.relay import OutboxRelay
-from tests.servers.ladder import KafkaHandle
 from tests.waiting import eventually
 
 Partition = tuple[str, int]  # (topic, partition)
@@ -54,60 +52,6 @@ async def publish(settings: Settings, items: Sequence[BookingEvent | OutgoingRec
             produced.add(metadata.topic, metadata.partition, metadata.offset)
     finally:
         await publisher.stop()
-
-
-# Why a raced test is skipped on Tansu when its broker lost a record (measured: about 1 run in 100 here).
-TANSU_RACE_LOSS = (
-    "Tansu 0.6.0 acknowledged two producers' concurrent writes to one partition at two offsets and kept only one "
-    "of the records: the race is judged on Apache Kafka"
-)
-
-
-async def publish_raced(kafka: KafkaHandle, settings: Settings, events: Sequence[BookingEvent]) -> Produced:
-    """Each event from its own producer, all at once: the broker alone decides their order.
-
-    Then every acknowledged offset is read back from the log. A record the broker acknowledged and did not keep
-    skips the test on Tansu (TANSU_RACE_LOSS) and fails it on any other broker: the test's premise, every event on
-    the log, does not hold, and what the service then does says nothing about the service."""
-    assert settings.kafka_bootstrap is not None
-    publishers = [await Publisher.start(settings.kafka_bootstrap, client_id=f"racer-{i}") for i in range(len(events))]
-    produced = Produced()
-    try:
-        results = await asyncio.gather(
-            *(p.send_all([as_record(e, settings.input_topic)]) for p, e in zip(publishers, events, strict=True))
-        )
-    finally:
-        for p in publishers:
-            await p.stop()
-    acked = {(m.topic, m.partition, m.offset) for batch in results for m in batch}
-    for topic, partition, offset in acked:
-        produced.add(topic, partition, offset)
-    lost = acked - await offsets_on_log(settings.kafka_bootstrap, produced)
-    if lost and kafka.kind == "tansu":
-        pytest.skip(f"{TANSU_RACE_LOSS} (lost {sorted(lost)})")
-    assert not lost, f"the broker acknowledged {sorted(lost)} and does not hold them"
-    return produced
-
-
-async def offsets_on_log(bootstrap: str, produced: Produced, timeout_s: float = 10.0) -> set[tuple[str, int, int]]:
-    """Every (topic, partition, offset) on the log below ``produced.ends``, read from the beginning without a group.
-
-    Stops once each partition's position reached its end in ``produced``: a record missing below it is missing
-    from the log, not late. Raises TimeoutError after ``timeout_s`` (seconds)."""
-    partitions = [TopicPartition(topic, partition) for topic, partition in produced.ends]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    held: set[tuple[str, int, int]] = set()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in partitions if await consumer.position(tp) < produced.ends[(tp.topic, tp.partition)]]:
-                batch = await consumer.getmany(*partitions, timeout_ms=200)
-                held.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records)
-    finally:
-        await consumer.stop()
-    return held
 
 
 @contextlib.asynccontextmanager

@@ -20,13 +20,13 @@ from tests.integration.harness import (
     learners,
     output_messages,
     publish,
-    publish_raced,
     query,
     read_json,
     service,
     sessions,
     snapshot,
 )
+from tests.integration.racing import publish_raced
 from tests.servers.ladder import KafkaHandle
 
 

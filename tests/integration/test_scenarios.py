@@ -12,11 +12,11 @@ from tests.integration.harness import (
     learners,
     output_messages,
     publish,
-    publish_raced,
     query,
     service,
     sessions,
 )
+from tests.integration.racing import publish_raced
 from tests.servers.ladder import KafkaHandle
 
 
