@@ -218,11 +218,17 @@ _WRITE_DECISIONS = text(
         INSERT INTO session_participants (session_id, user_id, role)
         SELECT session_id, user_id, 'LEARNER' FROM learners
         ON CONFLICT (session_id, user_id) DO NOTHING
-    ), reservations AS (
+    ), reserved AS (
+        -- A CONFIRMED learner's reservation is only ever added: one that exists (CONFIRMED or CANCELLED) stays as it
+        -- is. DO NOTHING leaves it untouched, where DO UPDATE would lock (and WAL-log) every existing row, updated
+        -- or not: in a live stream most confirmations repeat one the row has.
+        INSERT INTO session_reservations (session_id, learner_id, status)
+        SELECT session_id, user_id, status FROM learners WHERE status = 'CONFIRMED'
+        ON CONFLICT (session_id, learner_id) DO NOTHING
+    ), reservations_cancelled AS (
         INSERT INTO session_reservations AS r (session_id, learner_id, status)
-        SELECT session_id, user_id, status FROM learners
-        ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED'
-        WHERE EXCLUDED.status = 'CANCELLED' AND r.status <> 'CANCELLED'
+        SELECT session_id, user_id, status FROM learners WHERE status = 'CANCELLED'
+        ON CONFLICT (session_id, learner_id) DO UPDATE SET status = 'CANCELLED' WHERE r.status <> 'CANCELLED'
     ), closed AS (
         UPDATE session_reservations r SET status = 'CANCELLED'
         FROM written w

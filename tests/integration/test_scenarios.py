@@ -74,6 +74,23 @@ async def test_the_same_confirmation_three_times_applies_once(settings: Settings
     assert [m["type"] for m in await output_messages(settings, 1)] == ["SessionCreated"]
 
 
+async def test_a_later_confirmation_leaves_the_learner_rows_untouched(settings: Settings, database_url: str) -> None:
+    # Most confirmations of a live stream repeat one the rows have (a new message id, the same student). The
+    # session row takes the newer snapshot; the participant and the reservation are not written, not even locked
+    # (a locked row carries the locker's transaction id in xmax).
+    produced = Produced()
+    async with service(settings) as svc:
+        for batch in ([event("BookingConfirmed", "bk_again", 1)], [event("BookingConfirmed", "bk_again", 2)]):
+            await publish(settings, batch, produced)
+            await consume_all(svc, produced)
+
+    assert await learners(database_url) == {("bk_again", "student-bk_again", "LEARNER", "CONFIRMED")}
+    for table in ("session_participants", "session_reservations"):
+        assert await query(database_url, f"SELECT xmax::text AS xmax FROM {table}") == [{"xmax": "0"}], table
+    inbox = await query(database_url, "SELECT outcome FROM inbox_messages")
+    assert [r["outcome"] for r in inbox] == ["applied", "applied"]
+
+
 async def test_two_confirmations_raced_from_two_producers(
     kafka: KafkaHandle, settings: Settings, database_url: str
 ) -> None:
