@@ -244,8 +244,12 @@ _WRITE_DECISIONS = text(
             AS u(message_id, topic, key, payload, kind, traceparent, tracestate)
         LEFT JOIN written w ON u.kind = 'SessionUpdated' AND w.booking_request_id = u.key
         LEFT JOIN LATERAL (
-            SELECT status FROM live_sessions WHERE booking_request_id = u.key LIMIT 1
-        ) AS s ON u.kind = 'SessionUpdated' AND w.booking_request_id IS NULL
+            -- Conditions on the outer row inside the subquery: they gate the lookup, which a join condition
+            -- would only filter after it, so only a SessionUpdated whose row the upsert left alone looks.
+            SELECT status FROM live_sessions
+            WHERE u.kind = 'SessionUpdated' AND w.booking_request_id IS NULL AND booking_request_id = u.key
+            LIMIT 1
+        ) AS s ON true
         WHERE coalesce(w.status, s.status) IS DISTINCT FROM 'CANCELLED'
         ON CONFLICT (message_id) DO NOTHING
     )
