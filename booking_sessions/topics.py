@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -71,3 +71,33 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
+
+
+async def offsets_held(
+    bootstrap: str, ends: Mapping[tuple[str, int], int], *, timeout_s: float = 5.0, **client_options: Any
+) -> set[tuple[str, int, int]]:
+    """Which offsets the log holds: ``ends`` maps (topic, partition) to the next offset after the records to look
+    for; out come the (topic, partition, offset) of every record read from each partition's beginning up to there.
+    No consumer group.
+
+    Stops once every partition's position reached its end, so a record missing below it is missing from the log,
+    not late; or after ``timeout_s`` (seconds), with what was read by then (a partition whose last records are
+    missing never reaches its end). For a producer that wants to know the broker kept what it acknowledged (Tansu
+    0.6.0 may not, for two producers writing to one partition at once: README, "On the Tansu broker")."""
+    partitions = [TopicPartition(topic, partition) for topic, partition in ends]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
+    await consumer.start()
+    held: set[tuple[str, int, int]] = set()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and [
+            tp for tp in partitions if await consumer.position(tp) < ends[(tp.topic, tp.partition)]
+        ]:
+            batch = await consumer.getmany(*partitions, timeout_ms=200)
+            held.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records)
+    finally:
+        await consumer.stop()
+    return held

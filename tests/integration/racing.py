@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from booking_sessions.settings import Settings
+from booking_sessions.topics import offsets_held
 from models.events import BookingEvent
 from producer.bookings import as_record
 from producer.publish import Publisher
@@ -41,29 +41,8 @@ async def publish_raced(kafka: KafkaHandle, settings: Settings, events: Sequence
     acked = {(m.topic, m.partition, m.offset) for batch in results for m in batch}
     for topic, partition, offset in acked:
         produced.add(topic, partition, offset)
-    lost = acked - await offsets_on_log(settings.kafka_bootstrap, produced)
+    lost = acked - await offsets_held(settings.kafka_bootstrap, produced.ends)
     if lost and kafka.kind == "tansu":
         pytest.skip(f"{TANSU_RACE_LOSS} (lost {sorted(lost)})")
     assert not lost, f"the broker acknowledged {sorted(lost)} and does not hold them"
     return produced
-
-
-async def offsets_on_log(bootstrap: str, produced: Produced, timeout_s: float = 10.0) -> set[tuple[str, int, int]]:
-    """Every (topic, partition, offset) on the log below ``produced.ends``, read from the beginning without a group.
-
-    Stops once each partition's position reached its end in ``produced``: a record missing below it is missing
-    from the log, not late. Raises TimeoutError after ``timeout_s`` (seconds)."""
-    partitions = [TopicPartition(topic, partition) for topic, partition in produced.ends]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    held: set[tuple[str, int, int]] = set()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        async with asyncio.timeout(timeout_s):
-            while [tp for tp in partitions if await consumer.position(tp) < produced.ends[(tp.topic, tp.partition)]]:
-                batch = await consumer.getmany(*partitions, timeout_ms=200)
-                held.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records)
-    finally:
-        await consumer.stop()
-    return held
