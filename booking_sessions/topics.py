@@ -83,7 +83,8 @@ async def offsets_held(
     Stops once every partition's position reached its end, so a record missing below it is missing from the log,
     not late; or after ``timeout_s`` (seconds), with what was read by then (a partition whose last records are
     missing never reaches its end). For a producer that wants to know the broker kept what it acknowledged (Tansu
-    0.6.0 may not, for two producers writing to one partition at once: README, "On the Tansu broker")."""
+    0.6.0 may not, for two producers writing to one partition at once: README, "On the Tansu broker"). Raises the
+    client's KafkaError when the broker cannot be reached."""
     partitions = [TopicPartition(topic, partition) for topic, partition in ends]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
     await consumer.start()
