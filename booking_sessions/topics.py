@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -73,22 +73,24 @@ async def read_topic(
     return records
 
 
-async def offsets_held(
-    bootstrap: str, ends: Mapping[tuple[str, int], int], *, timeout_s: float = 5.0, **client_options: Any
+async def offsets_missing(
+    bootstrap: str, acknowledged: Iterable[tuple[str, int, int]], *, timeout_s: float = 5.0, **client_options: Any
 ) -> set[tuple[str, int, int]]:
-    """Which offsets the log holds: ``ends`` maps (topic, partition) to the next offset after the records to look
-    for; out come the (topic, partition, offset) of every record read from each partition's beginning up to there.
-    No consumer group.
+    """Which of the ``acknowledged`` records, each (topic, partition, offset), the log does not hold: each partition
+    is read from its beginning, without a consumer group, up to the last of them; out come those not found.
 
-    Stops once every partition's position reached its end, so a record missing below it is missing from the log,
-    not late; or after ``timeout_s`` (seconds), with what was read by then (a partition whose last records are
-    missing never reaches its end). For a producer that wants to know the broker kept what it acknowledged (Tansu
-    0.6.0 may not, for two producers writing to one partition at once: README, "On the Tansu broker"). Raises the
-    client's KafkaError when the broker cannot be reached."""
+    Stops once every partition's position passed its last acknowledged offset, so a record missing below it is
+    missing from the log, not late; or after ``timeout_s`` (seconds), judged on what was read by then (a partition
+    whose last records are missing never gets that far). For a producer that wants to know the broker kept what it
+    acknowledged (Tansu 0.6.0 may not, for two producers writing to one partition at once: README, "On the Tansu
+    broker"). Raises the client's KafkaError when the broker cannot be reached."""
+    wanted = set(acknowledged)
+    ends: dict[tuple[str, int], int] = {}
+    for topic, partition, offset in wanted:
+        ends[(topic, partition)] = max(ends.get((topic, partition), 0), offset + 1)
     partitions = [TopicPartition(topic, partition) for topic, partition in ends]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
     await consumer.start()
-    held: set[tuple[str, int, int]] = set()
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -98,7 +100,7 @@ async def offsets_held(
             tp for tp in partitions if await consumer.position(tp) < ends[(tp.topic, tp.partition)]
         ]:
             batch = await consumer.getmany(*partitions, timeout_ms=200)
-            held.update((r.topic, r.partition, r.offset) for records in batch.values() for r in records)
+            wanted.difference_update((r.topic, r.partition, r.offset) for records in batch.values() for r in records)
     finally:
         await consumer.stop()
-    return held
+    return wanted

@@ -22,7 +22,7 @@ from booking_sessions.dev.servers import with_throwaway_secret
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.service import create_engine, open_service, run_until
 from booking_sessions.settings import Settings
-from booking_sessions.topics import ensure_topics, offsets_held
+from booking_sessions.topics import ensure_topics, offsets_missing
 from consumer.results import BatchResult
 from models.records import OutgoingRecord
 from producer.publish import Publisher
@@ -93,11 +93,8 @@ class Demo:
         demo's inbox check for the broker's fault."""
         assert self.settings.kafka_bootstrap is not None
         placed = await asyncio.gather(*(self.send(p, [r]) for p, r in zip(publishers, records, strict=True)))
-        ends: dict[tuple[str, int], int] = {}
-        for ((topic, partition, offset),) in placed:
-            ends[(topic, partition)] = max(ends.get((topic, partition), 0), offset + 1)
-        held = await offsets_held(self.settings.kafka_bootstrap, ends, **self.kafka)
-        lost = [r for r, (where,) in zip(records, placed, strict=True) if where not in held]
+        missing = await offsets_missing(self.settings.kafka_bootstrap, [where for (where,) in placed], **self.kafka)
+        lost = [r for r, (where,) in zip(records, placed, strict=True) if where in missing]
         if lost:
             self.console.print(
                 f"  [yellow]the broker acknowledged {len(lost)} of the two and did not keep it[/] (Tansu 0.6.0,"
