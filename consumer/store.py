@@ -12,8 +12,9 @@ makes a CANCELLED row SCHEDULED again).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic_core import to_json
@@ -346,6 +347,9 @@ def _session_rows(rows: Iterable[tuple[Any, ...]]) -> dict[str, SessionRow]:
         sid, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes, meeting_link,
         occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason,
     ) in rows:  # fmt: skip
+        if scheduled_start.tzinfo is None or occurred_at.tzinfo is None or (cancelled_at and not cancelled_at.tzinfo):
+            scheduled_start, occurred_at = _from_infinity(scheduled_start), _from_infinity(occurred_at)
+            cancelled_at = _from_infinity(cancelled_at)
         details = SessionDetails(instructor_id, student_id, title, scheduled_start, duration_minutes)
         cancellation = None
         if cancelled_at is not None:
@@ -354,6 +358,17 @@ def _session_rows(rows: Iterable[tuple[Any, ...]]) -> dict[str, SessionRow]:
             sid, booking_id, details, meeting_link, (occurred_at, message_id), cancellation
         )
     return sessions
+
+
+_Moment = TypeVar("_Moment", datetime, datetime | None)
+
+
+def _from_infinity(moment: _Moment) -> _Moment:
+    """A timestamp as read, aware. asyncpg reads PostgreSQL's -infinity and infinity as the naive ``datetime.min``
+    and ``datetime.max``, which no comparison with an aware datetime survives; an earlier release stored an event's
+    0001-01-01T00:00:00Z that way (models/fields.py refuses it now). In UTC they are the same instants, and asyncpg
+    writes them back as the same infinities."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 class StaleDecision(Transient):

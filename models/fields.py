@@ -68,7 +68,10 @@ def rfc3339_utc(moment: datetime) -> str:
 
 
 _NOT_RFC3339 = "must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:15:00Z"
-_OUTSIDE_UTC_YEARS = "is outside the years 1 to 9999 once converted to UTC"
+# The first and last instants of the years 1 to 9999 are refused too: asyncpg writes exactly those two as PostgreSQL's
+# -infinity and infinity and reads them back as naive datetimes, which no comparison with an aware one survives (an
+# event dated 0001-01-01T00:00:00Z made its session's every later event fail).
+_OUTSIDE_UTC_YEARS = "must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z once converted to UTC"
 _OUTSIDE_START_RANGE = "must be between 1970-01-01 and 9999-01-01 in UTC"
 _FIRST_UTC = datetime(1, 1, 1, tzinfo=UTC)
 _LAST_UTC = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -116,9 +119,12 @@ def _parse(text: str) -> datetime:
 
 def _in_utc(moment: datetime) -> datetime:
     try:
-        return moment.astimezone(UTC)
+        utc = moment.astimezone(UTC)
     except OverflowError:
         raise ValueError(_OUTSIDE_UTC_YEARS) from None
+    if not _FIRST_UTC < utc < _LAST_UTC:
+        raise ValueError(_OUTSIDE_UTC_YEARS)
+    return utc
 
 
 def _utc(moment: datetime) -> datetime:
@@ -136,10 +142,11 @@ class _FromJson:
     consumer's path): each Python call from the Rust core cost about 1 µs a field, a sixth of the whole parse.
 
     Steps: RFC 3339 text (the ``_RFC3339`` pattern, as Rust regex), then pydantic's parse, then the instant in UTC
-    within the years 1 to 9999, then ``also`` (a range, with its message). Both paths accept and refuse the same
-    texts with the same messages (``tests/unit/test_timestamps_from_json.py``), but for a date that does not exist
-    in the year 1, 9999 or next to a session start bound: pydantic says what is wrong with it, the Python
-    validators' own parse only "is not a valid timestamp". Python input (the producer's datetimes, dicts) still
+    within the years 1 to 9999 (their first and last instants excluded), then ``also`` (a range, with its
+    message). Both paths accept and refuse the same texts with the same messages
+    (``tests/unit/test_timestamps_from_json.py``), but for a date that does not exist in the year 1, 9999 or next
+    to a session start bound: pydantic says what is wrong with it, the Python validators' own parse only "is not a
+    valid timestamp". Python input (the producer's datetimes, dicts) still
     goes through those validators; the JSON schema is theirs.
     """
 
@@ -155,7 +162,7 @@ class _FromJson:
         steps = [
             _refused(core_schema.str_schema(pattern=f"^{_RFC3339.pattern}$", strict=True), _NOT_RFC3339),
             core_schema.datetime_schema(tz_constraint="aware", strict=False),
-            _refused(core_schema.datetime_schema(ge=_FIRST_UTC, le=_LAST_UTC), _OUTSIDE_UTC_YEARS),
+            _refused(core_schema.datetime_schema(gt=_FIRST_UTC, lt=_LAST_UTC), _OUTSIDE_UTC_YEARS),
         ]
         if self.also is not None:
             earliest, latest, message = self.also

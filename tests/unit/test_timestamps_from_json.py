@@ -90,7 +90,9 @@ def test_any_json_value_gets_one_verdict(field: str, value: object) -> None:
     assert_one_verdict(field, value)
 
 
-OUTSIDE_UTC = "Value error, is outside the years 1 to 9999 once converted to UTC"
+OUTSIDE_UTC = (
+    "Value error, must be after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z once converted to UTC"
+)
 OUTSIDE_START = "Value error, must be between 1970-01-01 and 9999-01-01 in UTC"
 NOT_RFC3339 = "Value error, must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:15:00Z"
 
@@ -100,6 +102,11 @@ NOT_RFC3339 = "Value error, must be an RFC 3339 timestamp with an offset, e.g. 2
     [
         ("occurred_at", "9999-12-31T23:59:59-12:00", OUTSIDE_UTC),
         ("occurred_at", "0001-01-01T00:00:00+00:01", OUTSIDE_UTC),
+        # The very first and last instants: asyncpg would store them as -infinity and infinity.
+        ("occurred_at", "0001-01-01T00:00:00Z", OUTSIDE_UTC),
+        ("occurred_at", "0001-01-01T01:00:00+01:00", OUTSIDE_UTC),
+        ("occurred_at", "9999-12-31T23:59:59.999999Z", OUTSIDE_UTC),
+        ("occurred_at", "9999-12-31T22:59:59.999999-01:00", OUTSIDE_UTC),
         ("scheduled_start", "1969-12-31T23:59:59Z", OUTSIDE_START),
         ("scheduled_start", "9999-01-01T00:00:01Z", OUTSIDE_START),
         ("occurred_at", "1764000000", NOT_RFC3339),
