@@ -25,7 +25,7 @@ from consumer.deadletter import (
     send_dead_letters,
 )
 from consumer.decide import decide
-from consumer.decode import Limits, decode, message_id_hint, payload_digest
+from consumer.decode import Limits, decode, message_id_hint, payload_digest, read_as_is
 from consumer.grouping import (
     Repeats,
     classify_repeats,
@@ -312,11 +312,13 @@ class BatchProcessor:
         return replace(counted(fresh, across, dead, decisions), dlq_refused=refused, recorded=known)
 
     async def _seen_before(self, records: Sequence[Record], digests: list[str]) -> set[int]:
-        """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them."""
+        """Indexes of records whose exact bytes the inbox has recorded: duplicates, without decoding them. Only
+        records ``decode`` would read as they are (``read_as_is``): a copy the client could not read whole, or one
+        over a size bound, is a dead letter whatever its value (before, one after a run of repeats was dropped)."""
         hints = {
             i: hint
             for i, r in enumerate(records)
-            if len(r.value or b"") <= self._limits.value_bytes and (hint := message_id_hint(r.value)) is not None
+            if read_as_is(r, self._limits) and (hint := message_id_hint(r.value)) is not None
         }
         async with self._engine.connect() as conn:
             known = await store.known_payloads(conn, [(hint, digests[i]) for i, hint in hints.items()])

@@ -60,6 +60,14 @@ def message_id_hint(value: bytes | None) -> UUID | None:
         return None
 
 
+def read_as_is(record: Record, limits: Limits) -> bool:
+    """Whether ``decode`` reads the record's value at all: the client read the whole record, it has a value, and it
+    keeps every size bound. Only such a record may be taken for a repeat by its bytes alone (``consumer.batch``'s
+    shortcut after a run of repeats): any other is dead-lettered by ``decode`` before its message id counts, and
+    must be whatever batches came before it (CONTRACT "Dead letters": undecodable, too_large)."""
+    return record.unreadable is None and record.value is not None and _oversize(record, limits) is None
+
+
 def decode(record: Record, limits: Limits | int, digest: str | None = None, received_ms: int | None = None) -> Decoded:
     """One record -> what it should become (CONTRACT "Input" and "Dead letters"); never raises for any input.
 

@@ -120,3 +120,37 @@ async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding
     assert decoded["calls"] == calls_first  # not one decode in the second pass
     assert second.next_offsets == first.next_offsets
     assert await snapshot(database_url) == before
+
+
+async def test_after_a_batch_of_repeats_a_copy_the_client_could_not_read_or_over_a_bound_is_still_dead_lettered(
+    settings: Settings, database_url: str
+) -> None:
+    # A newcomer's find: after a batch of repeats the shortcut took any record whose value bytes the inbox held
+    # for a repeat, and dropped three copies that decode dead-letters (a header name not UTF-8, 65 headers, a key
+    # over 1 KiB) without a dead letter or an inbox row.
+    from booking_sessions.topics import read_topic
+    from consumer.client import to_record
+
+    produced = Produced()
+    events = stream(5)
+    await publish(settings, events, produced)
+    async with service(settings) as svc:
+        await consume_all(svc, produced)
+        assert settings.kafka_bootstrap is not None
+        messages = await read_topic(settings.kafka_bootstrap, settings.input_topic, expected=len(events))
+        records = [to_record(m) for m in messages]
+        processor = svc.loop.processor
+        await processor.process(records)  # a run of repeats: the shortcut is on for the next batch
+        last = records[-1].offset
+        copies = [
+            records[0]._replace(offset=last + 1, unreadable="header 1: name is not UTF-8"),
+            records[1]._replace(offset=last + 2, headers=tuple((f"h{i}", b"v") for i in range(65))),
+            records[2]._replace(offset=last + 3, key=b"k" * 2000),
+            records[3]._replace(offset=last + 4),  # a plain copy: still a duplicate
+        ]
+        before = await snapshot(database_url)
+        result = await processor.process(copies)
+
+    assert result.duplicates == 1
+    assert dict(result.dead_lettered) == {"undecodable": 1, "too_large": 2}
+    assert await snapshot(database_url) == before  # no id of theirs is read: no inbox row, no effect
