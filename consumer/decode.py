@@ -91,7 +91,7 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
         return _dead(record, digest, "invalid", "value is empty (tombstone)")
     # Only a hint (the words may sit inside a string), confirmed by a parse; ``in`` is ten times faster than a regex.
     if (b"NaN" in value or b"Infinity" in value) and not _strict_json(value):
-        return _dead(record, digest, "invalid", "value: not strict JSON (NaN, Infinity or -Infinity)")
+        return _loosely(record, digest, "value: not strict JSON (NaN, Infinity or -Infinity)", value)
     try:
         event: BookingEvent = _validate_event(value)
     except ValidationError as full_error:
@@ -275,7 +275,10 @@ def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
     try:
         loose = LooseEnvelope.model_validate_json(value)
     except ValidationError:
-        return _dead(record, digest, "invalid", error)
+        unparsed = _unparsed_envelope(value)
+        if unparsed is None:
+            return _dead(record, digest, "invalid", error)
+        loose = unparsed
     message_id = _readable(_UUID, loose.message_id)
     event_type = _readable(_TYPE_NAME, loose.type) or "unknown"
     booking_id = loose.booking_id if is_booking_id(loose.booking_id) else None
@@ -283,6 +286,22 @@ def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
     if type(version) is int and version > SCHEMA_VERSION:
         return _newer(record, digest, version, message_id, event_type, booking_id)
     return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
+
+
+def _unparsed_envelope(value: bytes) -> LooseEnvelope | None:
+    """What a value that no strict parser reads (bytes that are not UTF-8, a byte order mark, a raw control
+    character inside a string, ``NaN``) still says of itself at its top level, read as leniently as the standard
+    library goes: the mark dropped, bytes that are not UTF-8 kept as lone surrogates (so no field holding them reads
+    as an id, a type or a booking id), control characters allowed in strings, ``NaN`` and the infinities read as
+    nothing. The record stays ``invalid`` with the parser's own error; only its message id now reaches the inbox,
+    as for any other dead letter whose id is readable, so a copy is a duplicate and a corrected copy a
+    ``message_id_conflict`` (CONTRACT "What each event does"). None when even that reads no JSON object."""
+    text = value.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    try:
+        parsed = json.loads(text, strict=False, parse_constant=lambda _: None)
+    except (ValueError, RecursionError):
+        return None
+    return LooseEnvelope.model_validate(parsed) if isinstance(parsed, dict) else None
 
 
 def _newer(

@@ -110,6 +110,31 @@ def test_an_unreadable_value_is_invalid(value: bytes | None, reason: str) -> Non
     assert "value" in d.error
 
 
+def _titled(raw: bytes) -> bytes:
+    """The contract's example event with ``raw`` as the bytes of its title's text."""
+    return json.dumps(body({"booking.title": "TITLE"})).encode().replace(b'"TITLE"', b'"' + raw + b'"')
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"\xef\xbb\xbf" + json.dumps(body()).encode(), id="byte-order-mark"),
+        pytest.param(_titled(b"a\xffb"), id="not-utf8-in-a-string"),
+        pytest.param(_titled(b"a\x00b"), id="raw-nul-in-a-string"),
+        pytest.param(_titled(b"a\nb"), id="raw-newline-in-a-string"),
+    ],
+)
+def test_a_value_no_strict_parser_reads_is_invalid_under_its_readable_message_id(value: bytes) -> None:
+    # A newcomer's find: such a record had no inbox row, so a corrected copy under its id was applied, where the
+    # corrected copy of any other dead letter (a title with the escape \u0000, say) is a message_id_conflict.
+    d = decode(record(value), MAX_BYTES)
+
+    check_invariants(d)
+    assert (d.outcome, d.reason, d.message_id) == ("dead_lettered", "invalid", MID)
+    assert (d.booking_id, d.event_type) == (BOOKING_ID, "BookingConfirmed")
+    assert d.error is not None and d.error.startswith("value: "), d.error
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -130,7 +130,9 @@ def test_nan_or_infinity_anywhere_is_not_strict_json(token: str, where: str) -> 
 
     d = decode(record(value.encode()), MAX_BYTES)
 
-    assert_invalid(d, "value", message_id=None)
+    # Under its message id, as every dead letter whose id is readable: a corrected copy is a message_id_conflict.
+    assert_invalid(d, "value", message_id=MID)
+    assert (d.booking_id, d.event_type) == ("bk_123", "BookingConfirmed")
     assert "strict JSON" in (d.error or "")
 
 
