@@ -30,7 +30,7 @@ from booking_sessions.ops.failures import (
     require_topics,
     topic_partitions,
 )
-from booking_sessions.service import FETCH_LIMITS, batch_processor, create_engine
+from booking_sessions.service import COMMITTED_ONLY, FETCH_LIMITS, batch_processor, create_engine
 from booking_sessions.settings import Settings
 from consumer import wire
 from consumer.client import CommitLost
@@ -198,6 +198,7 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         **FETCH_LIMITS,
+        **COMMITTED_ONLY,  # as ``run``; its stop offsets (end_offsets) are then the last stable ones
         **options,
     )
     try:
