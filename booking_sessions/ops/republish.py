@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
-from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
+from booking_sessions.ops.failures import OperatorError, check_database, close_within, one_line, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from producer.publish import Publisher
@@ -56,8 +56,16 @@ _SELECT = text(
 )
 _LOCK_RELAY = text("SELECT pg_advisory_xact_lock(:key)")
 _RESET = text("UPDATE outbox_messages SET published_at = NULL WHERE id = ANY(CAST(:ids AS bigint[]))")
+# One primary-key lookup per chosen id (a LATERAL subquery with LIMIT 1, which PostgreSQL cannot turn into a join):
+# `id = ANY(:ids)` let the planner, on statistics a mass hand-back had just made stale, read the partial shard index
+# and test every row against the whole array: 34 s for 150,000 ids, past the statement timeout, against 0.2 s.
 _UNPUBLISHED = text(
-    "SELECT count(*) FROM outbox_messages WHERE id = ANY(CAST(:ids AS bigint[])) AND published_at IS NULL"
+    """
+    SELECT count(*) FROM unnest(CAST(:ids AS bigint[])) AS chosen(id)
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM outbox_messages WHERE id = chosen.id AND published_at IS NULL LIMIT 1
+    ) AS waiting
+    """
 )
 
 
@@ -147,24 +155,33 @@ async def relay_now(
     """Publish until every row is sent: by this process, or by the running service's relay if it leads; returns
     the rows this process sent (other waiting rows included).
 
-    Raises OperatorError when another relay holds the lock but the rows stay unpublished for RELAY_WAIT_S, and
-    what the broker or the database raises."""
+    Steps the relay while it finds rows to send, and counts the chosen rows still unpublished only when it finds
+    none (before, a count over every chosen id before each step: quadratic in the rows). Raises OperatorError when
+    another relay holds the lock but no chosen row is published for RELAY_WAIT_S, and what the broker or the
+    database raises."""
     ids = [r.id for r in rows]
     relay = OutboxRelay(engine, publisher, batch_rows=batch_rows)
     task = progress.add_task("publishing", total=len(ids))
     sent = 0
+    remaining = len(ids)
     deadline = time.monotonic() + RELAY_WAIT_S
-    while remaining := await _unpublished(engine, ids):
-        progress.update(task, completed=len(ids) - remaining)
+    while remaining:
         step = await relay.run_once()
         sent += step
-        if step == 0:  # another relay holds the lock: the running service is sending them
-            if time.monotonic() > deadline:
-                raise OperatorError(
-                    f"{remaining} rows still unpublished after {RELAY_WAIT_S:g} s: another relay holds the lock "
-                    "but does not publish (see `booking-sessions status`)"
-                )
-            await asyncio.sleep(0.2)
+        if step:
+            progress.update(task, completed=min(sent, len(ids)))
+            continue
+        left = await _unpublished(engine, ids)  # nothing for this relay: sent, or another relay holds the lock
+        if left < remaining:
+            remaining, deadline = left, time.monotonic() + RELAY_WAIT_S
+            progress.update(task, completed=len(ids) - remaining)
+            continue
+        if time.monotonic() > deadline:
+            raise OperatorError(
+                f"{remaining} rows still unpublished after {RELAY_WAIT_S:g} s: another relay holds the lock "
+                "but does not publish (see `booking-sessions status`)"
+            )
+        await asyncio.sleep(0.2)
     progress.update(task, completed=len(ids))
     return sent
 
@@ -199,7 +216,17 @@ async def republish(
         queued = await queue(engine, rows)
         if publisher is None:
             return rows, Republished(rows, queued)
-        sent = await relay_now(engine, publisher, rows, batch_rows=settings.relay_batch_rows, progress=progress)
+        try:
+            sent = await relay_now(engine, publisher, rows, batch_rows=settings.relay_batch_rows, progress=progress)
+        except Exception as error:
+            # Say what is left: the rows are handed back either way, and any relay sends them.
+            why = one_line(error)
+            if why is None:
+                raise
+            raise OperatorError(
+                f"{queued} rows were handed back to the relay, but publishing them from here stopped: {why}; they "
+                "wait in the outbox for the running service's relay (or run the same command again)"
+            ) from error
         return rows, Republished(rows, queued, sent)
     finally:
         if publisher is not None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from sqlalchemy.exc import DBAPIError
+
 from booking_sessions.settings import Settings
 from booking_sessions.topics import read_topic
 from consumer.ids import session_id
+from producer.relay import OutboxRelay
 from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, query, relay_of_the_running_service, service
 from tests.integration.operator_cli import assert_one_line_error, invoke, publish_one_by_one
@@ -89,3 +93,23 @@ async def test_republish_refuses_without_a_filter_and_on_bad_arguments(settings:
     assert_one_line_error(await invoke(settings, "outbox", "republish", "--type", "Foo"), "--type Foo: unknown")
     assert_one_line_error(await invoke(settings, "outbox", "republish", "--session", "x"), "UUIDs")
     assert_one_line_error(await invoke(settings, "outbox", "republish", "--since", "yesterday"), "'yesterday'")
+
+
+async def test_a_relay_failure_after_the_hand_back_says_the_rows_wait_in_the_outbox(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer's find: a statement timeout while publishing (after the rows were handed back) printed only
+    # "database error: canceling statement due to statement timeout", not what it left.
+    await three_bookings_one_rescheduled(settings)
+
+    async def times_out(self: OutboxRelay) -> int:
+        raise DBAPIError("SELECT ...", None, Exception("canceling statement due to statement timeout"))
+
+    monkeypatch.setattr(OutboxRelay, "run_once", times_out)
+    result = await invoke(settings, "outbox", "republish", "--booking", "bk_1", "--relay")
+
+    assert_one_line_error(
+        result, "2 rows were handed back to the relay, but publishing them from here stopped: database error"
+    )
+    assert "they wait in the outbox for the running service's relay" in result.stderr
+    assert await unpublished(database_url) == ["bk_1:Created", "bk_1:Updated"]
