@@ -119,16 +119,20 @@ class Publisher:
         producer = AIOKafkaProducer(enable_idempotence=True, **options)
         try:
             await producer.start()
-        except KafkaConnectionError:
-            await producer.stop()
-            raise
         except KafkaError as error:
+            await producer.stop()
+            if isinstance(error, KafkaConnectionError):
+                raise
             # Some Kafka-protocol brokers (Tansu, for one) refuse InitProducerId. acks=all still holds; a
             # retried send may then duplicate a record, which consumers drop by its message_id.
-            await producer.stop()
             log.warning("idempotent_producer_refused", error=repr(error), fallback="acks=all")
             producer = AIOKafkaProducer(enable_idempotence=False, **options)
-            await producer.start()
+            await _started(producer)
+        except BaseException:
+            # Cancelled while starting (SIGTERM, Ctrl-C, a deadline): closed here, or nothing ever closes it (the
+            # caller never got it) and asyncio reports an unclosed producer after the command's last line.
+            await producer.stop()
+            raise
         return cls(producer, options=options)
 
     async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
@@ -194,12 +198,7 @@ class Publisher:
             if self._options is None:
                 return self._producer
             producer = AIOKafkaProducer(**{**self._options, "enable_idempotence": False})
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()  # the next batch's attempt makes another
-                raise
-            self._dead_letters = producer
+            self._dead_letters = await _started(producer)  # if it fails, the next batch's attempt makes another
         return self._dead_letters
 
     async def _send_despite(
@@ -269,6 +268,16 @@ class Publisher:
         finally:
             if self._dead_letters is not None and self._dead_letters is not self._producer:
                 await self._dead_letters.stop()
+
+
+async def _started(producer: AIOKafkaProducer) -> AIOKafkaProducer:
+    """``producer``, started; closed again if the start fails or is cancelled, and the error raised."""
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+    return producer
 
 
 @dataclass(frozen=True, slots=True)
