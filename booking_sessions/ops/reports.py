@@ -48,16 +48,27 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
     mode = (" (dry run: nothing was written, sent or committed)", "bold") if summary.dry_run else ""
     lines: list[RenderableType] = [line("replay of ", summary.topic, " as group ", summary.group_id, mode)]
     table = Table("partition", "from", "to", "records", "", box=None, pad_edge=False)
-    idle = 0
+    idle = finished = 0
     for p, span in sorted(summary.spans.items()):
         if span.size == 0:
             idle += 1
+            finished += span.resumed
             continue
         table.add_row(str(p), str(span.start), str(span.stop), str(span.size), "resumed" if span.resumed else "")
     if table.row_count:
         lines.append(table)
     if idle:
         lines.append(line(f"{idle} partition(s) with nothing to replay"))
+    if finished:
+        # A trap for a rebuild into a new database: the group's own offsets say it is done, so nothing is read.
+        lines.append(
+            line(
+                f"{finished} of them: group ",
+                summary.group_id,
+                " had committed up to their end already (it resumes "
+                "where it stopped); to read them again, as a rebuild into a new database must, use a new --group",
+            )
+        )
     t = summary.totals
     verb = "would be" if summary.dry_run else "were"
     lines.append(

@@ -171,3 +171,22 @@ def test_a_dead_letter_with_any_kafka_timestamp_reads(timestamp_ms: int, expecte
     record = ConsumerRecord("dlq", 0, 1, timestamp_ms, 0, b"k", b"v", None, 1, 1, (("null", None),))
 
     assert from_record(record).timestamp == expected
+
+
+def test_a_replay_whose_group_had_finished_says_so_and_how_to_read_again() -> None:
+    # A newcomer's find: `replay --group g` into a new, empty database, with g already at every end offset, said
+    # only "12 partition(s) with nothing to replay": a trap for a rebuild.
+    from rich.console import Console
+
+    from booking_sessions.ops.replay import ReplaySummary
+    from booking_sessions.ops.reports import replay_report
+
+    spans = plan_spans(PARTITIONS, BEGINNING, END, {0: 10, 1: 20, 2: None})
+    console = Console(width=200, record=True)
+    for part in replay_report(ReplaySummary("booking.events", "rebuild-1", False, spans)):
+        console.print(part)
+    text = console.export_text()
+
+    assert "3 partition(s) with nothing to replay" in text
+    assert "2 of them: group rebuild-1 had committed up to their end already" in text
+    assert "use a new --group" in text
