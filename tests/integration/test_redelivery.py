@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
+from booking_sessions.service import Service
 from booking_sessions.settings import Settings
+from booking_sessions.topics import read_topic
+from consumer.client import to_record
 from consumer.ids import session_created_id, session_id
 from consumer.results import BatchResult
+from models.events import BookingEvent
+from models.records import Record
 from tests.integration.bookings import event
 from tests.integration.harness import Produced, consume_all, publish, read_json, service, snapshot
 
@@ -22,11 +27,21 @@ def bookings(n: int) -> list[str]:
     return [f"bk_{i:03d}" for i in range(n)]
 
 
-def stream(n: int) -> list:  # type: ignore[type-arg]
+def stream(n: int) -> list[BookingEvent]:
     events = []
     for booking in bookings(n):
         events += [event("BookingApproved", booking, 0), event("BookingConfirmed", booking, 1)]
     return events
+
+
+async def applied_and_read_back(settings: Settings, svc: Service, events: list[BookingEvent]) -> list[Record]:
+    """``events`` published and applied by ``svc``; returns their records as the consume loop reads them."""
+    produced = Produced()
+    await publish(settings, events, produced)
+    await consume_all(svc, produced)
+    assert settings.kafka_bootstrap is not None
+    messages = await read_topic(settings.kafka_bootstrap, settings.input_topic, expected=len(events))
+    return [to_record(m) for m in messages]
 
 
 async def test_crash_between_database_commit_and_offset_commit_changes_nothing_on_redelivery(
@@ -89,17 +104,10 @@ async def test_after_a_batch_of_repeats_exact_repeats_are_found_without_decoding
 ) -> None:
     import consumer.batch
     import consumer.decode
-    from booking_sessions.topics import read_topic
-    from consumer.client import to_record
 
-    produced = Produced()
     events = stream(10)
-    await publish(settings, events, produced)
     async with service(settings) as svc:
-        await consume_all(svc, produced)
-        assert settings.kafka_bootstrap is not None
-        messages = await read_topic(settings.kafka_bootstrap, settings.input_topic, expected=len(events))
-        records = [to_record(m) for m in messages]
+        records = await applied_and_read_back(settings, svc, events)
         before = await snapshot(database_url)
         decoded = Counter[str]()
         real_decode = consumer.decode.decode
@@ -128,17 +136,8 @@ async def test_after_a_batch_of_repeats_a_copy_the_client_could_not_read_or_over
     # A newcomer's find: after a batch of repeats the shortcut took any record whose value bytes the inbox held
     # for a repeat, and dropped three copies that decode dead-letters (a header name not UTF-8, 65 headers, a key
     # over 1 KiB) without a dead letter or an inbox row.
-    from booking_sessions.topics import read_topic
-    from consumer.client import to_record
-
-    produced = Produced()
-    events = stream(5)
-    await publish(settings, events, produced)
     async with service(settings) as svc:
-        await consume_all(svc, produced)
-        assert settings.kafka_bootstrap is not None
-        messages = await read_topic(settings.kafka_bootstrap, settings.input_topic, expected=len(events))
-        records = [to_record(m) for m in messages]
+        records = await applied_and_read_back(settings, svc, stream(5))
         processor = svc.loop.processor
         await processor.process(records)  # a run of repeats: the shortcut is on for the next batch
         last = records[-1].offset
