@@ -288,6 +288,21 @@ def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
     return _dead(record, digest, "invalid", error, message_id, event_type, booking_id)
 
 
+def recorded_message_id(value: bytes | None) -> UUID | None:
+    """The message id ``decode`` records a dead letter of ``value`` under, when it reads one: the top-level
+    ``message_id`` of a JSON object, read as the envelope is (``LooseEnvelope``), else as leniently as a value no
+    strict parser reads (``_unparsed_envelope``). For the DLQ tools, which must find a dead letter's inbox row as
+    ``decode`` wrote it (a value over a size bound, which ``decode`` never reads, is for the caller to leave out).
+    Never raises."""
+    if not value:
+        return None
+    try:
+        loose: LooseEnvelope | None = LooseEnvelope.model_validate_json(value)
+    except ValidationError:
+        loose = _unparsed_envelope(value)
+    return None if loose is None else _readable(_UUID, loose.message_id)
+
+
 def _unparsed_envelope(value: bytes) -> LooseEnvelope | None:
     """What a value that no strict parser reads (bytes that are not UTF-8, a byte order mark, a raw control
     character inside a string, ``NaN``) still says of itself at its top level, read as leniently as the standard

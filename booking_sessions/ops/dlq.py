@@ -20,9 +20,10 @@ from rich.progress import Progress
 
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.ops.failures import OperatorError, close_within, topic_partitions
-from booking_sessions.ops.untrusted import parse_json
+from booking_sessions.ops.untrusted import MAX_JSON_BYTES
 from booking_sessions.settings import Settings
 from consumer import wire
+from consumer.decode import recorded_message_id
 from models.errors import DlqReason
 from models.records import (
     DLQ_ERROR,
@@ -99,13 +100,12 @@ class DeadLetter:
 
     @property
     def message_id(self) -> UUID | None:
-        """Read from the value when it is a JSON object with a UUID ``message_id``; a dead letter need not be."""
-        body = parse_json(self.value)  # bounded: a dead letter may be "[" * 5000
-        found = body.get("message_id") if isinstance(body, dict) else None
-        try:
-            return UUID(found) if isinstance(found, str) else None
-        except ValueError:
+        """Read from the value as the consumer read it for the dead letter's inbox row (``consumer.decode.
+        recorded_message_id``: also from a value no strict parser reads, such as one with a byte order mark, so that
+        `dlq replay` finds and resets that row); None when the value holds none, or is over MAX_JSON_BYTES."""
+        if self.value is None or len(self.value) > MAX_JSON_BYTES:
             return None
+        return recorded_message_id(self.value)
 
     @property
     def key_text(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,23 @@ def test_a_replay_whose_group_had_finished_says_so_and_how_to_read_again() -> No
     assert "3 partition(s) with nothing to replay" in text
     assert "2 of them: group rebuild-1 had committed up to their end already" in text
     assert "use a new --group" in text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(lambda v: b"\xef\xbb\xbf" + v, id="byte-order-mark"),
+        pytest.param(lambda v: v.replace(b'"TITLE"', b'"a\xffb"'), id="not-utf8-in-a-string"),
+        pytest.param(lambda v: v.replace(b'"TITLE"', b'"a\nb"'), id="raw-newline-in-a-string"),
+    ],
+)
+def test_a_dead_letter_no_strict_parser_reads_is_found_under_the_id_its_inbox_row_has(raw: Any) -> None:
+    # The consumer records such a dead letter under its readable message id; `dlq replay` must find that row and
+    # reset it, or the replayed copy is dropped as a duplicate of it instead of being judged again.
+    mid = uuid.uuid4()
+    value = raw(json.dumps({"message_id": str(mid), "type": "BookingConfirmed", "title": "TITLE"}).encode())
+    dead = letter(4, "invalid", value)
+
+    assert dead.message_id == mid
+    [step] = plan([dead], {mid: InboxRow("dead_lettered", dead.payload_sha256)})
+    assert (step.action, step.reset_inbox) == ("replay", True)
