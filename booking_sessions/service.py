@@ -260,6 +260,7 @@ async def open_service(
             interval_s=settings.metrics_refresh_s,
             timeout_s=settings.kafka_request_timeout_s + DRIVER_MARGIN_S,
             input_topic=settings.input_topic,
+            key_version=None if key.throwaway else key.version,
         )
         retention = Retention(
             engine,

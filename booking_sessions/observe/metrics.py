@@ -124,6 +124,12 @@ class Metrics:
             ["component"],
             registry=r,
         )
+        self.meeting_key_superseded = Gauge(
+            f"{NAMESPACE}_meeting_key_superseded",
+            "1 while the database records a newer meeting key version than this instance's: it still makes new "
+            "sessions' links under the older (perhaps leaked) key until restarted with the new secret",
+            registry=r,
+        )
         self.bookings_parked = Counter(
             f"{NAMESPACE}_bookings_parked",
             "Bookings set aside in a committed batch because another session holds their session row locked, "
@@ -258,6 +264,13 @@ class Metrics:
         """How many partitions the input topic has now (the consumer's metadata, refreshed at least every
         ``METADATA_MAX_AGE_MS``): the alert on unowned partitions compares the owned ones with it."""
         self.input_partitions.set(partitions)
+
+    def set_meeting_key(self, own_version: int, newest_version: int | None) -> bool:
+        """The sampled newest meeting key version on record against this instance's; returns whether this one is
+        superseded (README, "The meeting secret": roll the new secret out before `meeting rekey`)."""
+        superseded = newest_version is not None and newest_version > own_version
+        self.meeting_key_superseded.set(1 if superseded else 0)
+        return superseded
 
     def set_outbox(self, rows: int, oldest_age_s: float | None) -> None:
         """The sampled outbox backlog: unpublished ``rows`` and the oldest one's age in seconds (None: none waits),

@@ -17,10 +17,12 @@ from models.faults import first_line
 
 log = structlog.get_logger(__name__)
 
+# The newest meeting key version on record rides along: one round trip for both.
 _OUTBOX_STATS = text(
     """
     SELECT count(*) AS rows,
-           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s
+           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s,
+           (SELECT max(version) FROM meeting_keys) AS newest_key_version
     FROM outbox_messages
     WHERE published_at IS NULL
     """
@@ -39,8 +41,13 @@ class Sampler:
         interval_s: float,
         timeout_s: float = 30.0,
         input_topic: str | None = None,
+        key_version: int | None = None,
     ) -> None:
         self._consumer = consumer
+        # This instance's meeting key version (None: a throwaway key, never recorded): checked against the newest
+        # on record with every outbox sample.
+        self._key_version = key_version
+        self._superseded = False
         self._input_topic = input_topic  # its partition count is sampled too (Metrics.set_input_partitions)
         self._engine = engine
         self._metrics = metrics
@@ -92,11 +99,25 @@ class Sampler:
         self._metrics.set_lag(lags)
 
     async def sample_outbox(self) -> None:
-        """The unpublished outbox rows and the oldest one's age into ``Metrics.set_outbox``. Raises what the
-        database raises."""
+        """The unpublished outbox rows and the oldest one's age into ``Metrics.set_outbox``; and whether a newer
+        meeting key version than this instance's is on record (``Metrics.set_meeting_key``, logged as an error when
+        it first is: a `meeting rekey` run before the new secret reached this instance, whose new sessions still get
+        links under the old key). Raises what the database raises."""
         async with self._engine.connect() as conn:
             row = (await conn.execute(_OUTBOX_STATS)).one()
         self._metrics.set_outbox(row.rows, None if row.oldest_age_s is None else float(row.oldest_age_s))
+        if self._key_version is None:
+            return
+        superseded = self._metrics.set_meeting_key(self._key_version, row.newest_key_version)
+        if superseded and not self._superseded:
+            log.error(
+                "meeting_key_superseded",
+                key_version=self._key_version,
+                newest_on_record=row.newest_key_version,
+                hint="new sessions here still get links under the older key: restart this instance with the "
+                "secret of the newest version (README, The meeting secret)",
+            )
+        self._superseded = superseded
 
     async def run(self, stop: asyncio.Event) -> None:
         """The lag and the outbox, each every ``interval_s`` in a loop of its own, until ``stop``: a silent broker,

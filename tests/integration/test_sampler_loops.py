@@ -9,7 +9,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aiokafka import TopicPartition
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
 
 from booking_sessions.observe.metrics import Metrics
 from booking_sessions.observe.sampler import Sampler
@@ -95,3 +97,29 @@ async def test_a_silent_database_leaves_the_broker_sampled() -> None:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_newer_meeting_key_on_record_marks_this_instance_superseded_and_logs_it_once(
+    engine: AsyncEngine,
+) -> None:
+    # A newcomer's find: an instance running under key version 1 when `meeting rekey` recorded version 2 went on
+    # making version 1 rooms, and nothing said so until a restart.
+    metrics = Metrics()
+    sampler = Sampler(SilentBroker(), engine, metrics, interval_s=0.05, key_version=1)
+
+    def superseded() -> float | None:
+        return metrics.registry.get_sample_value("booking_sessions_meeting_key_superseded")
+
+    async with engine.begin() as conn:
+        await conn.execute(text("INSERT INTO meeting_keys (version, fingerprint) VALUES (1, '0123456789abcdef')"))
+    with capture_logs() as logs:
+        await sampler.sample_outbox()
+        assert superseded() == 0
+        async with engine.begin() as conn:
+            await conn.execute(text("INSERT INTO meeting_keys (version, fingerprint) VALUES (2, 'fedcba9876543210')"))
+        await sampler.sample_outbox()
+        await sampler.sample_outbox()
+
+    assert superseded() == 1
+    errors = [entry for entry in logs if entry["event"] == "meeting_key_superseded"]
+    assert [(e["log_level"], e["key_version"], e["newest_on_record"]) for e in errors] == [("error", 1, 2)]
