@@ -138,6 +138,25 @@ class RepeatsFilter(logging.Filter):
         return True
 
 
+class RetriedAsWarning(logging.Filter):
+    """aiokafka logs a failed group coordinator lookup as an error, then retries it: on every start, while the
+    broker elects the group's coordinator (``[Error 15] GroupCoordinatorNotAvailableError``), and at 3 a.m. an error
+    line reads as something to act on. Such a record whose error the client retries (``KafkaError.retriable``) is
+    passed on as a warning; one it gives up on stays an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.levelno == logging.ERROR
+            and record.name == "aiokafka.consumer.group_coordinator"
+            and record.msg == "Group Coordinator Request failed: %s"
+            and isinstance(record.args, tuple)
+            and record.args
+            and getattr(record.args[0], "retriable", False)
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool | None = None, secrets: Iterable[SecretStr | str | None] = ()
 ) -> None:
@@ -175,6 +194,7 @@ def configure_logging(
             ],
         )
     )
+    handler.addFilter(RetriedAsWarning())
     handler.addFilter(RepeatsFilter())
     handler.set_name("booking-sessions")
     root = logging.getLogger()

@@ -201,3 +201,22 @@ def _command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[list[str
         paths.append([*prefix, name])
         paths.extend(_command_paths(command, (*prefix, name)))
     return paths
+
+
+def test_a_coordinator_lookup_the_client_retries_is_a_warning_and_one_it_gives_up_on_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A newcomer's find: every first start of `run` logged "Group Coordinator Request failed: [Error 15]" as an
+    # error, though aiokafka retries it and the group forms a moment later.
+    from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
+
+    logs.configure_logging("INFO", json=True)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+    coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
+
+    levels = [(line["level"], str(line["event"]).split("]")[0]) for line in lines(capsys.readouterr().err)]
+    assert levels == [
+        ("warning", "Group Coordinator Request failed: [Error 15"),
+        ("error", "Group Coordinator Request failed: [Error 30"),
+    ]
