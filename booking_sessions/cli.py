@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -21,6 +19,7 @@ from booking_sessions.logs import configure_logging
 from booking_sessions.ops.terminal import fail, help_text, settings_or_fail
 from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
+from booking_sessions.shutdown import Shutdown
 from models.errors import ConfigurationError
 
 app = typer.Typer(
@@ -91,6 +90,14 @@ async def _serve(settings: Settings) -> None:
             f"cannot connect to Kafka at {settings.kafka_bootstrap} over {settings.kafka_security_protocol}: "
             f"{error} (the log line above says why)"
         ) from None
+    except Exception as error:
+        if not (stop.is_set() and shutdown.started):
+            raise
+        # Draining after the signal failed (the database or the broker away: the relay's last flush timed out, the
+        # last offset commit was refused): nothing is lost, but the work is not finished. Exit 1 saying so, as at
+        # the shutdown deadline, not 2, which means a configuration to fix (a TimeoutError is an OSError).
+        shutdown.incomplete(error)
+        raise typer.Exit(1) from None
 
 
 async def _stoppable_while_starting(
@@ -112,46 +119,6 @@ async def _stoppable_while_starting(
         await task
     finally:
         stopped.cancel()
-
-
-class Shutdown:
-    """SIGTERM's deadline, kept by a timer thread: it fires however busy or stuck the event loop is (a callback on
-    the loop would wait for the loop). ``unfinished`` says what the service had not finished, for the last line."""
-
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self.unfinished: Callable[[], dict[str, Any]] = dict
-        self.started = False  # the service runs: a signal now drains it (else it ends the start-up at once)
-
-    def begin(self, signal_name: str) -> None:
-        """The first signal: say what is being finished, and start the deadline's timer."""
-        # Structured lines, not console prints: JSON like every other line when not on a terminal.
-        log.info(
-            "shutdown_requested",
-            signal=signal_name,
-            doing="finishing the batch in hand, committing, flushing the relay; a second signal exits at once",
-            timeout_s=self.timeout_s,
-        )
-        timer = threading.Timer(self.timeout_s, self.give_up)
-        timer.daemon = True
-        timer.start()
-
-    def give_up(self) -> None:
-        """The deadline passed: log what was unfinished and exit with code 1 at once."""
-        # Nothing uncommitted is lost: offsets trail the database, so the next owner redelivers and the inbox
-        # drops what was already applied; unpublished outbox rows wait for the next relay.
-        log.error(
-            "shutdown_timed_out",
-            timeout_s=self.timeout_s,
-            unfinished=self.unfinished(),
-            outcome="exiting now; the next owner redelivers what was not committed",
-        )
-        os._exit(1)
-
-    def forced(self, signal_name: str) -> None:
-        """A second signal: exit with code 1 at once, saying what was unfinished."""
-        log.warning("shutdown_forced", signal=signal_name, reason="second signal", unfinished=self.unfinished())
-        os._exit(1)
 
 
 async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:

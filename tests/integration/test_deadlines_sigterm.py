@@ -66,3 +66,29 @@ async def test_a_second_sigterm_ends_run_at_once(settings: Settings, database_ur
         took_s = time.monotonic() - sent
     assert code == 1 and took_s < 3, f"exit {code} after {took_s:.1f} s"
     report("second SIGTERM", exit_code=code, exited_after_s=round(took_s, 2))
+
+
+async def test_sigterm_after_the_silence_made_the_batch_and_relay_retry_exits_1_saying_what_it_left(
+    settings: Settings, database_url: str, database_proxy: Proxy
+) -> None:
+    """A newcomer's find: SIGTERM once the batch and the relay were retrying a silent database ended with exit code
+    2 and "error: TimeoutError:" (the relay's last flush timed out, and a TimeoutError is an OSError, read as a
+    configuration error), without saying what was left."""
+    events = workload(300)
+    await publish(settings, events[:100], Produced())
+    async with watched_run(through(settings, database_proxy, database=True)) as run:
+        await some_applied(database_url, timeout_s=HANG_S)
+        database_proxy.silence()
+        await publish(settings, events[100:], Produced())
+        await eventually(lambda: logged(run, b"batch_retry"), what="the batch retrying", timeout_s=HANG_S)
+        await eventually(lambda: logged(run, b"relay_retry"), what="the relay retrying", timeout_s=HANG_S)
+        run.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(run.process.wait(), timeout=float(DEADLINES["BOOKING_SHUTDOWN_TIMEOUT_S"]) + 10)
+        await asyncio.sleep(0)  # let the drain task read the last lines
+    stderr = b"".join(run.stderr)
+    assert code == 1, stderr[-2000:]
+    assert b"error: TimeoutError" not in stderr
+    assert b"shutdown_incomplete" in stderr or b"shutdown_timed_out" in stderr
+    assert b"unfinished" in stderr
+    said = [line for line in run.stderr if b"shutdown_" in line][-1:]
+    report("SIGTERM with the batch and relay retrying a silent database", exit_code=code, said=said)
