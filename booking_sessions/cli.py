@@ -15,6 +15,7 @@ import structlog
 import typer
 from rich.console import Console
 
+from booking_sessions.abandoned_commits import report_unretrieved
 from booking_sessions.logs import configure_logging
 from booking_sessions.ops.terminal import fail, help_text, settings_or_fail
 from booking_sessions.ops.untrusted import line
@@ -81,6 +82,7 @@ async def _serve(settings: Settings) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.set_exception_handler(report_unretrieved)
     try:
         with tracing():  # off unless OTEL_* asks for it (README, "Tracing")
             await _stoppable_while_starting(_serve_until(settings, stop, shutdown), stop, shutdown)
