@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from models.faults import first_line
+from models.faults import first_line, is_transient
 
 log = structlog.get_logger("booking_sessions.cli")
 
@@ -49,13 +49,15 @@ class Shutdown:
         os._exit(1)
 
     def incomplete(self, error: BaseException) -> None:
-        """The drain after the signal failed with ``error``: log it with what was unfinished (the caller exits 1)."""
+        """The drain after the signal failed with ``error``: log it with what was unfinished (the caller exits 1);
+        with its traceback unless it is the world's (``models.faults.is_transient``), which would be a bug's."""
         log.error(
             "shutdown_incomplete",
             cause=type(error).__name__,
             error=first_line(error, 300),
             unfinished=self.unfinished(),
             outcome="exiting; the next owner redelivers what was not committed, the next relay sends the outbox",
+            exc_info=None if is_transient(error) else error,
         )
 
     def forced(self, signal_name: str) -> None:
