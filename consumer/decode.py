@@ -272,13 +272,9 @@ def _loosely(record: Record, digest: str, error: str, value: bytes) -> Decoded:
     change the envelope itself); else it is ``invalid``. A readable ``message_id`` goes with it into the inbox
     (CONTRACT: every dead-lettered message id is recorded), so a copy of it is a duplicate and a changed copy a
     ``message_id_conflict``, as for any other dead letter. Not an object at all: ``invalid``, without an id."""
-    try:
-        loose = LooseEnvelope.model_validate_json(value)
-    except ValidationError:
-        unparsed = _unparsed_envelope(value)
-        if unparsed is None:
-            return _dead(record, digest, "invalid", error)
-        loose = unparsed
+    loose = _envelope(value)
+    if loose is None:
+        return _dead(record, digest, "invalid", error)
     message_id = _readable(_UUID, loose.message_id)
     event_type = _readable(_TYPE_NAME, loose.type) or "unknown"
     booking_id = loose.booking_id if is_booking_id(loose.booking_id) else None
@@ -294,13 +290,17 @@ def recorded_message_id(value: bytes | None) -> UUID | None:
     strict parser reads (``_unparsed_envelope``). For the DLQ tools, which must find a dead letter's inbox row as
     ``decode`` wrote it (a value over a size bound, which ``decode`` never reads, is for the caller to leave out).
     Never raises."""
-    if not value:
-        return None
-    try:
-        loose: LooseEnvelope | None = LooseEnvelope.model_validate_json(value)
-    except ValidationError:
-        loose = _unparsed_envelope(value)
+    loose = _envelope(value) if value else None
     return None if loose is None else _readable(_UUID, loose.message_id)
+
+
+def _envelope(value: bytes) -> LooseEnvelope | None:
+    """The top-level fields a JSON object says of itself, each of any shape (``LooseEnvelope``), read strictly, else
+    as leniently as ``_unparsed_envelope``; None when the value is no JSON object even so."""
+    try:
+        return LooseEnvelope.model_validate_json(value)
+    except ValidationError:
+        return _unparsed_envelope(value)
 
 
 def _unparsed_envelope(value: bytes) -> LooseEnvelope | None:

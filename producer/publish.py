@@ -118,21 +118,16 @@ class Publisher:
         }
         producer = AIOKafkaProducer(enable_idempotence=True, **options)
         try:
-            await producer.start()
+            # Closed again if its start fails or is cancelled (SIGTERM, Ctrl-C): else nothing would ever close it,
+            # and asyncio would report an unclosed producer after the command's last line.
+            await _started(producer)
+        except KafkaConnectionError:
+            raise
         except KafkaError as error:
-            await producer.stop()
-            if isinstance(error, KafkaConnectionError):
-                raise
             # Some Kafka-protocol brokers (Tansu, for one) refuse InitProducerId. acks=all still holds; a
             # retried send may then duplicate a record, which consumers drop by its message_id.
             log.warning("idempotent_producer_refused", error=repr(error), fallback="acks=all")
-            producer = AIOKafkaProducer(enable_idempotence=False, **options)
-            await _started(producer)
-        except BaseException:
-            # Cancelled while starting (SIGTERM, Ctrl-C, a deadline): closed here, or nothing ever closes it (the
-            # caller never got it) and asyncio reports an unclosed producer after the command's last line.
-            await producer.stop()
-            raise
+            producer = await _started(AIOKafkaProducer(enable_idempotence=False, **options))
         return cls(producer, options=options)
 
     async def send_all(self, records: Sequence[OutgoingRecord]) -> list[RecordMetadata]:
