@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
-from booking_sessions.service import create_engine
+from booking_sessions.service import COMMITTED_ONLY, create_engine
 from booking_sessions.settings import Settings
 
 _OUTBOX = text(
@@ -107,10 +107,11 @@ async def read_status(settings: Settings) -> Status:
         backlog, oldest_age_s, inbox, sessions = await _database(engine)
     finally:
         await engine.dispose()
-    # Not started as a member: with no subscription it never joins, so the live group is not disturbed.
+    # Not started as a member: with no subscription it never joins, so the live group is not disturbed. Committed
+    # records only, as `run` reads them: the end offsets are then the last stable ones, and so is the lag.
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, client_id="booking-sessions-status", group_id=settings.group_id,
-        enable_auto_commit=False, **options,
+        enable_auto_commit=False, **COMMITTED_ONLY, **options,
     )  # fmt: skip
     await consumer.start()
     try:
