@@ -77,10 +77,11 @@ METADATA_MAX_AGE_MS = 30_000
 # Bounded fetches: a burst of large records cannot exhaust memory (also used by replay and the bench).
 FETCH_LIMITS: dict[str, int] = {"max_partition_fetch_bytes": 1024 * 1024, "fetch_max_bytes": 16 * 1024 * 1024}
 
-# Committed records only, for every consumer that applies events (``run``, ``replay``): a booking service that
-# publishes in Kafka transactions and aborts one never published those events, so they must not make or change a
-# session (with aiokafka's default, read_uncommitted, they did). A record of a transaction still open waits until it
-# commits (the partition's last stable offset); records of producers without transactions are read as before.
+# Committed records only, for every consumer that applies events (``run``, ``replay``) and for ``status``, which
+# reports their lag: a booking service that publishes in Kafka transactions and aborts one never published those
+# events, so they must not make or change a session (with aiokafka's default, read_uncommitted, they did). A record
+# of a transaction still open waits until it commits (the partition's last stable offset); records of producers
+# without transactions are read as before.
 COMMITTED_ONLY: dict[str, str] = {"isolation_level": "read_committed"}
 
 
