@@ -41,9 +41,10 @@ class CommitLost(Transient):
 
 async def commit(
     consumer: AIOKafkaConsumer, offsets: Mapping[tuple[str, int], int], timeout_s: float, *, raise_lost: bool = False
-) -> None:
+) -> dict[tuple[str, int], int]:
     """Commit ``offsets`` ((topic, partition) -> the next offset to consume) of the partitions ``consumer`` owns,
-    within ``timeout_s`` seconds. A commit lost to a rebalance or a silent coordinator is logged, not raised: the
+    within ``timeout_s`` seconds; returns those the broker took (none when the commit was lost). A commit lost to a
+    rebalance or a silent coordinator is logged, not raised: the
     effects are committed already, and what the partition's next owner delivers again the inbox drops (CONTRACT
     "What each event does": offsets only after the effects). With ``raise_lost`` it raises CommitLost instead:
     a bounded run stops at an outage rather than go on for as long as each commit's deadline allows (CONTRACT
@@ -65,10 +66,12 @@ async def commit(
             why = f"no answer within {timeout_s:g} s" if isinstance(error, TimeoutError) else type(error).__name__
             raise CommitLost(f"the offset commit was not taken: {why}") from error
         lost = len(offsets)
+        chosen = {}
         log.warning("offset_commit_lost", error=type(error).__name__)
     if lost:
         # The effects are committed; the partition's new owner redelivers and the inbox drops the repeats.
         log.warning("offsets_not_committed_after_rebalance", partitions=lost)
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in chosen.items()}
 
 
 async def poll_paused(consumer: AIOKafkaConsumer, delay_s: float, *, keep_paused: Collection[TopicPartition]) -> None:

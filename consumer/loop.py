@@ -103,6 +103,9 @@ class ConsumerLoop:
         self._ahead: asyncio.Task[Prepared | None] | None = None  # the next batch, fetched and decoded
         # ``run`` only: the previous batch's offset commit, in flight while the next batch applies.
         self._committing: asyncio.Task[None] | None = None
+        # Per partition, the last offset this loop's commits had taken (``commit``): what an idle ``run`` compares
+        # the consumer's position with (``_commit_skipped_offsets``).
+        self._committed: dict[tuple[str, int], int] = {}
         # A bounded run (``run_to``): per partition, the first offset not to apply; and the partitions done, paused.
         self._until: dict[tuple[str, int], int] = {}
         self._done: set[TopicPartition] = set()
@@ -159,6 +162,7 @@ class ConsumerLoop:
                 self._ahead = None
                 if batch is None:
                     await self._release_due()
+                    await self._commit_skipped_offsets()
                     continue
                 batch = await self._top_up(batch)
                 await self._apply_and_commit(batch, commit_in_background=True, sent=self._fetch_ahead)
@@ -215,7 +219,38 @@ class ConsumerLoop:
         """Commit ``offsets`` ((topic, partition) -> the next offset to consume) as ``consumer.client.commit`` does;
         nothing for a dry run."""
         if self._commit_offsets:
-            await commit(self._consumer, offsets, self._commit_timeout_s, raise_lost=self._raise_lost_commits)
+            taken = await commit(self._consumer, offsets, self._commit_timeout_s, raise_lost=self._raise_lost_commits)
+            self._committed.update(taken)
+
+    async def _commit_skipped_offsets(self) -> None:
+        """``run``, when a fetch brought nothing: commit each partition's position where it is past the last offset
+        committed. Offsets that deliver no record (an upstream's transaction markers, its aborted records, which
+        ``read_committed`` skips) end a partition's log when its producer goes quiet; a batch's commit stops at its
+        last record, so without this the group's lag stayed at 1 for as long as the producer was quiet, and the
+        consumer was reported stalled (/healthz red: a newcomer's find). Safe here: nothing is fetched ahead or in
+        hand, so every record before a partition's position was applied, but for a parked booking's: a partition held
+        there is committed no further (``Holds.capped``). Paused partitions are left as they are; a commit still in
+        flight is let be (the next idle fetch comes back to it).
+        A partition this loop never committed is committed once at its position, which changes nothing."""
+        if not self._commit_offsets or (self._committing is not None and not self._committing.done()):
+            return
+        paused = self._consumer.paused()
+        positions: dict[tuple[str, int], int] = {}
+        # As in _note_waiting: a position answers at once unless it is being reset; an error means not now.
+        with contextlib.suppress(TimeoutError, KafkaError):
+            async with asyncio.timeout(self._fetch_timeout_ms / 1000):
+                for tp in self._consumer.assignment() - paused:
+                    positions[(tp.topic, tp.partition)] = await self._consumer.position(tp)
+        # A held partition is still consumed past its parked record, but committed no further than that record.
+        capped = self._holds.capped(positions)
+        behind = {key: offset for key, offset in capped.items() if offset > self._committed.get(key, -1)}
+        if not behind:
+            return
+        if self._committing is not None:
+            committing, self._committing = self._committing, None
+            await committing  # done: its error, if any, is raised here as the next batch would have
+        log.debug("offsets_committed_past_skipped_records", partitions=len(behind))
+        self._committing = asyncio.create_task(self.commit(behind), name="offset-commit")
 
     @property
     def batch_limit(self) -> int:
