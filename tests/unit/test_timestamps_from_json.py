@@ -95,6 +95,7 @@ OUTSIDE_UTC = (
 )
 OUTSIDE_START = "Value error, must be between 1970-01-01 and 9999-01-01 in UTC"
 NOT_RFC3339 = "Value error, must be an RFC 3339 timestamp with an offset, e.g. 2026-11-24T10:15:00Z"
+LEAP_SECOND = "Value error, has seconds 60 (a leap second), which no stored timestamp can hold"
 
 
 @pytest.mark.parametrize(
@@ -111,6 +112,8 @@ NOT_RFC3339 = "Value error, must be an RFC 3339 timestamp with an offset, e.g. 2
         ("scheduled_start", "9999-01-01T00:00:01Z", OUTSIDE_START),
         ("occurred_at", "1764000000", NOT_RFC3339),
         ("scheduled_start", "2026-12-01T16:00:00", NOT_RFC3339),
+        ("occurred_at", "2016-12-31T23:59:60Z", LEAP_SECOND),
+        ("scheduled_start", "2016-12-31T23:59:60.5+00:00", LEAP_SECOND),
     ],
 )
 def test_the_json_path_says_what_the_python_validators_say(field: str, text: str, message: str) -> None:
