@@ -85,10 +85,11 @@ def assess(seen: Observed, *, stall_after_s: float, stale_after_s: float) -> Ver
 
 
 def _answers(now: float, ok_at: float | None, error: str | None, stale_after_s: float) -> dict[str, Any]:
-    """A server answered the sampler lately; else why not (the cause of the sampler's last failure)."""
+    """A server answered the sampler lately; else why not: the cause of the sampler's failure since its last
+    answer, else how long it has been waiting (a sample in flight to a silent server fails only at its deadline)."""
     if ok_at is not None and now - ok_at < stale_after_s:
         return {"ok": True}
-    return {"ok": False, "error": error or "no answer yet"}
+    return {"ok": False, "error": error or ("no answer yet" if ok_at is None else f"no answer for {now - ok_at:.0f} s")}
 
 
 def _stall_check(

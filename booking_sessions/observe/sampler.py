@@ -65,6 +65,8 @@ class Sampler:
         except Exception as error:
             self._metrics.kafka_error = describe(error)
             return error
+        # Answered: an earlier failure's cause must not be shown for the next outage, whatever that one's is.
+        self._metrics.kafka_error = None
         return None
 
     async def _sample_outbox_bounded(self) -> Exception | None:
@@ -75,7 +77,8 @@ class Sampler:
         except Exception as error:
             self._metrics.database_error = describe(error)
             return error
-        return None
+        self._metrics.database_error = None  # as above (a newcomer's find: a freeze shown as the refused connection
+        return None  # of a stop a minute before)
 
     async def sample_lag(self) -> None:
         """Lag per assigned partition (end offset minus committed offset; from the beginning where the group never

@@ -8,6 +8,7 @@ import pytest
 
 from booking_sessions.observe.health import Health, Observed, assess
 from booking_sessions.observe.metrics import Metrics
+from booking_sessions.observe.sampler import Sampler
 
 GROUP = {"ok": True, "state": "assigned", "partitions": 12, "since_s": 3.0}
 
@@ -117,3 +118,35 @@ def test_the_stall_clock_starts_when_work_arrives_not_at_an_idle_services_last_b
     assert verdict.readiness["checks"]["consumer"]["since_progress_s"] < 5
     metrics.consumer_progress_at -= 20.0  # and twenty seconds later, still nothing committed: that is a stall
     assert not health.assess_now().alive
+
+
+# What /readyz says is wrong names the outage at hand: an answer clears the cause of an earlier failure, and a
+# server silent since its last answer is "no answer for N s" until the sample's deadline says more (a newcomer's
+# find: a frozen database was shown as the refused connection of a stop a minute before).
+def test_a_server_silent_since_its_last_answer_says_for_how_long() -> None:
+    _, _, readiness, _ = judge(observed(database_ok_at=970.0, kafka_ok_at=985.0))
+    assert readiness["checks"]["database"] == {"ok": False, "error": "no answer for 30 s"}
+    assert readiness["checks"]["kafka"] == {"ok": False, "error": "no answer for 15 s"}
+
+
+@pytest.mark.parametrize(
+    ("sample", "bounded", "cause"),
+    [
+        ("sample_outbox", "_sample_outbox_bounded", "database_error"),
+        ("sample_lag", "_sample_lag_bounded", "kafka_error"),
+    ],
+)
+async def test_an_answer_clears_the_cause_of_the_last_failure(sample: str, bounded: str, cause: str) -> None:
+    metrics = Metrics()
+    sampler = Sampler(None, None, metrics, interval_s=1.0)  # type: ignore[arg-type]
+    outcomes: list[Exception | None] = [ConnectionRefusedError(), None]
+
+    async def answer(*_: Any) -> None:
+        if (outcome := outcomes.pop(0)) is not None:
+            raise outcome
+
+    setattr(sampler, sample, answer)
+    assert await getattr(sampler, bounded)() is not None
+    assert getattr(metrics, cause) == "connection (ConnectionRefusedError)"
+    assert await getattr(sampler, bounded)() is None
+    assert getattr(metrics, cause) is None
