@@ -92,6 +92,8 @@ def dlq_replay(
     wanted = _dlq_filter(reason, since, until, offset or [])
     if wanted.empty and not everything:
         term.fail("choose dead letters: --offset, --reason, --since/--until, or --all for all")
+    if everything and not wanted.empty:  # which one was meant? Narrowing --all silently could miss dead letters
+        term.fail("choose one of --all and the filters (--offset, --reason, --since/--until)")
     settings = term.load_settings(kafka=True, database=True)
     # Ctrl-C: the chunks already committed are done; the one in hand rolled back, though its copies may have gone
     # (dropped by the service as repeats of their dead_lettered inbox rows): a second run sends those again.

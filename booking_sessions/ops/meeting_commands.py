@@ -49,19 +49,28 @@ def meeting_rekey(
     """
     from booking_sessions.ops.arguments import ArgumentError
     from booking_sessions.ops.rekey import RekeyRequest, read_booking_file, rekey, rekey_report
+    from booking_sessions.ops.untrusted import visible
+    from models.fields import is_booking_id
 
     def bookings() -> list[str]:
-        if booking_file is None:
-            return list(booking or [])
-        try:
-            with booking_file.open("rb") as file:
-                # Bounded: /dev/zero or a wrong multi-gigabyte file must not hang the command or fill the memory.
-                data = file.read(MAX_BOOKING_FILE_BYTES + 1)
-            if len(data) > MAX_BOOKING_FILE_BYTES:
-                raise ArgumentError(f"--booking-file {booking_file}: larger than {MAX_BOOKING_FILE_BYTES} bytes")
-            return [*(booking or []), *read_booking_file(data.decode().splitlines())]
-        except (OSError, UnicodeDecodeError) as error:
-            raise ArgumentError(f"--booking-file {booking_file}: cannot read it ({error})") from None
+        ids = list(booking or [])
+        if booking_file is not None:
+            try:
+                with booking_file.open("rb") as file:
+                    # Bounded: /dev/zero or a wrong multi-gigabyte file must not hang the command or fill the memory.
+                    data = file.read(MAX_BOOKING_FILE_BYTES + 1)
+                if len(data) > MAX_BOOKING_FILE_BYTES:
+                    raise ArgumentError(f"--booking-file {booking_file}: larger than {MAX_BOOKING_FILE_BYTES} bytes")
+                # utf-8-sig: a file saved with a byte order mark (Windows editors) lost its first booking to it.
+                ids += read_booking_file(data.decode("utf-8-sig").splitlines())
+            except (OSError, UnicodeDecodeError) as error:
+                raise ArgumentError(f"--booking-file {booking_file}: cannot read it ({error})") from None
+        # An id that cannot be a booking's is a typo, not a booking without a session (that would exit 0).
+        wrong = [b for b in ids if not is_booking_id(b)]
+        if wrong:
+            shown = ", ".join(repr(visible(b)) for b in wrong[:5])
+            raise ArgumentError(f"not a booking id (1 to 64 of A-Z a-z 0-9 _ . : -): {shown}")
+        return ids
 
     chosen = tuple(dict.fromkeys(term.argument(bookings)))
     if not chosen and not everything:

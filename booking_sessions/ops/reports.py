@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.console import RenderableType
 from rich.table import Table
@@ -21,6 +22,16 @@ from booking_sessions.ops.status import Status
 from booking_sessions.ops.untrusted import cell, line, visible
 
 ROWS_SHOWN = 20  # long selections: the first rows, then a count
+
+
+def _table(*headers: str, **options: Any) -> Table:
+    """A Rich table whose cells fold rather than end in an ellipsis: on a narrow terminal an id, a key or a position
+    an operator copies into the next command (``dlq replay --offset 0:3``) is shown whole, over two lines if need be
+    (a newcomer's find: ``0:3…`` at 40 columns)."""
+    table = Table(*headers, **options)
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
 
 
 def _when(moment: datetime | None) -> str:
@@ -47,7 +58,7 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
     published or left to the relay, the time taken."""
     mode = (" (dry run: nothing was written, sent or committed)", "bold") if summary.dry_run else ""
     lines: list[RenderableType] = [line("replay of ", summary.topic, " as group ", summary.group_id, mode)]
-    table = Table("partition", "from", "to", "records", "", box=None, pad_edge=False)
+    table = _table("partition", "from", "to", "records", "", box=None, pad_edge=False)
     idle = finished = 0
     for p, span in sorted(summary.spans.items()):
         if span.size == 0:
@@ -96,7 +107,7 @@ def replay_report(summary: ReplaySummary) -> list[RenderableType]:
 
 def status_report(status: Status) -> list[RenderableType]:
     """``status``: the lag per partition as a table, then the totals, the outbox backlog, the DLQ and the inbox."""
-    table = Table("partition", "committed", "end", "lag")
+    table = _table("partition", "committed", "end", "lag")
     for p in status.partitions:
         table.add_row(str(p.partition), "-" if p.committed is None else str(p.committed), str(p.end), str(p.lag))
     table.add_section()
@@ -113,7 +124,7 @@ def status_report(status: Status) -> list[RenderableType]:
 
 def dead_letter_table(letters: Sequence[DeadLetter]) -> Table:
     """One row per dead letter: position, reason, error, source coordinates, key, time (untrusted text made safe)."""
-    table = Table("dlq", "reason", "error", "source", "key", "failed at")
+    table = _table("dlq", "reason", "error", "source", "key", "failed at")
     for letter in letters:
         table.add_row(
             letter.position,
@@ -140,7 +151,7 @@ def dlq_list_report(result: Scan, reasons: Mapping[str, int]) -> list[Renderable
 def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, input_topic: str) -> list[RenderableType]:
     """``dlq replay``: each letter's step (replay or skip, and why), then what was published (``outcome`` None: a dry
     run)."""
-    table = Table("dlq", "reason", "key", "message id", "action", "why")
+    table = _table("dlq", "reason", "key", "message id", "action", "why")
     for step in steps[:ROWS_SHOWN]:
         letter = step.letter
         table.add_row(
@@ -171,7 +182,7 @@ def dlq_replay_report(steps: Sequence[Step], outcome: ReplayOutcome | None, inpu
 
 def republish_report(rows: Sequence[OutboxRow], result: Republished | None) -> list[RenderableType]:
     """``outbox republish``: the chosen rows, then how many were queued and sent (``result`` None: a dry run)."""
-    table = Table("id", "message id", "type", "booking", "created at", "published at", "chosen")
+    table = _table("id", "message id", "type", "booking", "created at", "published at", "chosen")
     for row in rows[:ROWS_SHOWN]:
         table.add_row(
             str(row.id), str(row.message_id), cell(row.type), _short(row.booking_id, 40), _when(row.created_at),

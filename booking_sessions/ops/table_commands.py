@@ -62,6 +62,8 @@ def outbox_republish(
     selection = Selection(tuple(booking or ()), sessions, start, end, tuple(sorted(types)), exact)
     if selection.empty and not everything:
         term.fail("choose rows: --booking, --session, --since/--until, --type, or --all for all")
+    if everything and not selection.empty:  # which one was meant? Narrowing --all silently could miss rows
+        term.fail("choose one of --all and the filters (--booking, --session, --since/--until, --type)")
     settings = term.load_settings(kafka=relay, database=True)
     # Ctrl-C: the rows were handed back to the relay in one transaction, or not at all; once handed back, the
     # running service's relay sends them (in order, at least once) whether or not this process was sending too.

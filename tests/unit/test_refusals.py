@@ -164,6 +164,10 @@ SERVERS = {
         (["meeting", "rekey", "--all", "--batch-rows", "99999999999999999999"], "--batch-rows"),
         (["dlq", "list", "--limit", "99999999999999999999"], "--limit"),
         (["meeting", "rekey", "--booking-file", "/dev/zero"], "larger than"),
+        (["meeting", "rekey", "--booking", ""], "not a booking id"),
+        (["outbox", "republish", "--all", "--booking", "bk_1"], "choose one of --all and the filters"),
+        (["dlq", "replay", "--all", "--offset", "0:1"], "choose one of --all and the filters"),
+        (["meeting", "rekey", "--booking", "bk 1"], "not a booking id (1 to 64 of A-Z a-z 0-9 _ . : -): 'bk 1'"),
     ],
 )
 def test_every_command_refuses_an_argument_out_of_bounds(args: list[str], says: str) -> None:
