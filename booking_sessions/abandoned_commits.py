@@ -33,7 +33,7 @@ def report_unretrieved(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
             "abandoned_offset_commit_failed",
             cause=type(error).__name__,
             error=first_line(error, 300),
-            outcome="given up at its deadline already; the next offset commit covers its partitions",
+            outcome="given up at its deadline already and reported then (offset_commit_lost, or the command's error)",
         )
         return
     loop.default_exception_handler(context)

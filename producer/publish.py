@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +17,7 @@ from aiokafka.errors import (
     InvalidTimestampError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
@@ -142,13 +144,17 @@ class Publisher:
 
     @contextlib.asynccontextmanager
     async def _deadline(self, records: int) -> AsyncIterator[None]:
-        """Within ``send_timeout_s`` seconds, or SendTimedOut (what was queued may still go: at least once)."""
+        """Within ``send_timeout_s`` seconds, or SendTimedOut (what was queued may still go: at least once). The
+        client's own expiry of a batch not acknowledged (KafkaTimeoutError, after its request timeout, usually
+        first) is said the same way: the broker refused nothing, it stopped answering."""
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.send_timeout_s):
                 yield
-        except TimeoutError:
+        except (TimeoutError, KafkaTimeoutError):
+            waited = time.monotonic() - started
             raise SendTimedOut(
-                f"the Kafka broker did not acknowledge {records} record(s) within {self.send_timeout_s:g} s"
+                f"the Kafka broker did not acknowledge {records} record(s) within {waited:.0f} s"
             ) from None
 
     async def send_dead_letters(self, records: Sequence[OutgoingRecord]) -> list[Refusal]:

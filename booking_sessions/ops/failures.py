@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -48,6 +48,12 @@ def one_line(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, KafkaConnectionError):
         return f"cannot reach the Kafka broker: {first_line(error, LIMIT)}"
+    if isinstance(error, KafkaTimeoutError):
+        # The client's own deadline (a send not acknowledged, offsets not found in time): not retriable by its flag,
+        # but no refusal either: the broker stopped answering. Its text is often only its name.
+        said = first_line(error, LIMIT)
+        detail = "" if said in ("", type(error).__name__) else f": {said.removeprefix('KafkaTimeoutError: ')}"
+        return f"the Kafka broker did not answer within the client's deadline (BOOKING_KAFKA_REQUEST_TIMEOUT_S){detail}"
     if isinstance(error, KafkaError) and error.retriable:
         # LeaderNotAvailable, NodeNotReady, RequestTimedOut...: what a broker that is down or silent looks like.
         return f"the Kafka broker is away or not answering ({type(error).__name__}): {first_line(error, LIMIT)}"
@@ -67,9 +73,13 @@ def one_line(error: BaseException) -> str | None:
 
 
 # Which server a deadline was waiting on, by the library whose code the wait passed through (the innermost wins).
+_DATABASE_SILENT = (
+    "the database did not answer within its deadline (a statement: BOOKING_DATABASE_STATEMENT_TIMEOUT_S + 5 s; a "
+    "new connection: BOOKING_DATABASE_CONNECT_TIMEOUT_S)"
+)
 _SERVERS = (
-    ("asyncpg", "the database did not answer within its deadline"),
-    ("sqlalchemy", "the database did not answer within its deadline"),
+    ("asyncpg", _DATABASE_SILENT),
+    ("sqlalchemy", _DATABASE_SILENT),
     ("aiokafka", "the Kafka broker did not answer within its deadline"),
 )
 

@@ -72,6 +72,7 @@ def replay(
     group_id = group or f"{settings.group_id}.replay.{moment:%Y%m%dT%H%M%SZ}"
     request = ReplayRequest(group_id, start, explicit, end, dry_run, relay)
     tune_gc()
+    # After Ctrl-C, SIGTERM, or a failure half-way (a silent server): a rerun without --group would start again.
     resume = "" if dry_run else f"; to resume, run the same command with --group {group_id}"
 
     async def traced(progress: Progress) -> ReplaySummary:

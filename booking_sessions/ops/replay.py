@@ -223,9 +223,10 @@ async def replay_topic(settings: Settings, request: ReplayRequest, progress: Pro
             raise_lost_commits=True,
         )
         started = time.monotonic()
-        resume = "what was applied is in the database: rerun the same command to resume"
+        # The command line adds how to resume (``--group``): a rerun without it would start a new group.
+        resume = "a dry run: nothing was changed" if request.dry_run else "what was applied is in the database"
         try:
-            await _consume(consumer, loop, summary, progress)
+            await _consume(consumer, loop, summary, progress, resume)
         except CommitLost as error:
             raise OperatorError(f"{error} (group {request.group_id!r} at {bootstrap}); {resume}") from None
         except OperatorError:
@@ -268,10 +269,12 @@ async def _offsets_at(
     return {tp.partition: (None if at is None else at.offset) for tp, at in found.items()}
 
 
-async def _consume(consumer: AIOKafkaConsumer, loop: ConsumerLoop, summary: ReplaySummary, progress: Progress) -> None:
+async def _consume(
+    consumer: AIOKafkaConsumer, loop: ConsumerLoop, summary: ReplaySummary, progress: Progress, left: str
+) -> None:
     """The planned spans through the service's own consume loop (``ConsumerLoop.run_to``): every planned partition
     is assigned (commits need that) and sought to its start, the ones with nothing to do paused. Raises
-    OperatorError when no partition moved for STALL_TIMEOUT_S."""
+    OperatorError when no partition moved for STALL_TIMEOUT_S, ending with ``left`` (what the stop leaves)."""
     spans = {TopicPartition(summary.topic, p): span for p, span in summary.spans.items()}
     todo = {tp: span.stop for tp, span in spans.items() if span.size > 0}
     summary.reached = {p: span.start for p, span in summary.spans.items()}
@@ -298,7 +301,10 @@ async def _consume(consumer: AIOKafkaConsumer, loop: ConsumerLoop, summary: Repl
             where = ", ".join(
                 f"{tp.partition} at {summary.reached[tp.partition]} of {stop}" for tp, stop in stuck.items()
             )
-            raise OperatorError(f"no progress for {STALL_TIMEOUT_S:g} s on partition {where}; rerun to resume")
+            raise OperatorError(
+                f"no progress for {STALL_TIMEOUT_S:g} s on partition {where}: the broker or the database is not "
+                f"answering (the warnings above say which); {left}"
+            )
 
     summary.totals = await loop.run_to(todo, advanced)
 

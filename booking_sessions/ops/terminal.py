@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -64,44 +65,64 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
     return settings
 
 
-def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
+def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", on_failure: str | None = None) -> T:
     """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
     exit 130; SIGTERM: ``terminated`` and the same, exit 143 (the clients are closed on the way out, within their
-    deadlines); a failure the operator can act on (``ops.failures.one_line``): one line, exit 2; anything else (a
-    bug) is raised with its traceback."""
+    deadlines; a second Ctrl-C or SIGTERM meanwhile exits at once); a failure the operator can act on
+    (``ops.failures.one_line``): one line, exit 2, followed by ``on_failure`` (default ``on_interrupt``: what a
+    command stopped half-way left done, and how to go on, is the same whether a signal or a silent server stopped
+    it); anything else (a bug) is raised with its traceback."""
+    from booking_sessions.abandoned_commits import report_unretrieved
     from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
 
-    terminated = asyncio.Event()
+    stopped_by: list[int] = []
 
     async def command() -> T:
-        # SIGTERM cancels the command as Ctrl-C does (asyncio.run's own SIGINT handling): its finally blocks close
-        # the clients. Only on the main thread (the tests run commands in threads; a process has one main thread).
+        # An offset commit given up at its deadline (replay) that fails later: one warning, not asyncio's traceback.
+        asyncio.get_running_loop().set_exception_handler(report_unretrieved)
+        # Ctrl-C and SIGTERM cancel the command (its finally blocks close the clients, within their deadlines); a
+        # second signal exits at once. Only on the main thread (the tests run commands in threads; a process has
+        # one main thread); elsewhere asyncio.run's own Ctrl-C handling stays.
         if threading.current_thread() is threading.main_thread():
             task = asyncio.current_task()
             assert task is not None
+            loop = asyncio.get_running_loop()
 
-            def on_sigterm() -> None:
-                terminated.set()
-                task.cancel()
+            def on_signal(signum: int) -> None:
+                stopped_by.append(signum)
+                if len(stopped_by) == 1:
+                    task.cancel()
+                    return
+                _stopped_line(stopped_by[0], f"{on_interrupt}; a second signal: exiting without closing the clients")
+                os._exit(130 if stopped_by[0] == signal.SIGINT else 143)
 
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal, signum)
         return await factory()
 
     try:
         return asyncio.run(command())
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(line("interrupted", on_interrupt))
+        _stopped_line(signal.SIGINT, on_interrupt)
         raise typer.Exit(130) from None
     except asyncio.CancelledError:
-        if not terminated.is_set():
+        if not stopped_by:
             raise
-        Console(stderr=True, highlight=False).print(line("terminated", on_interrupt))
-        raise typer.Exit(143) from None
+        _stopped_line(stopped_by[0], on_interrupt)
+        raise typer.Exit(130 if stopped_by[0] == signal.SIGINT else 143) from None
     except Exception as error:
         readable = one_line(error)
         if readable is None:
             raise
-        fail(readable)
+        fail(readable + (on_interrupt if on_failure is None else on_failure))
+
+
+def _stopped_line(signum: int, after: str) -> None:
+    """``interrupted`` (Ctrl-C) or ``terminated`` (SIGTERM) and ``after``, as one line on stderr."""
+    said = "interrupted" if signum == signal.SIGINT else "terminated"
+    console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, also in a log file
+    console.print(line(said, after))
+    console.file.flush()
 
 
 def argument(parse: Callable[[], T]) -> T:

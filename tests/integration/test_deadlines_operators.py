@@ -59,7 +59,7 @@ async def test_a_replay_behind_a_broker_gone_silent_ends_with_one_line(
     took_s = time.monotonic() - started
     assert progress.silenced is not None, "the replay ended before its first batch was reported"
     assert "the offset commit was not taken: no answer within 3 s" in str(refused.value)
-    assert "rerun the same command to resume" in str(refused.value)
+    assert str(refused.value).endswith("what was applied is in the database")  # the command line adds --group
     # One commit's deadline, then each client's close; not the minutes of one commit per batch.
     assert took_s < COMMIT_TIMEOUT_S + 3 * CLOSE_TIMEOUT_S + 20, took_s
 
@@ -85,7 +85,7 @@ async def test_a_replay_whose_database_goes_away_says_how_to_resume(
     with pytest.raises(OperatorError) as refused:
         await replay_topic(proxied, ReplayRequest(group_id=f"replay-{uuid.uuid4().hex[:8]}"), progress)
     assert progress.silenced is not None, "the replay ended before its first batch was reported"
-    assert str(refused.value).endswith("what was applied is in the database: rerun the same command to resume")
+    assert str(refused.value).endswith("what was applied is in the database")  # the command line adds --group
 
 
 async def test_a_send_the_broker_never_acknowledges_ends_at_the_publishers_deadline(

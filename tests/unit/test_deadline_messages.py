@@ -7,7 +7,7 @@ import asyncio
 from types import FunctionType
 
 import pytest
-from aiokafka.errors import LeaderNotAvailableError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, TopicAuthorizationFailedError
 
 from booking_sessions.ops.failures import one_line
 
@@ -32,11 +32,17 @@ def deadline_passed_in(module: str) -> TimeoutError:
     raise AssertionError("unreachable")
 
 
+DATABASE_SILENT = (
+    "the database did not answer within its deadline (a statement: BOOKING_DATABASE_STATEMENT_TIMEOUT_S + 5 s; a "
+    "new connection: BOOKING_DATABASE_CONNECT_TIMEOUT_S)"
+)
+
+
 @pytest.mark.parametrize(
     ("module", "line"),
     [
-        ("asyncpg.protocol.protocol", "the database did not answer within its deadline"),
-        ("sqlalchemy.dialects.postgresql.asyncpg", "the database did not answer within its deadline"),
+        ("asyncpg.protocol.protocol", DATABASE_SILENT),
+        ("sqlalchemy.dialects.postgresql.asyncpg", DATABASE_SILENT),
         ("aiokafka.consumer.group_coordinator", "the Kafka broker did not answer within its deadline"),
         ("somewhere.else", "a server did not answer within its deadline"),
     ],
@@ -52,3 +58,12 @@ def test_a_timeout_with_text_of_its_own_keeps_it() -> None:
 def test_a_kafka_error_of_an_outage_is_not_worded_as_a_refusal() -> None:
     assert str(one_line(LeaderNotAvailableError())).startswith("the Kafka broker is away or not answering")
     assert str(one_line(TopicAuthorizationFailedError())).startswith("Kafka refused: TopicAuthorizationFailedError")
+
+
+def test_the_kafka_clients_own_deadline_is_not_worded_as_a_refusal() -> None:
+    # aiokafka's KafkaTimeoutError is not "retriable" by its flag: a send not acknowledged, offsets not found in time.
+    said = "the Kafka broker did not answer within the client's deadline (BOOKING_KAFKA_REQUEST_TIMEOUT_S)"
+    assert one_line(KafkaTimeoutError()) == said
+    assert one_line(KafkaTimeoutError("Failed to get offsets by times in 30000 ms")) == (
+        f"{said}: Failed to get offsets by times in 30000 ms"
+    )

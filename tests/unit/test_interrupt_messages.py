@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from booking_sessions.cli import app
+from booking_sessions.ops.failures import OperatorError
 
 
 @pytest.fixture
@@ -78,3 +79,61 @@ def test_each_command_that_changes_rows_says_what_ctrl_c_left(
     assert " ".join(result.output.split()) == said
     dry = CliRunner().invoke(app, [*command, "--dry-run"], terminal_width=400)
     assert dry.exit_code == 130 and dry.output.strip() == "interrupted", dry.output
+
+
+def silent_broker(*_: Any, **__: Any) -> Any:
+    raise OperatorError("the Kafka broker did not acknowledge 500 record(s) within 20 s")
+
+
+@pytest.mark.usefixtures("servers")
+@pytest.mark.parametrize(
+    ("patched", "command", "after"),
+    [
+        (
+            "booking_sessions.ops.dlq_replay.replay_dead_letters",
+            ["dlq", "replay", "--reason", "processing_error"],
+            "; chunks already acknowledged are done, the chunk in hand was rolled back",
+        ),
+        (
+            "booking_sessions.ops.replay.replay_topic",
+            ["replay", "--group", "rebuild-1"],
+            "; to resume, run the same command with --group rebuild-1",
+        ),
+        (
+            "booking_sessions.ops.prune.prune",
+            ["inbox", "prune", "--older-than", "90d"],
+            "; the batches deleted so far stay deleted: run the same command again to go on",
+        ),
+    ],
+)
+def test_a_server_that_stops_answering_half_way_says_what_a_ctrl_c_would(
+    monkeypatch: pytest.MonkeyPatch, patched: str, command: list[str], after: str
+) -> None:
+    """Found by trying: a silent broker ended `dlq replay` with its error alone, while chunks were done already."""
+    monkeypatch.setattr(patched, silent_broker)
+    result = CliRunner().invoke(app, command, terminal_width=400)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert said.startswith(f"error: the Kafka broker did not acknowledge 500 record(s) within 20 s{after}"), said
+    dry = CliRunner().invoke(app, [*command, "--dry-run"], terminal_width=400)
+    assert dry.exit_code == 2
+    assert " ".join(dry.output.split()) == "error: the Kafka broker did not acknowledge 500 record(s) within 20 s"
+
+
+@pytest.mark.usefixtures("servers")
+def test_a_booking_file_saved_with_a_byte_order_mark_keeps_its_first_booking(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Found by trying: a file from a Windows editor began with U+FEFF, and its first booking was never re-keyed."""
+    asked: list[Any] = []
+
+    def rekey(_settings: Any, request: Any, _progress: Any) -> Any:
+        asked.append(request)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("booking_sessions.ops.rekey.rekey", rekey)
+    listed = tmp_path / "leaked.txt"
+    listed.write_bytes("\ufeffbk_1\r\nbk_2 # second\r\n".encode())
+    result = CliRunner().invoke(app, ["meeting", "rekey", "--booking-file", str(listed)], terminal_width=400)
+    assert result.exit_code == 130, result.output
+    assert [r.bookings for r in asked] == [("bk_1", "bk_2")]
