@@ -138,21 +138,36 @@ class RepeatsFilter(logging.Filter):
         return True
 
 
+# aiokafka's error lines after which the client itself goes on (retries, rejoins): (logger, message) -> the index
+# of the error among the record's arguments, whose ``retriable`` decides; None: retried whatever the cause.
+_RETRIED_BY_THE_CLIENT: dict[tuple[str, str], int | None] = {
+    ("aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s"): 0,
+    ("aiokafka.consumer.group_coordinator", "Heartbeat session expired - marking coordinator dead"): None,
+    ("aiokafka.consumer.group_coordinator", "Heartbeat send request failed: %s. Will retry."): None,
+    ("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s"): 1,
+    ("aiokafka.consumer.fetcher", "Failed fetch offsets from %s: %s"): 1,
+    ("aiokafka.client", "Unable to update metadata from %s"): None,
+}
+
+
 class RetriedAsWarning(logging.Filter):
-    """aiokafka logs a failed group coordinator lookup as an error, then retries it: on every start, while the
-    broker elects the group's coordinator (``[Error 15] GroupCoordinatorNotAvailableError``), and at 3 a.m. an error
-    line reads as something to act on. Such a record whose error the client retries (``KafkaError.retriable``) is
-    passed on as a warning; one it gives up on stays an error."""
+    """aiokafka logs some failures as errors and then retries them: a group coordinator lookup on every start while
+    the broker elects the coordinator (``[Error 15] GroupCoordinatorNotAvailableError``); a fetch, a metadata update
+    or a heartbeat after a pause (a process stopped a while, a long GC, a broker that was briefly silent), and at 3
+    a.m. an error line reads as something to act on (a newcomer's find: log-based alerting fired for a pause that
+    recovered). Such a record is passed on as a warning when the client retries it (its error ``retriable``, or a
+    line the client follows with a retry or a rejoin whatever the cause); one it gives up on stays an error. An
+    outage that lasts is seen where it matters: /readyz, the stall and retry alerts."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if (
-            record.levelno == logging.ERROR
-            and record.name == "aiokafka.consumer.group_coordinator"
-            and record.msg == "Group Coordinator Request failed: %s"
-            and isinstance(record.args, tuple)
-            and record.args
-            and getattr(record.args[0], "retriable", False)
-        ):
+        if record.levelno != logging.ERROR or not isinstance(record.msg, str):
+            return True
+        key = (record.name, record.msg)
+        if key not in _RETRIED_BY_THE_CLIENT:
+            return True
+        position = _RETRIED_BY_THE_CLIENT[key]
+        args = record.args if isinstance(record.args, tuple) else ()
+        if position is None or (len(args) > position and getattr(args[position], "retriable", False)):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 

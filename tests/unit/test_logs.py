@@ -220,3 +220,27 @@ def test_a_coordinator_lookup_the_client_retries_is_a_warning_and_one_it_gives_u
         ("warning", "Group Coordinator Request failed: [Error 15"),
         ("error", "Group Coordinator Request failed: [Error 30"),
     ]
+
+
+def test_what_the_client_retries_after_a_pause_is_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    # A newcomer's find: a consumer stopped 70 s (SIGSTOP) and resumed logged three errors, then recovered alone.
+    from aiokafka.errors import RequestTimedOutError, TopicAuthorizationFailedError
+
+    logs.configure_logging("INFO", json=True)
+    logging.getLogger("aiokafka.consumer.fetcher").error("Failed fetch messages from %s: %s", 1, RequestTimedOutError())
+    logging.getLogger("aiokafka.client").error("Unable to update metadata from %s", [1])
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Heartbeat session expired - marking coordinator dead"
+    )
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    fetcher.error("Failed fetch messages from %s: %s", 1, TopicAuthorizationFailedError())  # not retried: an error
+    logging.getLogger("aiokafka.client").error('Unable connect to "%s:%s": %s', "h", 1, OSError())  # the broker away
+
+    levels = [(line["level"], str(line["event"])[:24]) for line in lines(capsys.readouterr().err)]
+    assert levels == [
+        ("warning", "Failed fetch messages fr"),
+        ("warning", "Unable to update metadat"),
+        ("warning", "Heartbeat session expire"),
+        ("error", "Failed fetch messages fr"),
+        ("error", 'Unable connect to "h:1":'),
+    ]
