@@ -152,3 +152,18 @@ def choose(values: Iterable[str], allowed: Iterable[str], option: str) -> frozen
     if unknown:
         raise ArgumentError(f"{option} {', '.join(unknown)}: unknown; choose from {', '.join(known)}")
     return chosen
+
+
+def booking_ids(values: Iterable[str]) -> tuple[str, ...]:
+    """Pure: ``values`` (``--booking``, a ``--booking-file``'s lines) once each, in order; ArgumentError naming the
+    first few that cannot be a booking's id (CONTRACT "Input"): a typo must not read as a booking without a session,
+    which exits 0 having done nothing."""
+    from booking_sessions.ops.untrusted import visible
+    from models.fields import is_booking_id
+
+    ids = tuple(dict.fromkeys(values))
+    wrong = [b for b in ids if not is_booking_id(b)]
+    if wrong:
+        shown = ", ".join(repr(visible(b)) for b in wrong[:5])
+        raise ArgumentError(f"not a booking id (1 to 64 of A-Z a-z 0-9 _ . : -): {shown}")
+    return ids

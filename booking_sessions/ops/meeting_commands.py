@@ -47,10 +47,8 @@ def meeting_rekey(
       booking-sessions meeting rekey --booking bk_123 --booking bk_124
       booking-sessions meeting rekey --booking-file leaked-bookings.txt
     """
-    from booking_sessions.ops.arguments import ArgumentError
+    from booking_sessions.ops.arguments import ArgumentError, booking_ids
     from booking_sessions.ops.rekey import RekeyRequest, read_booking_file, rekey, rekey_report
-    from booking_sessions.ops.untrusted import visible
-    from models.fields import is_booking_id
 
     def bookings() -> list[str]:
         ids = list(booking or [])
@@ -65,14 +63,9 @@ def meeting_rekey(
                 ids += read_booking_file(data.decode("utf-8-sig").splitlines())
             except (OSError, UnicodeDecodeError) as error:
                 raise ArgumentError(f"--booking-file {booking_file}: cannot read it ({error})") from None
-        # An id that cannot be a booking's is a typo, not a booking without a session (that would exit 0).
-        wrong = [b for b in ids if not is_booking_id(b)]
-        if wrong:
-            shown = ", ".join(repr(visible(b)) for b in wrong[:5])
-            raise ArgumentError(f"not a booking id (1 to 64 of A-Z a-z 0-9 _ . : -): {shown}")
         return ids
 
-    chosen = tuple(dict.fromkeys(term.argument(bookings)))
+    chosen = term.argument(lambda: booking_ids(bookings()))
     if not chosen and not everything:
         term.fail("choose sessions: --booking, --booking-file, or --all for all")
     if chosen and everything:

@@ -52,14 +52,15 @@ def outbox_republish(
       booking-sessions outbox republish --type SessionCreated --since 2026-11-24T00:00Z --until 2026-11-25 --dry-run
       booking-sessions outbox republish --session 0b5f3c1e-6f4a-5d7e-9b1c-2a3d4e5f6a7b --relay
     """
-    from booking_sessions.ops.arguments import choose, parse_range
+    from booking_sessions.ops.arguments import booking_ids, choose, parse_range
     from booking_sessions.ops.reports import republish_report
     from booking_sessions.ops.republish import Selection, republish
 
     start, end = term.argument(lambda: parse_range(since, until, term.now()))
     types = term.argument(lambda: choose(type_ or [], get_args(SessionEventType), "--type"))
     sessions = tuple(term.argument(lambda: _uuids(session or [])))
-    selection = Selection(tuple(booking or ()), sessions, start, end, tuple(sorted(types)), exact)
+    bookings = term.argument(lambda: booking_ids(booking or ()))
+    selection = Selection(bookings, sessions, start, end, tuple(sorted(types)), exact)
     if selection.empty and not everything:
         term.fail("choose rows: --booking, --session, --since/--until, --type, or --all for all")
     if everything and not selection.empty:  # which one was meant? Narrowing --all silently could miss rows

@@ -166,6 +166,7 @@ SERVERS = {
         (["meeting", "rekey", "--booking-file", "/dev/zero"], "larger than"),
         (["meeting", "rekey", "--booking", ""], "not a booking id"),
         (["outbox", "republish", "--all", "--booking", "bk_1"], "choose one of --all and the filters"),
+        (["outbox", "republish", "--booking", "bk_1", "--booking", "\ufeffbk_2"], "not a booking id"),
         (["dlq", "replay", "--all", "--offset", "0:1"], "choose one of --all and the filters"),
         (["meeting", "rekey", "--booking", "bk 1"], "not a booking id (1 to 64 of A-Z a-z 0-9 _ . : -): 'bk 1'"),
     ],
