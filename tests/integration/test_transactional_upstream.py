@@ -17,6 +17,11 @@ from tests.servers.ladder import KafkaHandle
 from tests.waiting import eventually
 
 
+def needs_transactions(kafka: KafkaHandle) -> None:
+    if kafka.kind.startswith("tansu"):
+        pytest.skip("Tansu refuses InitProducerId: no transactional producer to test with")
+
+
 async def send_in_transaction(settings: Settings, booking: str, *, commit: bool) -> None:
     """One BookingConfirmed of ``booking`` in a transaction of its own, then committed or aborted."""
     assert settings.kafka_bootstrap is not None
@@ -41,8 +46,7 @@ async def send_in_transaction(settings: Settings, booking: str, *, commit: bool)
 async def test_an_aborted_event_changes_nothing_and_a_committed_one_applies(
     settings: Settings, database_url: str, kafka: KafkaHandle
 ) -> None:
-    if kafka.kind.startswith("tansu"):
-        pytest.skip("Tansu refuses InitProducerId: no transactional producer to test with")
+    needs_transactions(kafka)
     await send_in_transaction(settings, "bk_aborted", commit=False)
     await send_in_transaction(settings, "bk_committed", commit=True)
     produced = Produced()  # a plain record last: the offsets committed then pass both transaction markers
@@ -77,8 +81,7 @@ async def test_a_quiet_transactional_upstream_leaves_no_lag(
 ) -> None:
     """The log ends with a transaction marker (an abort's, after a commit's): ``run`` commits past it once the
     upstream is quiet, so the group's lag is 0, not 1 for ever (a newcomer's find: /healthz went red, "stalled")."""
-    if kafka.kind.startswith("tansu"):
-        pytest.skip("Tansu refuses InitProducerId: no transactional producer to test with")
+    needs_transactions(kafka)
     await send_in_transaction(settings, "bk_committed", commit=True)
     await send_in_transaction(settings, "bk_aborted", commit=False)
     end = await end_offset(settings, 0)
