@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -93,6 +94,8 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", o
                 if len(stopped_by) == 1:
                     task.cancel()
                     return
+                if sys.stderr.isatty():
+                    sys.stderr.write("\x1b[?25h")  # the cursor a progress bar hid: no Rich cleanup runs after this
                 _stopped_line(stopped_by[0], f"{on_interrupt}; a second signal: exiting without closing the clients")
                 os._exit(130 if stopped_by[0] == signal.SIGINT else 143)
 

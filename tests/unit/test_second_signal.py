@@ -1,0 +1,52 @@
+"""A second Ctrl-C or SIGTERM while an operator's command closes its clients exits at once (ops/terminal.py ``run``):
+the first cancels the command, whose clean-up may wait up to 15 s on a silent server (a newcomer's find: a second
+Ctrl-C was ignored for those 15 s)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# A command whose clean-up waits, as a client's close does on a silent broker.
+COMMAND = """
+import asyncio
+from booking_sessions.ops import terminal
+
+async def work():
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(120)
+    finally:
+        await asyncio.sleep(120)
+
+terminal.run(work, on_interrupt="; nothing was done")
+"""
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_second_signal_exits_at_once(signum: int, code: int, said: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", COMMAND],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signum)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)  # not the 120 s of the clean-up
+    finally:
+        process.kill()
+    assert process.returncode == code
+    assert " ".join(stderr.decode().split()) == (
+        f"{said}; nothing was done; a second signal: exiting without closing the clients"
+    )
