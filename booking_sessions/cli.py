@@ -125,11 +125,15 @@ async def _stoppable_while_starting(
 
 async def _serve_until(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None = None) -> None:
     from booking_sessions.dev.servers import servers_for
+    from booking_sessions.meeting import meeting_key
     from booking_sessions.ops.failures import port_problem
 
     if settings.metrics_port != 0 and (problem := port_problem(settings.metrics_host, settings.metrics_port)):
         raise ConfigurationError(problem)  # before anything starts: embedded servers take seconds
     async with servers_for(settings, _say, forbid_embedded=settings.embedded_servers == "forbid") as servers:
+        # The secret first, before any connection (an operator who forgot it is not sent off to fix Kafka first);
+        # the embedded servers' settings carry a throwaway one.
+        meeting_key(servers.settings)
         await _require_topics(servers.settings)
         await _serve_on(servers.settings, stop, shutdown)
 

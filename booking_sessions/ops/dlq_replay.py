@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.ops.dlq import DeadLetter, DlqFilter, scan
-from booking_sessions.ops.failures import OperatorError, check_database, close_within, topic_partitions
+from booking_sessions.ops.failures import OperatorError, changes_begin, check_database, close_within, topic_partitions
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
 from models.fields import rfc3339_utc
@@ -154,6 +154,7 @@ async def execute(
     the chunk in hand then rolls back (its inbox rows stay), chunks before it stay done."""
     chosen = [s for s in steps if s.action == "replay"]
     task = progress.add_task("replaying dead letters", total=len(chosen))
+    changes_begin()
     published = reset = 0
     for start in range(0, len(chosen), CHUNK):
         chunk = chosen[start : start + CHUNK]

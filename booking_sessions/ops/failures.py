@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -36,6 +37,25 @@ _SQLSTATE_HINTS = {
 
 class OperatorError(BookingSessionsError):
     """The command cannot do what was asked; the message is the one line the operator sees (exit code 2)."""
+
+
+# Per thread (a command runs its coroutine on the thread that called it; the tests run commands in threads).
+_changing = threading.local()
+
+
+def changes_begin() -> None:
+    """A command calls this as it starts changing things (its first batch, chunk or offset commit): a failure from
+    then on is a stop half-way, and its line ends with what that leaves and how to go on (``terminal.run``); one
+    before it (a refused argument, a server not there) changed nothing and says only what is wrong."""
+    _changing.begun = True
+
+
+def changes_begun(*, forget: bool = False) -> bool:
+    """Whether ``changes_begin`` was called on this thread since the last ``forget``."""
+    begun = bool(getattr(_changing, "begun", False))
+    if forget:
+        _changing.begun = False
+    return begun
 
 
 def one_line(error: BaseException) -> str | None:

@@ -12,7 +12,7 @@ from rich.progress import Progress
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.ops.arguments import ArgumentError
-from booking_sessions.ops.failures import check_database
+from booking_sessions.ops.failures import changes_begin, check_database
 from booking_sessions.retention import TARGETS, PruneTarget, TableName, cutoff_for, delete_batch
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
@@ -75,6 +75,7 @@ async def prune_table(
     deleted = batches = 0
     if not dry_run and found.n:
         task = progress.add_task(f"pruning the {target.name}", total=found.n)
+        changes_begin()
         while True:
             async with engine.begin() as conn:
                 count = await delete_batch(conn, target, cutoff, batch_rows)

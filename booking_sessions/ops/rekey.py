@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from booking_sessions.kafka_options import kafka_client_options
 from booking_sessions.meeting import check_meeting_key, meeting_key
-from booking_sessions.ops.failures import OperatorError, check_database, require_topics
+from booking_sessions.ops.failures import OperatorError, changes_begin, check_database, require_topics
 from booking_sessions.ops.untrusted import line
 from booking_sessions.service import create_engine
 from booking_sessions.settings import Settings
@@ -189,6 +189,8 @@ async def rekey_sessions(
     task = progress.add_task(f"re-keying to key version {key.version}", total=result.chosen)
     link_for = partial(key.link, settings.meeting_base_url)
     after = ""
+    if not request.dry_run:
+        changes_begin()
     while True:
         async with engine.connect() as conn:
             transaction = await conn.begin()

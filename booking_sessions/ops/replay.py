@@ -24,6 +24,7 @@ from booking_sessions.meeting import check_meeting_key, meeting_key
 from booking_sessions.ops.arguments import ArgumentError
 from booking_sessions.ops.failures import (
     OperatorError,
+    changes_begin,
     check_database,
     close_within,
     one_line,
@@ -285,6 +286,8 @@ async def _consume(
     for tp, span in spans.items():
         consumer.seek(tp, span.start)
     consumer.pause(*(tp for tp in spans if tp not in todo))
+    if not summary.dry_run:
+        changes_begin()
     # The plan itself first: a resumed replay then continues where this one stops, on every partition.
     await loop.commit({(tp.topic, tp.partition): span.start for tp, span in spans.items() if not span.resumed})
     last_move = time.monotonic()

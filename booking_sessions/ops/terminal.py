@@ -72,11 +72,15 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", o
     deadlines; a second Ctrl-C or SIGTERM meanwhile exits at once); a failure the operator can act on
     (``ops.failures.one_line``): one line, exit 2, followed by ``on_failure`` (default ``on_interrupt``: what a
     command stopped half-way left done, and how to go on, is the same whether a signal or a silent server stopped
-    it); anything else (a bug) is raised with its traceback."""
+    it) once the command began changing things (``ops.failures.changes_begin``); anything else (a bug) is raised
+    with its traceback."""
     from booking_sessions.abandoned_commits import report_unretrieved
-    from booking_sessions.ops.failures import one_line  # Kafka and SQLAlchemy: loaded by the commands that use them
+
+    # Kafka and SQLAlchemy: loaded by the commands that use them
+    from booking_sessions.ops.failures import changes_begun, one_line
 
     stopped_by: list[int] = []
+    changes_begun(forget=True)
 
     async def command() -> T:
         # An offset commit given up at its deadline (replay) that fails later: one warning, not asyncio's traceback.
@@ -117,7 +121,9 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", o
         readable = one_line(error)
         if readable is None:
             raise
-        fail(readable + (on_interrupt if on_failure is None else on_failure))
+        # What a stop half-way leaves, only once the command began changing things (ops.failures.changes_begin).
+        halfway = on_interrupt if on_failure is None else on_failure
+        fail(readable + (halfway if changes_begun() else ""))
 
 
 def _stopped_line(signum: int, after: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from booking_sessions.cli import app
-from booking_sessions.ops.failures import OperatorError
+from booking_sessions.ops.failures import OperatorError, changes_begin
 
 
 @pytest.fixture
@@ -82,7 +82,12 @@ def test_each_command_that_changes_rows_says_what_ctrl_c_left(
 
 
 def silent_broker(*_: Any, **__: Any) -> Any:
+    changes_begin()  # half-way: the first chunk, batch or offset commit went
     raise OperatorError("the Kafka broker did not acknowledge 500 record(s) within 20 s")
+
+
+def refused_before_any_change(*_: Any, **__: Any) -> Any:
+    raise OperatorError("cannot reach the Kafka broker at 127.0.0.1:1")
 
 
 @pytest.mark.usefixtures("servers")
@@ -118,6 +123,11 @@ def test_a_server_that_stops_answering_half_way_says_what_a_ctrl_c_would(
     dry = CliRunner().invoke(app, [*command, "--dry-run"], terminal_width=400)
     assert dry.exit_code == 2
     assert " ".join(dry.output.split()) == "error: the Kafka broker did not acknowledge 500 record(s) within 20 s"
+    # Before any change (a newcomer's find: every error line had the tail, "to resume" where nothing had begun).
+    monkeypatch.setattr(patched, refused_before_any_change)
+    early = CliRunner().invoke(app, command, terminal_width=400)
+    assert early.exit_code == 2
+    assert " ".join(early.output.split()) == "error: cannot reach the Kafka broker at 127.0.0.1:1"
 
 
 @pytest.mark.usefixtures("servers")

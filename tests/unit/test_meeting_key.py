@@ -96,3 +96,17 @@ def test_the_key_of_another_version_is_named_as_such() -> None:
     assert newest is not None and "is the key of version 2 already: set BOOKING_MEETING_KEY_VERSION=2" in newest
     leaked = key_problem(3, f1, {1: f1, 2: f2})
     assert leaked is not None and "key of version 1 already: a new version needs a new secret" in leaked
+
+
+def test_run_without_a_secret_says_so_before_connecting_to_anything() -> None:
+    # A newcomer's find: `run` listed the topics first, so a forgotten secret read as a broker that was away.
+    env = {
+        "BOOKING_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        "BOOKING_DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:1/db",
+        "BOOKING_MEETING_SECRET": None,
+        "BOOKING_METRICS_PORT": "0",
+    }
+    result = CliRunner().invoke(app, ["run"], env=env, terminal_width=400)
+    assert result.exit_code == 2, result.output
+    assert "BOOKING_MEETING_SECRET is required" in result.output
+    assert "Kafka" not in result.output
