@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from operator import attrgetter
 
@@ -234,13 +234,8 @@ class ConsumerLoop:
         A partition this loop never committed is committed once at its position, which changes nothing."""
         if not self._commit_offsets or (self._committing is not None and not self._committing.done()):
             return
-        paused = self._consumer.paused()
-        positions: dict[tuple[str, int], int] = {}
-        # As in _note_waiting: a position answers at once unless it is being reset; an error means not now.
-        with contextlib.suppress(TimeoutError, KafkaError):
-            async with asyncio.timeout(self._fetch_timeout_ms / 1000):
-                for tp in self._consumer.assignment() - paused:
-                    positions[(tp.topic, tp.partition)] = await self._consumer.position(tp)
+        unpaused = self._consumer.assignment() - self._consumer.paused()
+        positions = {(tp.topic, tp.partition): offset for tp, offset in (await self._positions(unpaused)).items()}
         # A held partition is still consumed past its parked record, but committed no further than that record.
         capped = self._holds.capped(positions)
         behind = {key: offset for key, offset in capped.items() if offset > self._committed.get(key, -1)}
@@ -291,16 +286,20 @@ class ConsumerLoop:
             for tp in self._consumer.assignment()
             if tp not in paused and (end := self._consumer.highwater(tp)) is not None
         }
-        positions: dict[TopicPartition, int] = {}
-        # A partition with a high watermark was fetched from, so its position is known and ``position`` answers
-        # at once; it waits only while the position is being reset, and that wait has a deadline here too. A
-        # partition taken by a rebalance meanwhile raises (IllegalStateError, a KafkaError), as may a coordinator
-        # error: either only means the lag is not known now, and the next getmany meets any error that matters.
-        with contextlib.suppress(TimeoutError, KafkaError):
-            async with asyncio.timeout(self._fetch_timeout_ms / 1000):
-                positions = {tp: await self._consumer.position(tp) for tp in ends}
+        positions = await self._positions(ends)
         stops = {tp: self._until[(tp.topic, tp.partition)] for tp in ends if (tp.topic, tp.partition) in self._until}
         self._waiting = records_waiting(positions, ends, stops)
+
+    async def _positions(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The consumer's position of each of ``partitions``, or none at all when they cannot be told now. A
+        partition fetched from has a known position, and ``position`` answers at once; it waits only while the
+        position is being reset, and that wait has a deadline here (the fetch timeout). A partition taken by a
+        rebalance meanwhile raises (IllegalStateError, a KafkaError), as may a coordinator error: either only means
+        "not now", and the next getmany meets any error that matters."""
+        with contextlib.suppress(TimeoutError, KafkaError):
+            async with asyncio.timeout(self._fetch_timeout_ms / 1000):
+                return {tp: await self._consumer.position(tp) for tp in partitions}
+        return {}
 
     async def _top_up(self, batch: Prepared) -> Prepared:
         """Add what arrived while ``batch`` waited (it was fetched when the batch before began): those records go

@@ -66,13 +66,13 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
     return settings
 
 
-def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", on_failure: str | None = None) -> T:
+def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
     """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
     exit 130; SIGTERM: ``terminated`` and the same, exit 143 (the clients are closed on the way out, within their
     deadlines; a second Ctrl-C or SIGTERM meanwhile exits at once); a failure the operator can act on
-    (``ops.failures.one_line``): one line, exit 2, followed by ``on_failure`` (default ``on_interrupt``: what a
-    command stopped half-way left done, and how to go on, is the same whether a signal or a silent server stopped
-    it) once the command began changing things (``ops.failures.changes_begin``); anything else (a bug) is raised
+    (``ops.failures.one_line``): one line, exit 2, followed by ``on_interrupt`` (what a command stopped half-way
+    left done, and how to go on, is the same whether a signal or a silent server stopped it) once the command began
+    changing things (``ops.failures.changes_begin``); anything else (a bug) is raised
     with its traceback."""
     from booking_sessions.abandoned_commits import report_unretrieved
 
@@ -122,8 +122,7 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "", o
         if readable is None:
             raise
         # What a stop half-way leaves, only once the command began changing things (ops.failures.changes_begin).
-        halfway = on_interrupt if on_failure is None else on_failure
-        fail(readable + (halfway if changes_begun() else ""))
+        fail(readable + (on_interrupt if changes_begun() else ""))
 
 
 def _stopped_line(signum: int, after: str) -> None:
