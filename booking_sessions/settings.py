@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=MAX_SECONDS,
-        description="PostgreSQL lock_timeout: a session row locked elsewhere parks its booking (the rest goes on)",
+        description="PostgreSQL lock_timeout: a row held elsewhere parks its booking (the rest goes on)",
     )
     database_idle_in_transaction_timeout_s: float = Field(
         default=60.0, gt=0, le=MAX_SECONDS, description="PostgreSQL idle_in_transaction_session_timeout"

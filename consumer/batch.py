@@ -35,7 +35,7 @@ from consumer.grouping import (
     split_repeats,
 )
 from consumer.isolation import isolate
-from consumer.parking import Parking, bookings_of, held_offsets, hold_back, is_lock_wait, without
+from consumer.parking import Parking, held_offsets, hold_back, is_lock_wait, without
 from consumer.results import BatchResult, Prepared, counted, merge, offsets_after
 from consumer.tracing import processing_span
 from models.errors import Poison
@@ -229,13 +229,9 @@ class BatchProcessor:
             try:
                 return replace(await self._transact(kept, now), parked=frozenset(parked))
             except Exception as error:
-                # Each round parks one booking at least (the lock found), so this ends; a lock on anything but a
-                # session row (none found) is retried with the whole batch.
-                if (
-                    self._parking is not None
-                    and is_lock_wait(error)
-                    and (found := await self._parking.park(bookings_of(kept)))
-                ):
+                # Each round parks one booking at least (the rows found held), so this ends; a lock on anything
+                # else (none found: a table lock, say) is retried with the whole batch.
+                if self._parking is not None and is_lock_wait(error) and (found := await self._parking.park(kept)):
                     parked |= found
                     kept = without(kept, found)
                     continue

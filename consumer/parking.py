@@ -1,9 +1,13 @@
-"""Bookings whose session row another session holds locked, set aside ("parked") so the rest goes on.
+"""Bookings whose rows another transaction holds, set aside ("parked") so the rest goes on.
 
-A part's transaction that meets a row lock held elsewhere (an operator's open transaction, say) fails after
-``lock_timeout`` with SQLSTATE 55P03. Rather than retry the whole batch, and hold every partition with it, the
-bookings that are locked are found without waiting (``FOR UPDATE SKIP LOCKED``) and the part is applied without any
-of their records, and their later records are parked too until the lock is gone. Their partitions go on but commit
+A part's transaction that meets a row lock held elsewhere fails after ``lock_timeout`` with SQLSTATE 55P03. Two
+holders are found: a session row locked by another session (an operator's open transaction, say), found without
+waiting (``FOR UPDATE SKIP LOCKED``); and inbox rows of the part's records that another transaction inserted and has
+not ended (a zombie consumer frozen inside its batch after a rebalance gave its partitions here: its rows are not
+committed, so no lookup sees them), found by inserting the part's inbox rows again, a partition at a time, with a
+short ``lock_timeout`` in a transaction that is rolled back. Rather than retry the whole batch, and hold every
+partition with it, the part is applied without any record of those bookings, and their later records are parked too
+until the rows are free. Their partitions go on but commit
 no further than the first parked record (CONTRACT: offsets only after the effects are durable); once the lock is
 gone the loop seeks back to it: the records after it come again and the inbox drops them as repeats, so each
 booking's events still apply in partition order.
@@ -15,6 +19,7 @@ loop's (which partitions may commit how far, and when to look at the locks again
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -24,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.store import insert_inbox
 from models.backoff import jittered
 from models.faults import sqlstate
 from models.records import Decoded, Record
@@ -31,6 +37,10 @@ from models.records import Decoded, Record
 log = structlog.get_logger(__name__)
 
 LOCK_NOT_AVAILABLE = "55P03"
+# How long the inbox probe waits for another transaction's uncommitted inbox rows before it counts them as held: far
+# longer than a live batch's transaction takes to commit, short enough that a probe over dozens of partitions, each
+# held by a frozen consumer, ends within seconds.
+INBOX_PROBE_LOCK_TIMEOUT_MS = 200
 
 # One unique-index lookup per id, whatever plan PostgreSQL keeps for the statement (consumer/store.py, above
 # _INSERT_INBOX, says why: not `= ANY(:ids)`).
@@ -80,35 +90,63 @@ def hold_back(
 
 
 class Parking:
-    """Finds the bookings held by a lock elsewhere, and keeps them parked until the loop releases them: their later
-    records are parked too, without a lock wait, so none of a booking's events overtakes one parked before it; the
-    loop looks at the lock (``locked``) between batches and releases them once it is gone."""
+    """Finds the bookings whose rows another transaction holds, and keeps them parked until the loop releases them:
+    their later records are parked too, without a lock wait, so none of a booking's events overtakes one parked
+    before it; the loop looks at the rows (``locked``) between batches and releases them once they are free."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.held: set[str] = set()
+        # The records of each booking parked on inbox rows another transaction inserted: what ``locked`` inserts
+        # again to see whether they are still held (a session row is looked up by its booking id alone).
+        self._inbox_waits: dict[str, list[Decoded]] = {}
 
     def parked_in(self, part: Sequence[Decoded]) -> set[str]:
         """The bookings of ``part`` parked before and not released yet."""
         return bookings_of(part) & self.held if self.held else set()
 
-    async def park(self, booking_ids: Collection[str]) -> set[str]:
-        """After a lock wait gave up: which of ``booking_ids`` are locked elsewhere; they are parked until released."""
-        locked = await self.locked(booking_ids)
-        if locked:
-            self.held |= locked
-            log.warning("bookings_parked", bookings=sorted(locked), reason="session row locked by another session")
-        return locked
+    async def park(self, part: Sequence[Decoded]) -> set[str]:
+        """After a lock wait gave up: which bookings of ``part`` have rows another transaction holds (a session row
+        locked, or an inbox row of one of their records not yet committed elsewhere); they are parked until
+        released. Raises what the database raises."""
+        rows_locked = await self._sessions_locked(bookings_of(part))
+        if rows_locked:
+            log.warning("bookings_parked", bookings=sorted(rows_locked), reason="session row locked by another session")
+        rest = without(part, rows_locked)
+        inbox_held = await self._inbox_held(rest)
+        if inbox_held:
+            for d in rest:
+                if d.booking_id in inbox_held:
+                    self._inbox_waits.setdefault(d.booking_id, []).append(d)
+            log.warning(
+                "bookings_parked",
+                bookings=sorted(inbox_held)[:20],
+                count=len(inbox_held),
+                reason="inbox rows inserted by another transaction not yet ended (a consumer frozen in its batch?)",
+            )
+        self.held |= rows_locked | inbox_held
+        return rows_locked | inbox_held
 
     def release(self, booking_ids: Collection[str]) -> None:
         """The loop went back to the first parked record of these bookings: their records apply again."""
         self.held -= set(booking_ids)
+        for booking_id in booking_ids:
+            self._inbox_waits.pop(booking_id, None)
 
     async def locked(self, booking_ids: Collection[str]) -> set[str]:
-        """Which of ``booking_ids`` have a session row another transaction holds locked, now: rows that exist but
-        that ``SKIP LOCKED`` passes over. A short transaction, rolled back; it never waits for a row lock.
+        """Which of ``booking_ids`` still have rows another transaction holds, now: a session row that exists but
+        that ``SKIP LOCKED`` passes over, or (for a booking parked on inbox rows) an inbox row of its parked records
+        still not committed elsewhere. Never waits longer than INBOX_PROBE_LOCK_TIMEOUT_MS per partition; changes
+        nothing (every transaction is rolled back).
 
         Raises what the database raises (transient or not), like any statement."""
+        rows_locked = await self._sessions_locked(booking_ids)
+        waiting = [d for b in booking_ids if b not in rows_locked for d in self._inbox_waits.get(b, ())]
+        return rows_locked | await self._inbox_held(waiting)
+
+    async def _sessions_locked(self, booking_ids: Collection[str]) -> set[str]:
+        """Which of ``booking_ids`` have a session row another transaction holds locked: one short transaction,
+        rolled back; it never waits for a row lock."""
         ids = sorted(booking_ids)
         if not ids:
             return set()
@@ -117,6 +155,35 @@ class Parking:
             free = set((await conn.scalars(_LOCKABLE, {"ids": ids})).all()) if existing else set()
             await transaction.rollback()
         return existing - free
+
+    async def _inbox_held(self, part: Sequence[Decoded]) -> set[str]:
+        """The bookings of ``part`` in a partition whose inbox rows another transaction holds: the part's inbox
+        rows inserted again as the batch inserts them (``store.insert_inbox``), one partition at a time under a
+        savepoint, waiting INBOX_PROBE_LOCK_TIMEOUT_MS at most; the whole transaction is rolled back.
+
+        A partition at a time, not a booking at a time: a frozen consumer holds a run of each of its partitions'
+        records, so a partition is the unit it holds, and the probe costs one short wait per held partition
+        rather than per booking. Every booking of a held partition in ``part`` is parked: those the holder does not
+        have wait with the partition's commit, which stops at its first parked record anyway."""
+        by_partition: defaultdict[tuple[str, int], list[Decoded]] = defaultdict(list)
+        for d in part:
+            if d.message_id is not None and d.booking_id is not None:
+                by_partition[(d.record.topic, d.record.partition)].append(d)
+        if not by_partition:
+            return set()
+        held: set[str] = set()
+        async with self._engine.connect() as conn, conn.begin() as transaction:
+            await conn.execute(text(f"SET LOCAL lock_timeout = '{INBOX_PROBE_LOCK_TIMEOUT_MS}ms'"))
+            for _, rows in sorted(by_partition.items()):
+                try:
+                    async with conn.begin_nested():
+                        await insert_inbox(conn, rows)
+                except Exception as error:
+                    if not is_lock_wait(error):
+                        raise
+                    held |= bookings_of(rows)
+            await transaction.rollback()
+        return held
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +265,7 @@ class Holds:
                 "partitions_held",
                 partitions={f"{tp.topic}/{tp.partition}": h.offset for tp, h in sorted(self.held.items())},
                 bookings=sorted(parked)[:20],
-                reason="session row locked by another session (SQLSTATE 55P03)",
+                reason="rows held by another transaction (SQLSTATE 55P03)",
             )
         if gone or held:
             self._changed(len(parked))

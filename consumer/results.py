@@ -76,7 +76,7 @@ class BatchResult:
     waiting: int | None = None
     # Dead letters the DLQ topic refused for good, by what was sent instead (producer.publish.SentAs).
     dlq_refused: Counter[str] = field(default_factory=Counter)
-    # Bookings set aside because another session holds their session row locked (consumer.parking), and per
+    # Bookings set aside because another transaction holds their rows (consumer.parking), and per
     # partition the offset of its first parked record: ``next_offsets`` stops there, and consumption resumes there.
     parked: frozenset[str] = frozenset()
     held: dict[tuple[str, int], int] = field(default_factory=dict)

@@ -107,7 +107,7 @@ def _stall_check(
 
 
 def _held_check(consumer: dict[str, Any], seen: Observed, stall_after_s: float) -> None:
-    """A partition held at a parked booking (its session row locked elsewhere) while the rest goes on: not a stall
+    """A partition held at a parked booking (its rows held by another transaction) while the rest goes on: not a stall
     of the process (its lag waits for the lock, not for the consumer, and is not counted as waiting work; a restart
     would not free the lock, and would cost the group a rebalance), but after
     ``stall_after_s`` not ready, saying which partitions and bookings wait on the lock."""
@@ -123,7 +123,8 @@ def _held_check(consumer: dict[str, Any], seen: Observed, stall_after_s: float) 
         consumer["ok"] = False
         consumer["why"] = (
             f"partition(s) {', '.join(sorted(seen.held))} held for {held_s:.0f} s at booking(s) "
-            f"{', '.join(bookings[:5])}: session row locked by another session (lock not available, SQLSTATE 55P03)"
+            f"{', '.join(bookings[:5])}: rows held by another transaction (a session row locked, or inbox rows of a"
+            " consumer frozen in its batch; lock not available, SQLSTATE 55P03)"
         )
 
 

@@ -132,8 +132,9 @@ class Metrics:
         )
         self.bookings_parked = Counter(
             f"{NAMESPACE}_bookings_parked",
-            "Bookings set aside in a committed batch because another session holds their session row locked, "
-            "with their later records until the lock is gone (counted again in each batch that sets them aside)",
+            "Bookings set aside in a committed batch because another transaction holds their rows (a session row "
+            "locked, a frozen consumer's inbox rows), with their later records until the rows are free (counted again "
+            "in each batch that sets them aside)",
             registry=r,
         )
         self.held_partitions = Gauge(
