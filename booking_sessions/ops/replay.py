@@ -129,12 +129,24 @@ def plan_spans(
     Start: the replay group's committed offset (resume), else the explicit offset, else the first offset at or
     after ``--since``, else the beginning. Stop: the first offset at or after ``--until``, else the end offset
     taken now. Offsets already removed by retention start at the beginning instead.
+
+    Raises ArgumentError for an explicit partition the topic lacks, or an explicit start past its partition's end
+    (offset > end; the end itself replays nothing, as a resumed replay that is done).
     """
     if explicit is not None:
         unknown = sorted(set(explicit) - set(partitions))
         if unknown:
             raise ArgumentError(
                 f"--offsets names partition {', '.join(map(str, unknown))}; the topic has {_describe(partitions)}"
+            )
+        # A start past the end names no record that exists: a typo (a digit too many, another partition's offset)
+        # rather than a wish to replay nothing, which exiting 0 with "nothing to replay" would hide.
+        past = sorted(p for p, offset in explicit.items() if offset > end[p] and committed.get(p) is None)
+        if past:
+            raise ArgumentError(
+                "--offsets starts past the end of "
+                + ", ".join(f"partition {p} (offset {explicit[p]}; its end is {end[p]})" for p in past)
+                + ": no record there to replay"
             )
         chosen: Sequence[int] = sorted(explicit)
     else:

@@ -209,6 +209,7 @@ async def test_replay_from_explicit_offsets(settings: Settings, database_url: st
     rows = await query(database_url, "SELECT booking_request_id FROM live_sessions ORDER BY 1")
     assert [r["booking_request_id"] for r in rows] == ["bk_3", "bk_4"]
     assert_one_line_error(await invoke(settings, "replay", "--offsets", "7:0"), "partition 7", "partitions 0-0")
+    assert_one_line_error(await invoke(settings, "replay", "--offsets", "0:50"), "offset 50; its end is 5")
 
 
 async def produce_at(settings: Settings, events: list[Any], at: datetime) -> None:

@@ -40,9 +40,17 @@ def test_committed_offsets_of_the_replay_group_resume_it() -> None:
 
 
 def test_explicit_offsets_replay_only_their_partitions_and_never_before_the_beginning() -> None:
-    assert plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={1: 2, 0: 30}) == {0: Span(30, 30), 1: Span(5, 20)}
+    assert plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={1: 2, 0: 10}) == {0: Span(10, 10), 1: Span(5, 20)}
     with pytest.raises(ArgumentError, match="partition 7; the topic has partitions 0-2"):
         plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={7: 0})
+
+
+def test_an_explicit_start_past_the_end_is_refused_unless_the_replay_group_resumes() -> None:
+    # Before: `replay --offsets 0:999999999` said "nothing to replay" and exited 0, hiding the typo.
+    with pytest.raises(ArgumentError, match=r"past the end of partition 0 \(offset 30; its end is 10\)"):
+        plan_spans(PARTITIONS, BEGINNING, END, NOTHING, explicit={1: 2, 0: 30})
+    resumed = plan_spans(PARTITIONS, BEGINNING, END, {0: 10, 1: None, 2: None}, explicit={0: 30})
+    assert resumed == {0: Span(10, 10, resumed=True)}
 
 
 def letter(offset: int, reason: str, body: object, key: bytes | None = b"bk_1", headers: Headers = ()) -> DeadLetter:
