@@ -244,22 +244,29 @@ class Holds:
         """After a commit: each partition of ``held`` (its first parked record's offset) where the batch parked the
         bookings ``parked`` is held there. It is still consumed (its other bookings go on; the parked booking's later
         records are parked too, without waiting), but its commits stop there until ``due`` finds the lock gone.
-        A held partition that moved to another consumer is forgotten: its new owner starts at the hold."""
+        A held partition that moved to another consumer is forgotten: its new owner starts at the hold. So are the
+        bookings of a batch whose held partitions all moved before its commit (a rebalance while it was applied):
+        released at once, else they stayed parked, without a hold to release them, until their partition came
+        back."""
         owned = self._consumer.assignment()
         gone = [tp for tp in self.held if tp not in owned]
         if gone:
             forgotten = frozenset().union(*(self.held.pop(tp).bookings for tp in gone))
             self._release(forgotten - self.bookings())
         now = time.monotonic()
+        kept = False
         for (topic, partition), offset in held.items():
             tp = TopicPartition(topic, partition)
             if tp not in owned:
                 continue
+            kept = True
             before = self.held.get(tp)
             if before is None:
                 self.held[tp] = Hold(offset, parked, now, self._initial_s, now + jittered(self._initial_s))
             else:
                 self.held[tp] = replace(before, offset=min(before.offset, offset), bookings=before.bookings | parked)
+        if parked and not kept:
+            self._release(parked - self.bookings())
         if held:
             log.warning(
                 "partitions_held",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from aiokafka import TopicPartition
 
 from consumer.loop import ConsumerLoop
-from consumer.parking import held_offsets, hold_back, without
+from consumer.parking import Holds, held_offsets, hold_back, without
 from consumer.results import BatchResult, Prepared, offsets_after
 from models.records import Decoded, Record
 from tests.unit.memory_consumer import TOPIC, Event, MemoryConsumer
@@ -117,3 +117,26 @@ async def test_a_parked_booking_holds_only_its_partitions_commits_and_comes_back
         stop.set()
         await asyncio.wait_for(running, timeout=10)
     check_timeline(timeline, logs)
+
+
+async def test_bookings_parked_in_partitions_that_moved_before_the_commit_are_released_at_once() -> None:
+    # Before: a batch parked bk_a in P1, a rebalance took P1 away before its commit, and bk_a stayed parked without
+    # a hold to release it, until P1 came back (then held and released again at once: a spurious seek back).
+    released: list[set[str]] = []
+
+    async def locked(bookings: frozenset[str]) -> set[str]:
+        return set(bookings)
+
+    consumer = MemoryConsumer({P0: ["bk_b"]}, [])  # owns P0 only
+    holds = Holds(
+        consumer,
+        locked=locked,
+        release=lambda bookings: released.append(set(bookings)),
+        observer=None,
+        initial_s=1.0,
+        max_s=1.0,
+    )
+    holds.hold({(TOPIC, 1): 5}, frozenset({"bk_a"}))
+    assert (holds.held, released) == ({}, [{"bk_a"}])
+    holds.hold({(TOPIC, 0): 3}, frozenset({"bk_b"}))  # an owned partition: held, nothing released
+    assert (set(holds.held), released) == ({P0}, [{"bk_a"}])
