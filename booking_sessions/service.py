@@ -16,7 +16,7 @@ from opentelemetry import trace
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from booking_sessions.database_deadlines import DRIVER_MARGIN_S, database_deadlines, drop_silent_connections
+from booking_sessions.database_deadlines import DRIVER_MARGIN_S, database_deadlines, drop_unusable_connections
 from booking_sessions.database_pool import ping_idle_connections
 from booking_sessions.database_tls import database_connect_args
 from booking_sessions.kafka_options import kafka_client_options
@@ -153,7 +153,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_recycle=settings.database_pool_recycle_s,
         connect_args={**database_connect_args(settings), **database_deadlines(settings)},
     )
-    event.listen(engine.sync_engine, "handle_error", drop_silent_connections)
+    event.listen(engine.sync_engine, "handle_error", drop_unusable_connections)
     ping_idle_connections(engine.sync_engine)
     return engine
 

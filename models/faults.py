@@ -20,8 +20,17 @@ _TRANSIENT_SQLSTATE_CLASSES = (
     # grant (42501), refused credentials. Retried (and alerted on) until fixed, never a mass dead-lettering.
     "28",  # invalid authorization
     "42",  # syntax error or access rule violation
+    "3D",  # invalid catalog name: the database renamed or not there (yet)
+    "3F",  # invalid schema name: the schema missing from the search path
 )
-_TRANSIENT_SQLSTATES = ("40001", "40P01")  # serialization failure, deadlock detected
+_TRANSIENT_SQLSTATES = (
+    "40001",  # serialization failure
+    "40P01",  # deadlock detected
+    # Class 25 is mostly a client's bug (a statement in an aborted transaction), but not these two:
+    "25006",  # read-only SQL transaction: a standby, after a failover that left the connection on the old primary
+    "25P03",  # idle-in-transaction session timeout: the server ended a transaction that waited too long
+    "72000",  # snapshot too old
+)
 
 
 def first_line(error: BaseException, limit: int = 500) -> str:

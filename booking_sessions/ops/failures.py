@@ -32,6 +32,7 @@ _SQLSTATE_HINTS = {
     "28P01": "the database refused the login (password)",
     "28000": "the database refused the login",
     "42P01": "the database has no schema yet: run `booking-sessions migrate`",
+    "25006": "the database refuses writes (read-only: a standby, or default_transaction_read_only is on)",
 }
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy.engine import ExceptionContext
 
-from booking_sessions.database_deadlines import database_deadlines, drop_silent_connections
+from booking_sessions.database_deadlines import database_deadlines, drop_unusable_connections
 from booking_sessions.service import create_engine, relay_step_timeout_s
 from booking_sessions.settings import Settings
 
@@ -62,8 +63,20 @@ def context(error: BaseException) -> ExceptionContext:
 
 def test_a_driver_timeout_drops_the_connection_and_other_errors_do_not() -> None:
     timed_out = context(TimeoutError())
-    drop_silent_connections(timed_out)
+    drop_unusable_connections(timed_out)
     assert timed_out.is_disconnect
     refused = context(ValueError("bad value"))
-    drop_silent_connections(refused)
+    drop_unusable_connections(refused)
     assert not refused.is_disconnect
+
+
+def test_a_read_only_refusal_drops_the_connection_and_a_record_s_refusal_does_not() -> None:
+    # A session keeps the read-only default it started with: kept in the pool, it refused every write until recycled.
+    read_only = context(
+        asyncpg.exceptions.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction")
+    )
+    drop_unusable_connections(read_only)
+    assert read_only.is_disconnect
+    unique = context(asyncpg.exceptions.UniqueViolationError("duplicate key value"))
+    drop_unusable_connections(unique)
+    assert not unique.is_disconnect

@@ -40,6 +40,10 @@ def db_error(code: str, kind: type[DBAPIError] = DBAPIError) -> DBAPIError:
         ("22P02", False),  # invalid text representation
         ("42P01", True),  # undefined table: a deploy without `migrate` waits for it, dead-letters nothing
         ("42501", True),  # insufficient privilege: the same for every record
+        ("25006", True),  # read-only transaction: a standby after a failover (before: isolated, then the exit)
+        ("25P03", True),  # the server ended a transaction left idle too long
+        ("3D000", True),  # the database is not there
+        ("25P02", False),  # in failed transaction: a bug, not the world
     ],
 )
 def test_sqlstate_decides(code: str, transient: bool) -> None:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from consumer.isolation import alone, isolate
+from consumer.isolation import DeadLetterNotRecorded, alone, isolate
 from models.errors import Poison
+from models.faults import is_transient
 from models.records import Decoded, Record
 
 
@@ -61,3 +62,26 @@ async def test_a_single_record_alone_raises_poison_and_a_transient_fault_as_it_i
         await isolate(
             part, ValueError("batch refused"), Database({"bad"}, transient=True).transact, Database(set()).dead_letter
         )
+
+
+async def test_a_dead_letter_that_cannot_be_recorded_is_retried_not_fatal() -> None:
+    # Before: the dead letter's own error (its inbox row refused for a reason not transient) left the batch as it
+    # was, and the process exited: on restart the same batch, the same error, a crash loop.
+    db = Database({"bad"})
+
+    async def refused(record: Decoded, poison: Poison) -> str:
+        raise ValueError("cannot record it")
+
+    part = [decoded(i, "bad" if i == 1 else f"bk_{i}") for i in range(4)]
+    with pytest.raises(DeadLetterNotRecorded, match=r"recording a dead letter failed: .*cannot record it") as raised:
+        await isolate(part, ValueError("batch refused"), db.transact, refused)
+    assert is_transient(raised.value)
+    with pytest.raises(DeadLetterNotRecorded):
+        await isolate(part[1:2], ValueError("batch refused"), db.transact, refused)
+    gone = Database(set(), transient=True)
+
+    async def away(record: Decoded, poison: Poison) -> str:
+        raise ConnectionError("gone")
+
+    with pytest.raises(ConnectionError):  # a transient fault of the dead letter's stays as it is
+        await isolate(part[1:2], ValueError("batch refused"), gone.transact, away)
