@@ -147,6 +147,12 @@ _RETRIED_BY_THE_CLIENT: dict[tuple[str, str], int | None] = {
     ("aiokafka.consumer.fetcher", "Failed fetch messages from %s: %s"): 1,
     ("aiokafka.consumer.fetcher", "Failed fetch offsets from %s: %s"): 1,
     ("aiokafka.client", "Unable to update metadata from %s"): None,
+    # A commit that met a rebalance (the member's generation moved on): the client rejoins; the loop logs its own
+    # offset_commit_lost, and the records are delivered again to whoever owns their partitions now.
+    (
+        "aiokafka.consumer.group_coordinator",
+        "OffsetCommit failed for group %s due to group error (%s), will rejoin",
+    ): None,
     # Not retried, but handled: producer.publish.Publisher falls back to acks=all and says so in a warning of its
     # own (idempotent_producer_refused: Tansu, the embedded broker of the quick start, refuses InitProducerId).
     ("aiokafka.producer.sender", "Unexpected error during InitProducerIdRequest: %s"): None,

@@ -41,6 +41,9 @@ LOCK_NOT_AVAILABLE = "55P03"
 # longer than a live batch's transaction takes to commit, short enough that a probe over dozens of partitions, each
 # held by a frozen consumer, ends within seconds.
 INBOX_PROBE_LOCK_TIMEOUT_MS = 200
+# The look again at parked records' inbox rows, between two batches: only a holder that has not ended in the
+# seconds since they were parked holds them (a frozen consumer), so a shorter wait tells; and the loop waits for it.
+INBOX_RECHECK_LOCK_TIMEOUT_MS = 50
 
 # One unique-index lookup per id, whatever plan PostgreSQL keeps for the statement (consumer/store.py, above
 # _INSERT_INBOX, says why: not `= ANY(:ids)`).
@@ -113,7 +116,9 @@ class Parking:
         if rows_locked:
             log.warning("bookings_parked", bookings=sorted(rows_locked), reason="session row locked by another session")
         rest = without(part, rows_locked)
-        inbox_held = await self._inbox_held(rest)
+        inbox_held: set[str] = set()
+        for held in await self._inbox_held(_by_partition(rest), INBOX_PROBE_LOCK_TIMEOUT_MS):
+            inbox_held |= bookings_of(held)
         if inbox_held:
             for d in rest:
                 if d.booking_id in inbox_held:
@@ -135,14 +140,17 @@ class Parking:
 
     async def locked(self, booking_ids: Collection[str]) -> set[str]:
         """Which of ``booking_ids`` still have rows another transaction holds, now: a session row that exists but
-        that ``SKIP LOCKED`` passes over, or (for a booking parked on inbox rows) an inbox row of its parked records
-        still not committed elsewhere. Never waits longer than INBOX_PROBE_LOCK_TIMEOUT_MS per partition; changes
-        nothing (every transaction is rolled back).
+        that ``SKIP LOCKED`` passes over, or (for the bookings parked on inbox rows) an inbox row of their parked
+        records still not committed elsewhere. Those are looked at together, all or none: a frozen consumer's rows
+        are freed together (its transaction ends), and one wait of INBOX_RECHECK_LOCK_TIMEOUT_MS at most, not one
+        per partition, holds up the loop that asks. Changes nothing (every transaction is rolled back).
 
         Raises what the database raises (transient or not), like any statement."""
         rows_locked = await self._sessions_locked(booking_ids)
         waiting = [d for b in booking_ids if b not in rows_locked for d in self._inbox_waits.get(b, ())]
-        return rows_locked | await self._inbox_held(waiting)
+        if waiting and await self._inbox_held([waiting], INBOX_RECHECK_LOCK_TIMEOUT_MS):
+            return rows_locked | bookings_of(waiting)
+        return rows_locked
 
     async def _sessions_locked(self, booking_ids: Collection[str]) -> set[str]:
         """Which of ``booking_ids`` have a session row another transaction holds locked: one short transaction,
@@ -156,34 +164,43 @@ class Parking:
             await transaction.rollback()
         return existing - free
 
-    async def _inbox_held(self, part: Sequence[Decoded]) -> set[str]:
-        """The bookings of ``part`` in a partition whose inbox rows another transaction holds: the part's inbox
-        rows inserted again as the batch inserts them (``store.insert_inbox``), one partition at a time under a
-        savepoint, waiting INBOX_PROBE_LOCK_TIMEOUT_MS at most; the whole transaction is rolled back.
-
-        A partition at a time, not a booking at a time: a frozen consumer holds a run of each of its partitions'
-        records, so a partition is the unit it holds, and the probe costs one short wait per held partition
-        rather than per booking. Every booking of a held partition in ``part`` is parked: those the holder does not
-        have wait with the partition's commit, which stops at its first parked record anyway."""
-        by_partition: defaultdict[tuple[str, int], list[Decoded]] = defaultdict(list)
-        for d in part:
-            if d.message_id is not None and d.booking_id is not None:
-                by_partition[(d.record.topic, d.record.partition)].append(d)
-        if not by_partition:
-            return set()
-        held: set[str] = set()
+    async def _inbox_held(self, groups: Sequence[Sequence[Decoded]], timeout_ms: int) -> list[Sequence[Decoded]]:
+        """The groups of records whose inbox rows another transaction holds: each group's inbox rows inserted again
+        as the batch inserts them (``store.insert_inbox``), under a savepoint of its own, waiting ``timeout_ms`` at
+        most; the whole transaction is rolled back, so nothing is kept. Records without a message id are left out
+        (they have no inbox row to wait on)."""
+        keyed = [[d for d in group if d.message_id is not None] for group in groups]
+        if not any(keyed):
+            return []
+        held: list[Sequence[Decoded]] = []
         async with self._engine.connect() as conn, conn.begin() as transaction:
-            await conn.execute(text(f"SET LOCAL lock_timeout = '{INBOX_PROBE_LOCK_TIMEOUT_MS}ms'"))
-            for _, rows in sorted(by_partition.items()):
+            await conn.execute(text(f"SET LOCAL lock_timeout = '{int(timeout_ms)}ms'"))
+            for group in keyed:
+                if not group:
+                    continue
                 try:
                     async with conn.begin_nested():
-                        await insert_inbox(conn, rows)
+                        await insert_inbox(conn, group)
                 except Exception as error:
                     if not is_lock_wait(error):
                         raise
-                    held |= bookings_of(rows)
+                    held.append(group)
             await transaction.rollback()
         return held
+
+
+def _by_partition(part: Sequence[Decoded]) -> list[list[Decoded]]:
+    """The records of ``part`` that name a booking, grouped by input partition: the unit the inbox probe tries.
+
+    A partition at a time, not a booking at a time: a frozen consumer holds a run of each of its partitions'
+    records, so a partition is the unit it holds, and the probe costs one short wait per held partition rather than
+    per booking. Every booking of a held partition in the part is parked: those the holder does not have wait with
+    the partition's commit, which stops at its first parked record anyway."""
+    groups: defaultdict[tuple[str, int], list[Decoded]] = defaultdict(list)
+    for d in part:
+        if d.booking_id is not None:
+            groups[(d.record.topic, d.record.partition)].append(d)
+    return [groups[key] for key in sorted(groups)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,6 +237,9 @@ def test_what_the_client_retries_after_a_pause_is_a_warning(capsys: pytest.Captu
     logging.getLogger("aiokafka.client").error('Unable connect to "%s:%s": %s', "h", 1, OSError())  # the broker away
     # Tansu refuses an idempotent producer: the publisher falls back (its own warning), so not an error either.
     logging.getLogger("aiokafka.producer.sender").error("Unexpected error during InitProducerIdRequest: %s", OSError)
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(  # at a rebalance: the client rejoins
+        "OffsetCommit failed for group %s due to group error (%s), will rejoin", "g", "IllegalGenerationError"
+    )
 
     levels = [(line["level"], str(line["event"])[:24]) for line in lines(capsys.readouterr().err)]
     assert levels == [
@@ -246,4 +249,5 @@ def test_what_the_client_retries_after_a_pause_is_a_warning(capsys: pytest.Captu
         ("error", "Failed fetch messages fr"),
         ("error", 'Unable connect to "h:1":'),
         ("warning", "Unexpected error during "),
+        ("warning", "OffsetCommit failed for "),
     ]
