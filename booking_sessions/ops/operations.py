@@ -69,7 +69,9 @@ def replay(
     if start is not None and explicit is not None:
         term.fail("choose one of --since and --offsets")
     settings = term.load_settings(kafka=True, database=True)
-    group_id = group or f"{settings.group_id}.replay.{moment:%Y%m%dT%H%M%SZ}"
+    # To the millisecond: two replays started within one second (a script's) had one group, and the second resumed
+    # the first's offsets instead of reading what it was asked to.
+    group_id = group or f"{settings.group_id}.replay.{moment:%Y%m%dT%H%M%S}.{moment.microsecond // 1000:03d}Z"
     request = ReplayRequest(group_id, start, explicit, end, dry_run, relay)
     tune_gc()
     # After Ctrl-C, SIGTERM, or a failure half-way (a silent server): a rerun without --group would start again.

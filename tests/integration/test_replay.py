@@ -209,6 +209,8 @@ async def test_replay_from_explicit_offsets(settings: Settings, database_url: st
     rows = await query(database_url, "SELECT booking_request_id FROM live_sessions ORDER BY 1")
     assert [r["booking_request_id"] for r in rows] == ["bk_3", "bk_4"]
     assert_one_line_error(await invoke(settings, "replay", "--offsets", "7:0"), "partition 7", "partitions 0-0")
+    # Started moments after the first, with the default group: a group of its own (it shared the first's when both
+    # started within one second, and resumed it: "nothing to replay").
     assert_one_line_error(await invoke(settings, "replay", "--offsets", "0:50"), "offset 50; its end is 5")
 
 
