@@ -181,6 +181,39 @@ class RetriedAsWarning(logging.Filter):
         return True
 
 
+# aiokafka's info lines an operator must see: (logger, message) -> what it means here, appended to the line. Their
+# loggers are let through at INFO (root stays at WARNING), and their other info lines are dropped.
+_TOO_QUIET: dict[tuple[str, str], str] = {
+    ("aiokafka.consumer.fetcher", "Fetch offset %s is out of range for partition %s, resetting offset"): (
+        " to the partition's earliest record (auto_offset_reset=earliest): the committed offset is no longer in the"
+        " log. Either the records from it on were deleted before this group read them (retention.ms or"
+        " delete-records shorter than an outage or a held partition: those records are lost to this service, and"
+        " the upstream must send them again), or the log was truncated behind it (an unclean leader election:"
+        " the partition is read again from its start, and the inbox drops the repeats)"
+    ),
+}
+
+
+class TooQuietAsWarning(logging.Filter):
+    """Passes the info lines of ``_TOO_QUIET`` on as warnings, with what they mean here, and drops the other info
+    lines of their loggers. A newcomer's find: a committed offset that retention had overtaken was reset past the
+    records it had not read, and the only trace was aiokafka's info line, below the WARNING level the libraries log
+    at: records skipped without a word."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or record.name not in _TOO_QUIET_LOGGERS:
+            return True
+        meaning = _TOO_QUIET.get((record.name, record.msg)) if isinstance(record.msg, str) else None
+        if meaning is None:
+            return False
+        record.msg = f"{record.msg}{meaning}"
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_TOO_QUIET_LOGGERS = frozenset(name for name, _ in _TOO_QUIET)
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool | None = None, secrets: Iterable[SecretStr | str | None] = ()
 ) -> None:
@@ -219,6 +252,7 @@ def configure_logging(
         )
     )
     handler.addFilter(RetriedAsWarning())
+    handler.addFilter(TooQuietAsWarning())
     handler.addFilter(RepeatsFilter())
     handler.set_name("booking-sessions")
     root = logging.getLogger()
@@ -227,3 +261,5 @@ def configure_logging(
     root.addHandler(handler)
     # aiokafka and SQLAlchemy log through the standard library; keep their chatter at warnings.
     root.setLevel(max(numeric, logging.WARNING))
+    for name in _TOO_QUIET_LOGGERS:  # their lines of _TOO_QUIET become warnings (TooQuietAsWarning)
+        logging.getLogger(name).setLevel(logging.INFO if numeric <= logging.WARNING else logging.NOTSET)

@@ -251,3 +251,20 @@ def test_what_the_client_retries_after_a_pause_is_a_warning(capsys: pytest.Captu
         ("warning", "Unexpected error during "),
         ("warning", "OffsetCommit failed for "),
     ]
+
+
+def test_an_offset_reset_is_a_warning_that_says_what_it_means(capsys: pytest.CaptureFixture[str]) -> None:
+    # A newcomer's find: retention overtook the committed offset, the reset skipped the records not read yet, and
+    # the only trace was aiokafka's info line, which the libraries' WARNING level hid.
+    logs.configure_logging("INFO", json=True)
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    fetcher.info("Fetch offset %s is out of range for partition %s, resetting offset", 1038, "booking.events/0")
+    fetcher.info("some other line of the fetcher's at %s", "info")  # not one of those: still not shown
+    [line] = lines(capsys.readouterr().err)
+    said = str(line["event"])
+    assert line["level"] == "warning"
+    assert said.startswith("Fetch offset 1038 is out of range for partition booking.events/0")
+    assert "lost to this service" in said and "auto_offset_reset=earliest" in said
+    logs.configure_logging("ERROR", json=True)
+    fetcher.info("Fetch offset %s is out of range for partition %s, resetting offset", 1038, "booking.events/0")
+    assert not lines(capsys.readouterr().err)
