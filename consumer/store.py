@@ -305,13 +305,18 @@ async def inbox_hashes(conn: AsyncConnection, message_ids: Iterable[UUID]) -> di
     return {row[0]: row[1] for row in result}
 
 
+# Not a dead-lettered row: `dlq replay` deletes those and sends their copies, committing only after the broker's
+# acks, and this plain read (no lock, outside any transaction of the batch) still sees a row whose delete is not
+# committed. Counted here as a repeat, the copy was dropped, and once the delete committed the event was applied
+# nowhere (a newcomer's find). A copy of a dead-lettered record goes the batch's way instead: its inbox insert waits
+# for the replay's transaction, then applies it, or (no replay) meets the row and is judged a repeat there.
 _KNOWN_PAYLOADS = text(
     """
     SELECT i.message_id, i.payload_sha256
     FROM unnest(CAST(:ids AS uuid[]), CAST(:digests AS text[])) AS u(message_id, payload_sha256)
     CROSS JOIN LATERAL (
         SELECT message_id, payload_sha256 FROM inbox_messages
-        WHERE message_id = u.message_id AND payload_sha256 = u.payload_sha256
+        WHERE message_id = u.message_id AND payload_sha256 = u.payload_sha256 AND outcome <> 'dead_lettered'
         LIMIT 1
     ) AS i
     """
@@ -319,8 +324,9 @@ _KNOWN_PAYLOADS = text(
 
 
 async def known_payloads(conn: AsyncConnection, pairs: Sequence[tuple[UUID, str]]) -> set[tuple[UUID, str]]:
-    """Which of ``pairs`` (message id, hex payload SHA-256) the inbox already holds, both equal: byte-identical
-    repeats, skipped without decoding. One statement, outside any transaction of the batch."""
+    """Which of ``pairs`` (message id, hex payload SHA-256) the inbox already holds, both equal, applied or ignored:
+    byte-identical repeats, skipped without decoding. One statement, outside any transaction of the batch; a
+    dead-lettered row is never counted (see _KNOWN_PAYLOADS)."""
     if not pairs:
         return set()
     result = await conn.execute(_KNOWN_PAYLOADS, {"ids": [p[0] for p in pairs], "digests": [p[1] for p in pairs]})
