@@ -57,6 +57,19 @@ _LOCKABLE = text(
     " FOR UPDATE SKIP LOCKED) AS s"
 )
 
+# A lock on a whole table the batch writes, held or waited for by another session, in a mode that conflicts with a
+# row write (LOCK TABLE, most ALTER TABLE, VACUUM FULL, REINDEX, CREATE INDEX without CONCURRENTLY): a waiting one
+# counts too, as the batch's statements queue behind it. Tables by name through the search path, as the statements
+# find them; one renamed away is simply not there.
+BATCH_TABLES = ("inbox_messages", "live_sessions", "session_participants", "session_reservations", "outbox_messages")
+_TABLE_LOCKS = text(
+    "SELECT c.relname, l.mode, l.granted, l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+    " WHERE l.pid <> pg_backend_pid()"
+    " AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) AS t)"
+    " AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')"
+    " ORDER BY c.relname, l.pid"
+)
+
 
 def is_lock_wait(error: BaseException) -> bool:
     """True when PostgreSQL gave up waiting for a lock (``lock_timeout``, SQLSTATE 55P03)."""
@@ -111,7 +124,20 @@ class Parking:
     async def park(self, part: Sequence[Decoded]) -> set[str]:
         """After a lock wait gave up: which bookings of ``part`` have rows another transaction holds (a session row
         locked, or an inbox row of one of their records not yet committed elsewhere); they are parked until
-        released. Raises what the database raises."""
+        released. Raises what the database raises.
+
+        Nothing is parked while one of the batch's tables is locked whole by another session (``_TABLE_LOCKS``):
+        every booking waits on that alike, the inbox probe would take it for a frozen consumer on every partition,
+        and the batch is retried whole instead, the lock named in a ``tables_locked`` warning."""
+        tables = await self._tables_locked()
+        if tables:
+            log.warning(
+                "tables_locked",
+                locks=tables,
+                reason="a table lock another session holds or waits for (LOCK TABLE, ALTER TABLE, VACUUM FULL, "
+                "REINDEX...): the batch waits for it, nothing is parked",
+            )
+            return set()
         rows_locked = await self._sessions_locked(bookings_of(part))
         if rows_locked:
             log.warning("bookings_parked", bookings=sorted(rows_locked), reason="session row locked by another session")
@@ -151,6 +177,13 @@ class Parking:
         if waiting and await self._inbox_held([waiting], INBOX_RECHECK_LOCK_TIMEOUT_MS):
             return rows_locked | bookings_of(waiting)
         return rows_locked
+
+    async def _tables_locked(self) -> list[str]:
+        """The locks on the batch's tables (BATCH_TABLES) that conflict with its writes, held or waited for by other
+        sessions, as "table mode pid N (waiting)"; none when there is none."""
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(_TABLE_LOCKS, {"tables": list(BATCH_TABLES)})).all()
+        return [f"{table} {mode} pid {pid}{'' if granted else ' (waiting)'}" for table, mode, granted, pid in rows]
 
     async def _sessions_locked(self, booking_ids: Collection[str]) -> set[str]:
         """Which of ``booking_ids`` have a session row another transaction holds locked: one short transaction,

@@ -156,3 +156,36 @@ async def test_a_consumer_frozen_inside_its_batch_holds_only_its_partitions(
             said=run.said(),
         )
     await assert_matches_reference(settings, database_url, first + later + [new])
+
+
+async def test_a_table_locked_whole_is_named_and_waited_for_not_taken_for_a_frozen_consumer(
+    settings: Settings, database_url: str
+) -> None:
+    """A newcomer's find: `LOCK TABLE inbox_messages` under load made every partition's inbox probe wait, and the
+    log blamed "a consumer frozen in its batch" for 2,167 parked bookings. A table lock holds every booking alike:
+    nothing is parked, the batch is retried whole, and a `tables_locked` warning names the lock."""
+    first, later = workload(60), second_wave(60)
+    produced = Produced()
+    await publish(settings, first, produced)
+    async with watched_run(settings) as run:
+        await all_applied_and_published(database_url, first, timeout_s=HANG_S)
+        engine = create_async_engine(database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as locker, locker.begin() as transaction:
+                await locker.execute(text("LOCK TABLE inbox_messages IN ACCESS EXCLUSIVE MODE"))
+                await publish(settings, later, produced)
+
+                async def named() -> bool:
+                    said = [line for line in run.stderr if b"tables_locked" in line]
+                    assert said, "no tables_locked warning yet"
+                    assert b"inbox_messages AccessExclusiveLock" in said[0], said[0]
+                    return True
+
+                await eventually(named, what="the table lock named in the log", timeout_s=HANG_S)
+                await transaction.rollback()
+        finally:
+            await engine.dispose()
+        await all_applied_and_published(database_url, first + later, timeout_s=HANG_S)
+        assert not [line for line in run.stderr if b"bookings_parked" in line], "bookings parked for a table lock"
+        assert run.process.returncode is None
+    await assert_matches_reference(settings, database_url, first + later)
