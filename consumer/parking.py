@@ -63,7 +63,9 @@ _LOCKABLE = text(
 # find them; one renamed away is simply not there.
 BATCH_TABLES = ("inbox_messages", "live_sessions", "session_participants", "session_reservations", "outbox_messages")
 _TABLE_LOCKS = text(
-    "SELECT c.relname, l.mode, l.granted, l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+    "SELECT c.relname, l.mode, l.granted, l.pid,"
+    " CASE WHEN l.granted THEN '{}'::int[] ELSE pg_blocking_pids(l.pid) END AS blockers"
+    " FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
     " WHERE l.pid <> pg_backend_pid()"
     " AND l.relation IN (SELECT to_regclass(t) FROM unnest(CAST(:tables AS text[])) AS t)"
     " AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')"
@@ -180,10 +182,15 @@ class Parking:
 
     async def _tables_locked(self) -> list[str]:
         """The locks on the batch's tables (BATCH_TABLES) that conflict with its writes, held or waited for by other
-        sessions, as "table mode pid N (waiting)"; none when there is none."""
+        sessions, as "table mode pid N", or "table mode pid N waiting for pid M, ..." (the sessions ahead of it, which
+        hold it up: an ALTER TABLE queued behind a long transaction); none when there is none."""
         async with self._engine.connect() as conn:
             rows = (await conn.execute(_TABLE_LOCKS, {"tables": list(BATCH_TABLES)})).all()
-        return [f"{table} {mode} pid {pid}{'' if granted else ' (waiting)'}" for table, mode, granted, pid in rows]
+        said = []
+        for table, mode, granted, pid, blockers in rows:
+            ahead = ", ".join(map(str, blockers)) or "?"
+            said.append(f"{table} {mode} pid {pid}" + ("" if granted else f" waiting for pid {ahead}"))
+        return said
 
     async def _sessions_locked(self, booking_ids: Collection[str]) -> set[str]:
         """Which of ``booking_ids`` have a session row another transaction holds locked: one short transaction,
