@@ -143,6 +143,14 @@ async def committed_offsets(
         await consumer.stop()
 
 
+async def committed_to_the_end(settings: Settings, produced: Produced) -> bool:
+    """True when the group's committed offset of every partition in ``produced`` is its end; AssertionError saying
+    both otherwise (for ``eventually``)."""
+    committed = await committed_offsets(settings, sorted(produced.ends))
+    assert committed == produced.ends, f"committed {committed}, produced {produced.ends}"
+    return True
+
+
 async def some_applied(database_url: str, what: str = "the service at work", timeout_s: float = 60) -> None:
     """Until the first batch is in the inbox."""
 

@@ -14,7 +14,7 @@ from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from booking_sessions.settings import Settings
-from tests.integration.harness import Produced, committed_offsets, publish, query
+from tests.integration.harness import Produced, committed_offsets, committed_to_the_end, publish, query
 from tests.integration.http_probes import scrape, value
 from tests.integration.watched_runs import HANG_S, all_answer_ready, report, second_wave, watched_run
 from tests.integration.workloads import all_applied_and_published, assert_matches_reference, workload
@@ -95,12 +95,11 @@ async def test_a_lock_held_elsewhere_parks_only_its_booking_and_keeps_the_group(
             await engine.dispose()
         await eventually(lambda: all_answer_ready(run), what="ready and alive again", timeout_s=HANG_S)
 
-        async def all_committed() -> bool:
-            committed = await committed_offsets(settings, sorted(produced.ends))
-            assert committed == produced.ends, f"committed {committed}, produced {produced.ends}"
-            return True
-
-        await eventually(all_committed, what="every partition committed to its end", timeout_s=HANG_S)
+        await eventually(
+            lambda: committed_to_the_end(settings, produced),
+            what="every partition committed to its end",
+            timeout_s=HANG_S,
+        )
         assert run.process.returncode is None
         assert all(p.alive == 200 for p in run.since_fault()), f"/healthz failed during the lock: {run.said()}"
         groups = {p.readiness["checks"]["kafka_group"]["state"] for p in run.since_fault()}

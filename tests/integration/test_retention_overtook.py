@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from booking_sessions.settings import Settings
-from tests.integration.harness import Produced, committed_offsets, publish
+from tests.integration.harness import Produced, committed_to_the_end, publish
 from tests.integration.watched_runs import HANG_S, watched_run
 from tests.integration.workloads import all_applied_and_published, workload
 from tests.waiting import eventually
@@ -30,13 +30,9 @@ async def test_records_deleted_before_the_group_read_them_are_reported_not_skipp
     async with watched_run(settings) as run:
         await all_applied_and_published(database_url, first, timeout_s=HANG_S)
         [(topic, partition)] = produced.ends
-
-        async def committed_to_the_end() -> bool:
-            committed = await committed_offsets(settings, [(topic, partition)])
-            assert committed == produced.ends, f"committed {committed}, produced {produced.ends}"
-            return True
-
-        await eventually(committed_to_the_end, what="the first records committed", timeout_s=HANG_S)
+        await eventually(
+            lambda: committed_to_the_end(settings, produced), what="the first records committed", timeout_s=HANG_S
+        )
         run.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(run.process.wait(), timeout=30) == 0
     committed_before = produced.ends[(topic, partition)]
@@ -59,4 +55,6 @@ async def test_records_deleted_before_the_group_read_them_are_reported_not_skipp
             return True
 
         await eventually(reported, what="a warning about the records the reset skipped", timeout_s=HANG_S)
-        await eventually(committed_to_the_end, what="the group at the log's new start", timeout_s=HANG_S)
+        await eventually(
+            lambda: committed_to_the_end(settings, produced), what="the group at the log's new start", timeout_s=HANG_S
+        )
