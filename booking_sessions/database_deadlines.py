@@ -9,9 +9,7 @@ from typing import Any
 from sqlalchemy.engine import ExceptionContext
 
 from booking_sessions.settings import Settings
-from models.faults import sqlstate
-
-READ_ONLY_TRANSACTION = "25006"
+from models.faults import READ_ONLY_TRANSACTION, sqlstate
 
 # The driver's own deadline trails the server's statement_timeout: while the server answers, its clean error (the
 # connection stays usable) comes first; the driver's fires only when nothing comes back at all.

@@ -23,11 +23,14 @@ _TRANSIENT_SQLSTATE_CLASSES = (
     "3D",  # invalid catalog name: the database renamed or not there (yet)
     "3F",  # invalid schema name: the schema missing from the search path
 )
+# A write refused as read-only: a standby, after a failover that left the connection on the old primary. Also a
+# reason to drop the connection (booking_sessions.database_deadlines.drop_unusable_connections).
+READ_ONLY_TRANSACTION = "25006"
 _TRANSIENT_SQLSTATES = (
     "40001",  # serialization failure
     "40P01",  # deadlock detected
     # Class 25 is mostly a client's bug (a statement in an aborted transaction), but not these two:
-    "25006",  # read-only SQL transaction: a standby, after a failover that left the connection on the old primary
+    READ_ONLY_TRANSACTION,
     "25P03",  # idle-in-transaction session timeout: the server ended a transaction that waited too long
     "72000",  # snapshot too old
 )

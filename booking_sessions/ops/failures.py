@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.topics import partitions_of
 from models.errors import BookingSessionsError
-from models.faults import first_line, sqlstate
+from models.faults import READ_ONLY_TRANSACTION, first_line, sqlstate
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ _SQLSTATE_HINTS = {
     "28P01": "the database refused the login (password)",
     "28000": "the database refused the login",
     "42P01": "the database has no schema yet: run `booking-sessions migrate`",
-    "25006": "the database refuses writes (read-only: a standby, or default_transaction_read_only is on)",
+    READ_ONLY_TRANSACTION: "the database refuses writes (read-only: a standby, or default_transaction_read_only is on)",
 }
 
 
