@@ -16,7 +16,14 @@ from pydantic_core import ErrorDetails, from_json
 
 from models.errors import DlqReason
 from models.events import SCHEMA_VERSION, BookingEvent, BookingSnapshot, BookingType, Envelope, LooseEnvelope
-from models.fields import NO_CONTROL_PATTERN, EventTypeName, control_character, is_booking_id
+from models.fields import (
+    NO_CONTROL_PATTERN,
+    EventTypeName,
+    PreciseDatetime,
+    control_character,
+    digits_beyond_microseconds,
+    is_booking_id,
+)
 from models.records import DLQ_REPLAYED_AT, DLQ_REPLAYED_FROM, Decoded, Record
 
 _ERROR_LIMIT = 1024  # dlq-error is at most 1 KiB
@@ -92,16 +99,9 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
     # Only a hint (the words may sit inside a string), confirmed by a parse; ``in`` is ten times faster than a regex.
     if (b"NaN" in value or b"Infinity" in value) and not _strict_json(value):
         return _loosely(record, digest, "value: not strict JSON (NaN, Infinity or -Infinity)", value)
-    try:
-        event: BookingEvent = _validate_event(value)
-    except ValidationError as full_error:
-        lenient = _leniently(value) if _parser_refused(full_error) else None
-        if lenient is None:
-            return _classify_invalid(record, digest, full_error)
-        try:
-            event = _validate_event(lenient.value)
-        except ValidationError as reread_error:
-            return _classify_invalid(record, digest, reread_error, lenient.value, lenient.unstorable)
+    event = _parsed(record, digest, value)
+    if isinstance(event, Decoded):
+        return event
     message_id, event_type, booking_id = event.message_id, event.type, event.booking_id
     if event.schema_version > SCHEMA_VERSION:
         return _newer(record, digest, event.schema_version, message_id, event_type, booking_id)
@@ -120,6 +120,44 @@ def decode(record: Record, limits: Limits | int, digest: str | None = None, rece
     if key is not None and key != booking_id.encode():
         return _dead(record, digest, "key_mismatch", _key_mismatch(key, booking_id), message_id, event_type, booking_id)
     return Decoded(record, digest, message_id, event_type, booking_id, "applied", event)
+
+
+def _parsed(record: Record, digest: str, value: bytes) -> BookingEvent | Decoded:
+    """The event ``value`` holds, validated (read leniently when the strict parser refused it, ``_leniently``), with
+    its exact ``occurred_at``; or the dead letter that says why it is not one."""
+    validated = value
+    try:
+        event: BookingEvent = _validate_event(value)
+    except ValidationError as full_error:
+        lenient = _leniently(value) if _parser_refused(full_error) else None
+        if lenient is None:
+            return _classify_invalid(record, digest, full_error)
+        validated = lenient.value
+        try:
+            event = _validate_event(validated)
+        except ValidationError as reread_error:
+            return _classify_invalid(record, digest, reread_error, validated, lenient.unstorable)
+    if _SEVEN_FRACTION_DIGITS.search(validated) is not None:
+        return _with_exact_occurred_at(event, validated)
+    return event
+
+
+# A decimal fraction of more than six digits anywhere in the value: maybe an occurred_at finer than the microsecond
+# that the parse kept (``_with_exact_occurred_at``). A search in C over the bytes, about 0.2 µs a record; the JSON is
+# read a second time only for the rare value it finds something in.
+_SEVEN_FRACTION_DIGITS = re.compile(rb"\.[0-9]{7}")
+
+
+def _with_exact_occurred_at(event: BookingEvent, validated: bytes) -> BookingEvent:
+    """``event`` with its ``occurred_at`` as exact as its text (``models.fields.PreciseDatetime``) when that text
+    has digits past the microsecond, so that "the newest occurred_at" orders two events less than a microsecond
+    apart by their instants, not by their message ids (CONTRACT "What each event does"). ``validated``: the JSON
+    the event was validated from (its last ``occurred_at`` is the one validated, as here)."""
+    text = from_json(validated).get("occurred_at")
+    digits = digits_beyond_microseconds(text) if isinstance(text, str) else ""
+    if not digits:
+        return event
+    return event.model_copy(update={"occurred_at": PreciseDatetime.of(event.occurred_at, digits)})
 
 
 # The event's own fields, by level: what a re-read keeps of a value (``_leniently``); anything else is ignored.

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.decide import Cancellation, Decision, SessionDetails, SessionRow
 from models.errors import Transient
+from models.fields import PreciseDatetime, beyond_microseconds
 from models.records import Decoded
 from models.trace_context import TraceContext
 
@@ -96,6 +97,7 @@ _SESSION_COLUMNS = (
     ("title", "text"), ("scheduled_start", "timestamptz"), ("duration_minutes", "integer"), ("meeting_link", "text"),
     ("snapshot_occurred_at", "timestamptz"), ("snapshot_message_id", "uuid"), ("cancelled_at", "timestamptz"),
     ("cancellation_message_id", "uuid"), ("cancellation_reason", "text"),
+    ("snapshot_occurred_at_beyond_us", "text"), ("cancelled_at_beyond_us", "text"),
 )  # fmt: skip
 _SESSION_ROW = ", ".join(f"s.{name}" for name, _ in _SESSION_COLUMNS)
 # Each row of ``asked`` (booking ids, in the lock order) with its session row, locked as it is found.
@@ -107,7 +109,7 @@ _LOCKED_SESSIONS = """
 # _INSERT_INBOX and _LOCK_SESSIONS in one round trip (the batch path's first statement; the two apart took one
 # more wait for PostgreSQL and for a core per transaction: (h2) p99 median 587 against 723 ms over eight pairs on a
 # busy machine). The rows: first the repeats (``is_repeat``: message id, recorded hash, as _INSERT_INBOX returns
-# them), then the session rows in _LOCK_SESSIONS's thirteen columns. Locked are the sessions of the bookings that
+# them), then the session rows in _LOCK_SESSIONS's fifteen columns. Locked are the sessions of the bookings that
 # have an applied record the insert added (a repeat changes nothing, a dead-lettered record has no event): the
 # bookings the caller decides for. Order, as every writer locks (lock_sessions): by booking id in byte order
 # (COLLATE "C", Python's sorted() over str; booking ids are ASCII), one lookup of the unique index each, after the
@@ -141,20 +143,24 @@ _LOCK_SESSIONS = text(
     f"SELECT {_SESSION_ROW} FROM unnest(CAST(:booking_ids AS text[])) AS asked(booking_id) {_LOCKED_SESSIONS}"
 )
 
-# The row shows the newest snapshot ...
+# The row shows the newest snapshot ... (each instant exact: the timestamp to the microsecond, then the digits past
+# it, which order as text byte by byte: models.fields.PreciseDatetime)
 _NEWER = (
-    "(s.snapshot_occurred_at, s.snapshot_message_id) < (EXCLUDED.snapshot_occurred_at, EXCLUDED.snapshot_message_id)"
+    '(s.snapshot_occurred_at, s.snapshot_occurred_at_beyond_us COLLATE "C", s.snapshot_message_id)'
+    ' < (EXCLUDED.snapshot_occurred_at, EXCLUDED.snapshot_occurred_at_beyond_us COLLATE "C",'
+    " EXCLUDED.snapshot_message_id)"
 )
 # ... and the earliest cancellation (consumer/decide.py, Cancellation); a row without one takes any.
 _EARLIER_CANCELLATION = (
     "EXCLUDED.cancelled_at IS NOT NULL AND (s.cancelled_at IS NULL"
-    " OR (EXCLUDED.cancelled_at, EXCLUDED.cancellation_message_id) < (s.cancelled_at, s.cancellation_message_id))"
+    ' OR (EXCLUDED.cancelled_at, EXCLUDED.cancelled_at_beyond_us COLLATE "C", EXCLUDED.cancellation_message_id)'
+    ' < (s.cancelled_at, s.cancelled_at_beyond_us COLLATE "C", s.cancellation_message_id))'
 )
 _SNAPSHOT_COLUMNS = (
     "instructor_id", "student_id", "title", "scheduled_start", "duration_minutes",
-    "snapshot_occurred_at", "snapshot_message_id",
+    "snapshot_occurred_at", "snapshot_occurred_at_beyond_us", "snapshot_message_id",
 )  # fmt: skip
-_CANCELLATION_COLUMNS = ("cancelled_at", "cancellation_message_id", "cancellation_reason")
+_CANCELLATION_COLUMNS = ("cancelled_at", "cancelled_at_beyond_us", "cancellation_message_id", "cancellation_reason")
 _SET_SNAPSHOT = ", ".join(f"{c} = CASE WHEN {_NEWER} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _SNAPSHOT_COLUMNS)
 _SET_CANCELLATION = ", ".join(
     f"{c} = CASE WHEN {_EARLIER_CANCELLATION} THEN EXCLUDED.{c} ELSE s.{c} END" for c in _CANCELLATION_COLUMNS
@@ -183,20 +189,24 @@ _WRITE_DECISIONS = text(
         INSERT INTO live_sessions AS s
             (id, booking_request_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
              status, meeting_link, snapshot_occurred_at, snapshot_message_id,
-             cancelled_at, cancellation_message_id, cancellation_reason)
+             cancelled_at, cancellation_message_id, cancellation_reason,
+             snapshot_occurred_at_beyond_us, cancelled_at_beyond_us)
         SELECT u.id, u.booking_id, u.instructor_id, u.student_id, u.title, u.scheduled_start, u.duration_minutes,
                CASE WHEN u.cancelled_at IS NULL THEN 'SCHEDULED' ELSE 'CANCELLED' END,
                u.meeting_link, u.occurred_at, u.message_id,
-               u.cancelled_at, u.cancellation_message_id, u.cancellation_reason
+               u.cancelled_at, u.cancellation_message_id, u.cancellation_reason,
+               u.occurred_at_beyond_us, u.cancelled_at_beyond_us
         FROM unnest(
             CAST(:id AS uuid[]), CAST(:booking_id AS text[]), CAST(:instructor_id AS text[]),
             CAST(:student_id AS text[]), CAST(:title AS text[]), CAST(:scheduled_start AS timestamptz[]),
             CAST(:duration_minutes AS integer[]), CAST(:meeting_link AS text[]),
             CAST(:occurred_at AS timestamptz[]), CAST(:message_id AS uuid[]),
             CAST(:cancelled_at AS timestamptz[]), CAST(:cancellation_message_id AS uuid[]),
-            CAST(:cancellation_reason AS text[]))
+            CAST(:cancellation_reason AS text[]), CAST(:occurred_at_beyond_us AS text[]),
+            CAST(:cancelled_at_beyond_us AS text[]))
             AS u(id, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes,
-                 meeting_link, occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason)
+                 meeting_link, occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason,
+                 occurred_at_beyond_us, cancelled_at_beyond_us)
         ON CONFLICT (booking_request_id) DO UPDATE SET
             {_SET_SNAPSHOT},
             {_SET_CANCELLATION},
@@ -345,17 +355,22 @@ async def lock_sessions(conn: AsyncConnection, booking_ids: Iterable[str]) -> di
 
 
 def _session_rows(rows: Iterable[tuple[Any, ...]]) -> dict[str, SessionRow]:
-    """booking id -> SessionRow, from rows of _LOCK_SESSIONS's thirteen columns."""
+    """booking id -> SessionRow, from rows of _LOCK_SESSIONS's fifteen columns."""
     sessions = {}
     # Unpacked by position, in _LOCK_SESSIONS's column order: a live stream locks a row for most events, and reading
-    # thirteen columns by name (a key lookup in SQLAlchemy's Row each) took about twice the CPU of unpacking them.
+    # fifteen columns by name (a key lookup in SQLAlchemy's Row each) took about twice the CPU of unpacking them.
     for (
         sid, booking_id, instructor_id, student_id, title, scheduled_start, duration_minutes, meeting_link,
         occurred_at, message_id, cancelled_at, cancellation_message_id, cancellation_reason,
+        occurred_at_beyond_us, cancelled_at_beyond_us,
     ) in rows:  # fmt: skip
         if scheduled_start.tzinfo is None or occurred_at.tzinfo is None or (cancelled_at and not cancelled_at.tzinfo):
             scheduled_start, occurred_at = _from_infinity(scheduled_start), _from_infinity(occurred_at)
             cancelled_at = _from_infinity(cancelled_at)
+        if occurred_at_beyond_us or cancelled_at_beyond_us:  # instants finer than a microsecond: rare
+            occurred_at = PreciseDatetime.of(occurred_at, occurred_at_beyond_us)
+            if cancelled_at is not None:
+                cancelled_at = PreciseDatetime.of(cancelled_at, cancelled_at_beyond_us)
         details = SessionDetails(instructor_id, student_id, title, scheduled_start, duration_minutes)
         cancellation = None
         if cancelled_at is not None:
@@ -428,6 +443,8 @@ async def write_decisions(
             "cancelled_at": [c.cancelled_at if c else None for c in cancellations],
             "cancellation_message_id": [c.message_id if c else None for c in cancellations],
             "cancellation_reason": [c.reason if c else None for c in cancellations],
+            "occurred_at_beyond_us": [beyond_microseconds(s.version[0]) for s in sessions],
+            "cancelled_at_beyond_us": [beyond_microseconds(c.cancelled_at) if c else "" for c in cancellations],
             "learner_session_id": [s for s, _, _ in learners],
             "learner_id": [u for _, u, _ in learners],
             "learner_status": ["CANCELLED" if cancelled else "CONFIRMED" for _, _, cancelled in learners],

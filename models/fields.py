@@ -133,6 +133,84 @@ def _in_utc(moment: datetime) -> datetime:
     return utc
 
 
+class PreciseDatetime(datetime):
+    """An instant finer than a microsecond, as RFC 3339 allows and ``datetime`` and PostgreSQL's timestamptz cannot
+    hold: the datetime (to the microsecond) and ``beyond_us``, the decimal digits of the second's fraction past the
+    sixth, without trailing zeros ("0004" for ``...:00.0000000004Z``). Only an event's ``occurred_at`` is made one
+    (``consumer.decode``), and only when its text has such digits, so that "the newest ``occurred_at``" orders
+    snapshots and cancellations less than a microsecond apart as the contract says, rather than by message id
+    (CONTRACT "What each event does"; a newcomer's find).
+
+    It compares with any datetime as the exact instants do (a plain one has no digits past the sixth): equal
+    microseconds, then the digits, whose text order is the order of the fractions they spell. Arithmetic and
+    conversions give plain datetimes; store the digits apart (``beyond_microseconds``), as the session rows do.
+    """
+
+    __slots__ = ("beyond_us",)
+    beyond_us: str
+
+    @classmethod
+    def of(cls, moment: datetime, beyond_us: str) -> datetime:
+        """``moment`` with ``beyond_us`` (digits, none trailing "0"); a plain datetime when there are none."""
+        if not beyond_us:
+            return moment
+        precise = cls(
+            moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond,
+            moment.tzinfo, fold=moment.fold,
+        )  # fmt: skip
+        precise.beyond_us = beyond_us
+        return precise
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        return datetime.__eq__(self, other) is True and beyond_microseconds(self) == beyond_microseconds(other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        if datetime.__eq__(self, other) is not True:
+            return datetime.__lt__(self, other)
+        return beyond_microseconds(self) < beyond_microseconds(other)
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, datetime):
+            return NotImplemented
+        if datetime.__eq__(self, other) is not True:
+            return datetime.__gt__(self, other)
+        return beyond_microseconds(self) > beyond_microseconds(other)
+
+    def __le__(self, other: object) -> bool:
+        greater = self.__gt__(other)
+        return greater if greater is NotImplemented else not greater
+
+    def __ge__(self, other: object) -> bool:
+        less = self.__lt__(other)
+        return less if less is NotImplemented else not less
+
+    __hash__ = datetime.__hash__  # equal instants have equal microseconds, so equal hashes
+
+
+def beyond_microseconds(moment: datetime) -> str:
+    """The digits of ``moment``'s fraction past the sixth (``PreciseDatetime.beyond_us``); "" for any other datetime,
+    and for one made from a PreciseDatetime by ``replace`` and the like, which keeps the type but not the digits."""
+    return getattr(moment, "beyond_us", "")
+
+
+_FRACTION = re.compile(r"\.([0-9]+)")
+
+
+def digits_beyond_microseconds(text: str) -> str:
+    """The digits of an RFC 3339 timestamp's fraction past the sixth, trailing zeros dropped ("" when none): what a
+    parse to ``datetime`` loses. ``text`` is one ``Rfc3339`` accepted; its only "." starts the fraction."""
+    found = _FRACTION.search(text)
+    return found.group(1)[6:].rstrip("0") if found is not None else ""
+
+
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is UTC else moment.astimezone(UTC)  # within the years 1 to 9999: checked before
 

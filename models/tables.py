@@ -50,6 +50,9 @@ inbox_messages = Table(
 # Pruning walks the inbox by age.
 Index("ix_inbox_messages_processed_at", inbox_messages.c.processed_at)
 
+# Digits, the last not a zero, or none at all (live_sessions' *_beyond_us columns).
+BEYOND_US_PATTERN = "^([0-9]*[1-9])?$"
+
 live_sessions = Table(
     "live_sessions",
     metadata,
@@ -73,12 +76,19 @@ live_sessions = Table(
     Column("cancellation_reason", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # What timestamptz cannot hold of snapshot_occurred_at and cancelled_at: the digits of their second's fraction
+    # past the sixth, no trailing zero ('' for none), so that instants less than a microsecond apart still order as
+    # they are (models/fields.py, PreciseDatetime). Compared byte by byte (COLLATE "C"), as text of digits orders.
+    Column("snapshot_occurred_at_beyond_us", Text, nullable=False, server_default=text("''")),
+    Column("cancelled_at_beyond_us", Text, nullable=False, server_default=text("''")),
     CheckConstraint("duration_minutes BETWEEN 1 AND 720", name="duration_minutes"),
     CheckConstraint("status IN ('SCHEDULED', 'CANCELLED')", name="status"),
     CheckConstraint(
         "(status = 'CANCELLED') = (cancelled_at IS NOT NULL AND cancellation_message_id IS NOT NULL)",
         name="cancellation",
     ),
+    CheckConstraint(f"snapshot_occurred_at_beyond_us ~ '{BEYOND_US_PATTERN}'", name="snapshot_occurred_at_beyond_us"),
+    CheckConstraint(f"cancelled_at_beyond_us ~ '{BEYOND_US_PATTERN}'", name="cancelled_at_beyond_us"),
 )
 
 session_participants = Table(
