@@ -32,6 +32,8 @@ _SQLSTATE_HINTS = {
     "28P01": "the database refused the login (password)",
     "28000": "the database refused the login",
     "42P01": "the database has no schema yet: run `booking-sessions migrate`",
+    # A column or table this release writes that the schema lacks: migrated by an older release only.
+    "42703": "the database's schema is older than this release: run `booking-sessions migrate`",
     READ_ONLY_TRANSACTION: "the database refuses writes (read-only: a standby, or default_transaction_read_only is on)",
 }
 
@@ -83,6 +85,11 @@ def one_line(error: BaseException) -> str | None:
     if isinstance(error, DBAPIError):
         code = sqlstate(error)
         hint = _SQLSTATE_HINTS.get(code or "")
+        if code == "57014" and "statement timeout" in first_line(error):
+            hint = (
+                "the database ended a statement at BOOKING_DATABASE_STATEMENT_TIMEOUT_S: choose fewer rows "
+                "(a narrower filter) or raise that setting for this command"
+            )
         return hint or f"database error: {first_line(error, LIMIT)}"
     if isinstance(error, SQLAlchemyError):
         return f"database error: {first_line(error, LIMIT)}"

@@ -48,14 +48,24 @@ _SELECT = text(
         SELECT key, min(id) AS from_id FROM chosen GROUP BY key
     )
     SELECT o.id, o.message_id, o.key, CAST(o.payload AS jsonb) ->> 'type' AS type, o.created_at, o.published_at,
-           o.id IN (SELECT id FROM chosen) AS chosen
-    FROM outbox_messages o JOIN first_chosen f ON o.key = f.key AND o.id >= f.from_id
-    WHERE NOT CAST(:exact AS boolean) OR o.id IN (SELECT id FROM chosen)
+           c.id IS NOT NULL AS chosen
+    FROM outbox_messages o
+    JOIN first_chosen f ON o.key = f.key AND o.id >= f.from_id
+    LEFT JOIN chosen c ON c.id = o.id
+    WHERE NOT CAST(:exact AS boolean) OR c.id IS NOT NULL
     ORDER BY o.id
     """
 )
+# Whether a row was chosen is a join, not `o.id IN (SELECT id FROM chosen)`: once the chosen ids outgrew work_mem
+# (a few hundred thousand rows; a hundred thousand on statistics a bulk write had just made stale), PostgreSQL ran
+# that test as a subplan scanning the whole list for every row, and `--all` over a week's outbox ended at the
+# statement timeout (a newcomer's find: 400,000 rows, 31 s; tests/integration/test_outbox_republish_scale.py).
 _LOCK_RELAY = text("SELECT pg_advisory_xact_lock(:key)")
-_RESET = text("UPDATE outbox_messages SET published_at = NULL WHERE id = ANY(CAST(:ids AS bigint[]))")
+# Joined with the ids, not `id = ANY(:ids)`, for the reason _UNPUBLISHED gives below.
+_RESET = text(
+    "UPDATE outbox_messages o SET published_at = NULL FROM unnest(CAST(:ids AS bigint[])) AS chosen(id)"
+    " WHERE o.id = chosen.id"
+)
 # One primary-key lookup per chosen id (a LATERAL subquery with LIMIT 1, which PostgreSQL cannot turn into a join):
 # `id = ANY(:ids)` let the planner, on statistics a mass hand-back had just made stale, read the partial shard index
 # and test every row against the whole array: 34 s for 150,000 ids, past the statement timeout, against 0.2 s.

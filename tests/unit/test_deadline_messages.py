@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 from types import FunctionType
 
+import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, TopicAuthorizationFailedError
+from sqlalchemy.exc import DBAPIError
 
 from booking_sessions.ops.failures import one_line
 
@@ -66,4 +68,17 @@ def test_the_kafka_clients_own_deadline_is_not_worded_as_a_refusal() -> None:
     assert one_line(KafkaTimeoutError()) == said
     assert one_line(KafkaTimeoutError("Failed to get offsets by times in 30000 ms")) == (
         f"{said}: Failed to get offsets by times in 30000 ms"
+    )
+
+
+def test_the_statement_timeout_and_an_older_schema_say_what_to_do() -> None:
+    # A newcomer's finds: "database error: canceling statement due to statement timeout" named neither the setting
+    # nor a way out; a column the schema lacks (an older release's migration) said nothing of `migrate`.
+    timed_out = asyncpg.QueryCanceledError("canceling statement due to statement timeout")
+    assert "BOOKING_DATABASE_STATEMENT_TIMEOUT_S" in str(one_line(DBAPIError("SELECT ...", None, timed_out)))
+    missing = asyncpg.UndefinedColumnError('column "cancelled_at_beyond_us" does not exist')
+    assert "run `booking-sessions migrate`" in str(one_line(DBAPIError("INSERT ...", None, missing)))
+    cancelled = asyncpg.QueryCanceledError("canceling statement due to user request")
+    assert one_line(DBAPIError("SELECT ...", None, cancelled)) == (
+        "database error: canceling statement due to user request"
     )
