@@ -142,7 +142,28 @@ def database_url_problems(url: SecretStr | None) -> list[str]:
         return [f"BOOKING_DATABASE_URL must start with postgresql+asyncpg:// (not {parsed.drivername}://)"]
     if port is not None and not 1 <= port <= 65535:
         return [f"BOOKING_DATABASE_URL: the port must be 1 to 65535, not {port}"]
-    return []
+    if "@" in (parsed.host or "") or "@" in (parsed.database or ""):
+        # The parser split at the first "@" of a password such as "S3c@r3t": the rest of it became the host, which
+        # a masked URL then showed (a newcomer's find). Said without the URL.
+        return ["BOOKING_DATABASE_URL: the user or password holds an '@': percent-encode it as %40"]
+    return [_query_problem(name) for name in sorted(parsed.query) if name not in _URL_PARAMETERS]
+
+
+# The URL's query parameters that reach asyncpg.connect() as they are (SQLAlchemy's asyncpg dialect passes each as a
+# keyword argument): any other ended every command in a TypeError traceback, such as libpq's ``?sslmode=require``
+# pasted from another tool (a newcomer's find). The service's own settings cover the rest.
+_URL_PARAMETERS = frozenset({"host", "ssl", "target_session_attrs", "krbsrvname", "gsslib", "passfile"})
+_URL_PARAMETER_SETTINGS = {
+    "sslmode": "BOOKING_DATABASE_SSL_MODE",
+    "sslrootcert": "BOOKING_DATABASE_SSL_ROOTCERT",
+    "connect_timeout": "BOOKING_DATABASE_CONNECT_TIMEOUT_S",
+}
+
+
+def _query_problem(name: str) -> str:
+    setting = _URL_PARAMETER_SETTINGS.get(name)
+    instead = f"set {setting} instead" if setting else f"the URL may carry only {', '.join(sorted(_URL_PARAMETERS))}"
+    return f"BOOKING_DATABASE_URL: ?{name}= is not read here (asyncpg would refuse it): {instead}"
 
 
 def kafka_security_problems(s: Settings) -> list[str]:
@@ -210,7 +231,7 @@ def transport_problems(s: Settings) -> list[str]:
 
 
 def url_tls_parameters(url: SecretStr | None) -> list[str]:
-    """The query parameters of the URL that would also set TLS (asyncpg reads ``ssl`` and ``sslmode``)."""
+    """The query parameter of the URL that would also set TLS (``ssl``; ``sslmode`` is refused on its own)."""
     if url is None or database_url_problems(url):
         return []
     return sorted(set(make_url(url.get_secret_value()).query) & {"ssl", "sslmode"})

@@ -82,6 +82,18 @@ def test_partitions_and_offsets_beyond_kafkas_integers_are_refused(text: str) ->
         ("BOOKING_KAFKA_BOOTSTRAP", "a:1,,b:2", "is not host:port"),
         ("BOOKING_DATABASE_URL", "postgresql+asyncpg://u:sekret@127.0.0.1:99999/db", "1 to 65535"),
         ("BOOKING_DATABASE_URL", "postgresql+asyncpg://u:sekret@127.0.0.1:abc/db", "is not a URL"),
+        # A newcomer's finds: each ended every command in a traceback (or, for the "@", showed the password's tail).
+        ("BOOKING_DATABASE_URL", "postgresql+asyncpg://u:sekret@x@127.0.0.1:5432/db", "percent-encode it as %40"),
+        (
+            "BOOKING_DATABASE_URL",
+            "postgresql+asyncpg://u:sekret@h:5432/db?sslmode=require",
+            "BOOKING_DATABASE_SSL_MODE",
+        ),
+        (
+            "BOOKING_DATABASE_URL",
+            "postgresql+asyncpg://u:sekret@h:5432/db?application_name=x",
+            "application_name= is not read",
+        ),
         ("BOOKING_MEETING_BASE_URL", "meet.jit.si", "http:// or https://"),
         ("BOOKING_LOG_LEVEL", "LOUD", "one of DEBUG, INFO"),
         ("BOOKING_INBOX_RETENTION", "99999999999d", "at most 36500d"),
@@ -115,7 +127,7 @@ def test_an_empty_setting_counts_as_unset(monkeypatch: pytest.MonkeyPatch, varia
 
 def test_good_settings_still_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOOKING_KAFKA_BOOTSTRAP", "kafka-1:9092, [::1]:9093")
-    monkeypatch.setenv("BOOKING_DATABASE_URL", "postgresql+asyncpg://u:sekret@[::1]:5432/db")
+    monkeypatch.setenv("BOOKING_DATABASE_URL", "postgresql+asyncpg://u:sek%40ret@[::1]:5432/db?ssl=require")
     monkeypatch.setenv("BOOKING_LOG_LEVEL", "debug")
     settings = Settings()
     assert (settings.kafka_bootstrap, settings.log_level) == ("kafka-1:9092,[::1]:9093", "DEBUG")
