@@ -169,27 +169,35 @@ async def _require_topics(settings: Settings) -> None:
 
 async def _serve_on(settings: Settings, stop: asyncio.Event, shutdown: Shutdown | None) -> None:
     from booking_sessions.observe.http import serving
+    from booking_sessions.observe.metrics import Metrics
     from booking_sessions.runtime import tune_gc
     from booking_sessions.service import open_service, run_until
 
-    async with open_service(settings) as service:
-        log.info(
-            "service_started",
-            input_topic=settings.input_topic,
-            group_id=settings.group_id,
-            output_topic=settings.output_topic,
-            dlq_topic=settings.dlq_topic,
-            kafka_security_protocol=settings.kafka_security_protocol,
-        )
-        tune_gc()
-        if shutdown is not None:
-            shutdown.unfinished = service.unfinished
-            shutdown.started = True
-        with contextlib.ExitStack() as http:
-            if settings.metrics_port != 0:
-                http.enter_context(
-                    serving(service.metrics.registry, service.health, settings.metrics_host, settings.metrics_port)
-                )
+    metrics = Metrics()
+    with contextlib.ExitStack() as http:
+        # Served from before the start, which waits for a database that is away or not migrated yet: /healthz says
+        # "starting" (200) and /readyz 503 meanwhile. Served only once started, a liveness probe found no port and
+        # restarted the pod while a migrate job ran or the database was down: a crash loop (a newcomer's find).
+        endpoints = None
+        if settings.metrics_port != 0:
+            endpoints = http.enter_context(
+                serving(metrics.registry, None, settings.metrics_host, settings.metrics_port)
+            )
+        async with open_service(settings, metrics=metrics) as service:
+            log.info(
+                "service_started",
+                input_topic=settings.input_topic,
+                group_id=settings.group_id,
+                output_topic=settings.output_topic,
+                dlq_topic=settings.dlq_topic,
+                kafka_security_protocol=settings.kafka_security_protocol,
+            )
+            tune_gc()
+            if shutdown is not None:
+                shutdown.unfinished = service.unfinished
+                shutdown.started = True
+            if endpoints is not None:
+                endpoints.health = service.health
             await run_until(service, stop)
 
 

@@ -83,7 +83,9 @@ class HttpServer:
 
     def __init__(self, registry: CollectorRegistry, health: Health | None) -> None:
         self._registry = registry
-        self._health = health
+        # None while the service starts: /healthz answers 200 and /readyz 503, both {"status": "starting"}. Set
+        # from the service's thread once it started; the HTTP thread reads it per request.
+        self.health = health
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -98,12 +100,13 @@ class HttpServer:
             encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
             return web.Response(body=encoder(self._registry), headers={"Content-Type": content_type})
         if request.path in ("/healthz", "/readyz"):
-            if self._health is None:
+            health = self.health
+            if health is None:
                 ok, body = request.path == "/healthz", {"status": "starting"}
             elif request.path == "/healthz":
-                ok, body = self._health.liveness()
+                ok, body = health.liveness()
             else:
-                ok, body = self._health.readiness()
+                ok, body = health.readiness()
             return _json(200 if ok else 503, body)
         return _json(404, {"error": "not found", "paths": list(PATHS)})
 

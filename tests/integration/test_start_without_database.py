@@ -4,6 +4,7 @@ retries a database that is away; a key that does not fit is still refused at onc
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 
 import pytest
@@ -14,6 +15,7 @@ from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute
 from tests.integration.harness import query, running_process, sigterm
+from tests.integration.http_probes import get
 from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
@@ -48,15 +50,23 @@ async def test_run_waits_for_an_absent_database_at_start(postgres: PostgresHandl
     assert recorded == [{"version": settings.meeting_key_version}]
 
 
-async def test_run_on_an_unmigrated_database_says_to_migrate_and_a_sigterm_ends_its_wait(
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_run_on_an_unmigrated_database_says_to_migrate_serves_its_probes_and_a_sigterm_ends_its_wait(
     postgres: PostgresHandle, settings: Settings
 ) -> None:
     # Waited for (a deploy may run `migrate` beside it), but before the fix its log never said what was missing,
-    # and SIGTERM ended the wait only at the shutdown deadline (30 s), with exit code 1.
-    name = f"t_{uuid.uuid4().hex}"
+    # and SIGTERM ended the wait only at the shutdown deadline (30 s), with exit code 1. And its HTTP endpoints were
+    # served only once it started, so a liveness probe restarted it while it waited: a crash loop.
+    name, port = f"t_{uuid.uuid4().hex}", free_port()
     await _admin_execute(postgres, f'CREATE DATABASE "{name}"')
     try:
-        async with running_process(settings, BOOKING_DATABASE_URL=postgres.url_for(name)) as process:
+        env = {"BOOKING_DATABASE_URL": postgres.url_for(name), "BOOKING_METRICS_PORT": str(port)}
+        async with running_process(settings, **env) as process:
             stderr = process.stderr
             assert stderr is not None
             said = b""
@@ -67,6 +77,11 @@ async def test_run_on_an_unmigrated_database_says_to_migrate_and_a_sigterm_ends_
                 return b"meeting_key_check_retry" in said and b"run `booking-sessions migrate`" in said
 
             await eventually(hinted, what="a retry that says to migrate", timeout_s=60, interval_s=0)
+            base = f"http://127.0.0.1:{port}"
+            assert await get(f"{base}/healthz") == (200, b'{"status": "starting"}')  # alive: not to be restarted
+            assert await get(f"{base}/readyz") == (503, b'{"status": "starting"}')
+            status, _ = await get(f"{base}/metrics")
+            assert status == 200
             said += await sigterm(process, timeout_s=10)  # well inside the 30 s shutdown deadline
             assert process.returncode == 0, said.decode(errors="replace")[-2000:]
             assert b"startup_abandoned" in said
