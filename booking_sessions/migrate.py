@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 
 import migrations
 
@@ -23,8 +26,28 @@ def alembic_config(database_url: str, connect_args: Mapping[str, Any] | None = N
     return config
 
 
+class NewerSchema(Exception):
+    """The database is at a revision this release does not know: a newer release migrated it (a rollback of the
+    image, say). ``revision``: the database's; ``newest``: this release's newest."""
+
+    def __init__(self, revision: str, newest: str) -> None:
+        super().__init__(f"the schema is at revision {revision}, newer than this release's newest ({newest})")
+        self.revision, self.newest = revision, newest
+
+
+_UNKNOWN_REVISION = re.compile(r"Can't locate revision identified by '([^']*)'")
+
+
 def upgrade_head(database_url: str, connect_args: Mapping[str, Any] | None = None) -> None:
     """Bring the schema to the newest revision; running it again changes nothing. ``connect_args``: as for
-    ``create_async_engine`` (``database_tls.database_connect_args``). Raises what the database raises (OSError
-    when it cannot be reached); concurrent runs queue on an advisory lock (``migrations/env.py``)."""
-    command.upgrade(alembic_config(database_url, connect_args), "head")
+    ``create_async_engine`` (``database_tls.database_connect_args``). Raises NewerSchema when a newer release
+    migrated the database already (nothing is changed), what the database raises (OSError when it cannot be
+    reached); concurrent runs queue on an advisory lock (``migrations/env.py``)."""
+    config = alembic_config(database_url, connect_args)
+    try:
+        command.upgrade(config, "head")
+    except CommandError as error:
+        found = _UNKNOWN_REVISION.search(str(error))
+        if found is None:
+            raise
+        raise NewerSchema(found.group(1), ScriptDirectory.from_config(config).get_current_head() or "none") from None
