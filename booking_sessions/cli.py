@@ -17,7 +17,7 @@ from rich.console import Console
 
 from booking_sessions.abandoned_commits import report_unretrieved
 from booking_sessions.logs import configure_logging
-from booking_sessions.ops.terminal import fail, help_text, settings_or_fail
+from booking_sessions.ops.terminal import fail, help_text, settings_or_fail, stop_signals
 from booking_sessions.ops.untrusted import line
 from booking_sessions.settings import Settings
 from booking_sessions.shutdown import Shutdown
@@ -53,7 +53,7 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 @command
 def run() -> None:
-    """Consume booking events and relay session events until SIGTERM or SIGINT (then drain and commit).
+    """Consume booking events and relay session events until SIGTERM, SIGINT or SIGHUP (then drain and commit).
 
     Needs BOOKING_MEETING_SECRET (32 bytes or more) on configured servers. With neither BOOKING_KAFKA_BOOTSTRAP
     nor BOOKING_DATABASE_URL set, starts an embedded broker and PostgreSQL, says where they are, and makes a
@@ -80,7 +80,7 @@ async def _serve(settings: Settings) -> None:
         shutdown.begin(signal.Signals(signum).name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in stop_signals():
         loop.add_signal_handler(signum, on_signal, signum)
     loop.set_exception_handler(report_unretrieved)
     try:

@@ -68,8 +68,8 @@ def load_settings(*, kafka: bool, database: bool) -> Settings:
 
 def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -> T:
     """Run the command's coroutine and return its result. Ctrl-C: ``interrupted`` and ``on_interrupt`` on stderr,
-    exit 130; SIGTERM: ``terminated`` and the same, exit 143 (the clients are closed on the way out, within their
-    deadlines; a second Ctrl-C or SIGTERM meanwhile exits at once); a failure the operator can act on
+    exit 130; SIGTERM: ``terminated`` and the same, exit 143; SIGHUP: ``hung up``, exit 129 (the clients are closed
+    on the way out, within their deadlines; a second signal meanwhile exits at once); a failure the operator can act on
     (``ops.failures.one_line``): one line, exit 2, followed by ``on_interrupt`` (what a command stopped half-way
     left done, and how to go on, is the same whether a signal or a silent server stopped it) once the command began
     changing things (``ops.failures.changes_begin``); anything else (a bug) is raised
@@ -101,9 +101,9 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
                 if sys.stderr.isatty():
                     sys.stderr.write("\x1b[?25h")  # the cursor a progress bar hid: no Rich cleanup runs after this
                 _stopped_line(stopped_by[0], f"{on_interrupt}; a second signal: exiting without closing the clients")
-                os._exit(130 if stopped_by[0] == signal.SIGINT else 143)
+                os._exit(128 + stopped_by[0])
 
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in stop_signals():
                 loop.add_signal_handler(signum, on_signal, signum)
         return await factory()
 
@@ -116,7 +116,7 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
         if not stopped_by:
             raise
         _stopped_line(stopped_by[0], on_interrupt)
-        raise typer.Exit(130 if stopped_by[0] == signal.SIGINT else 143) from None
+        raise typer.Exit(128 + stopped_by[0]) from None
     except Exception as error:
         readable = one_line(error)
         if readable is None:
@@ -125,9 +125,19 @@ def run(factory: Callable[[], Coroutine[Any, Any, T]], on_interrupt: str = "") -
         fail(readable + (on_interrupt if changes_begun() else ""))
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a command or ``run`` as Ctrl-C does (finishing what is under way): SIGINT, SIGTERM,
+    and SIGHUP (the terminal or ssh session closed), unless it is ignored (``nohup``), which then stays so. Before,
+    SIGHUP killed ``run`` and ``replay`` at once: exit code 129, no log line, no drain, no resume hint (a
+    newcomer's find)."""
+    hangup = () if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hangup)
+
+
 def _stopped_line(signum: int, after: str) -> None:
-    """``interrupted`` (Ctrl-C) or ``terminated`` (SIGTERM) and ``after``, as one line on stderr."""
-    said = "interrupted" if signum == signal.SIGINT else "terminated"
+    """``interrupted`` (Ctrl-C), ``hung up`` (SIGHUP) or ``terminated`` (SIGTERM) and ``after``, as one line on
+    stderr."""
+    said = {signal.SIGINT: "interrupted", signal.SIGHUP: "hung up"}.get(signal.Signals(signum), "terminated")
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, also in a log file
     console.print(line(said, after))
     console.file.flush()

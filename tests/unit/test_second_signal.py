@@ -30,7 +30,8 @@ terminal.run(work, on_interrupt="; nothing was done")
 
 
 @pytest.mark.parametrize(
-    ("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated"), (signal.SIGHUP, 129, "hung up")],
 )
 def test_a_second_signal_exits_at_once(signum: int, code: int, said: str) -> None:
     process = subprocess.Popen(
@@ -53,3 +54,26 @@ def test_a_second_signal_exits_at_once(signum: int, code: int, said: str) -> Non
     assert " ".join(stderr.decode().split()) == (
         f"{said}; nothing was done; a second signal: exiting without closing the clients"
     )
+
+
+def test_a_hangup_ignored_by_nohup_stays_ignored() -> None:
+    # SIGHUP stops a command as Ctrl-C does (a closed ssh session), unless it was ignored when the command started.
+    process = subprocess.Popen(
+        [sys.executable, "-c", COMMAND],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        process.send_signal(signal.SIGHUP)
+        process.send_signal(signal.SIGTERM)  # delivered after the hangup: the command is stopped by this one
+        assert process.stdout.readline() == b"closing\n"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, stderr.decode()
+    assert stderr.decode().startswith("terminated")
