@@ -6,13 +6,14 @@ Anything the operator can fix (configuration, servers, arguments) ends in one li
 from __future__ import annotations
 
 import asyncio
+import difflib
 import inspect
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -37,7 +38,10 @@ def fail(message: str) -> NoReturn:
 
 
 def settings_or_fail() -> Settings:
-    """The settings from the environment, or one line naming each variable that is wrong (never its value)."""
+    """The settings from the environment, or one line naming each variable that is wrong (never its value). A
+    ``BOOKING_`` variable that is no setting gets a warning line on stderr (``unknown_variables``)."""
+    for warning in unknown_variables(os.environ):
+        Console(stderr=True, highlight=False, soft_wrap=True).print(line(("warning:", "yellow"), " ", warning))
     try:
         return Settings()
     except ValidationError as error:
@@ -50,6 +54,23 @@ def settings_or_fail() -> Settings:
             for e in error.errors()
         )
         fail(f"invalid configuration: {problems}")
+
+
+# BOOKING_ variables that are not settings of the service but are read here: the test fixtures' choice of servers.
+_NOT_SETTINGS = frozenset({"BOOKING_TEST_KAFKA", "BOOKING_TEST_POSTGRES"})
+
+
+def unknown_variables(environment: Mapping[str, str]) -> list[str]:
+    """A warning for each ``BOOKING_`` variable of ``environment`` that no setting reads, naming the setting it is
+    likely a misspelling of: before, ``BOOKING_INBOX_RETENTON=1h`` ran with the 30-day default and not a word (a
+    newcomer's find). A warning, not a refusal: another program's variables may share the prefix."""
+    known = {f"BOOKING_{name.upper()}" for name in Settings.model_fields} | _NOT_SETTINGS
+    warnings = []
+    for name in sorted(n for n in environment if n.upper().startswith("BOOKING_") and n.upper() not in known):
+        close = difflib.get_close_matches(name.upper(), sorted(known - _NOT_SETTINGS), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting of booking-sessions and is ignored{hint}")
+    return warnings
 
 
 def load_settings(*, kafka: bool, database: bool) -> Settings:

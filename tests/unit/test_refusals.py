@@ -25,6 +25,7 @@ from booking_sessions.ops.arguments import (
     parse_offsets,
     parse_positions,
 )
+from booking_sessions.ops.terminal import unknown_variables
 from booking_sessions.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -255,3 +256,19 @@ def test_sigterm_during_a_command_ends_it_as_ctrl_c_does_with_a_line_and_exit_14
     said = " ".join(stderr.split())
     assert said.endswith("terminated; the batches deleted so far stay deleted: run the same command again to go on")
     assert "Traceback" not in stderr
+
+
+def test_a_booking_variable_that_is_no_setting_is_warned_about_with_the_likely_one() -> None:
+    # A newcomer's find: BOOKING_INBOX_RETENTON=1h ran with the 30-day default and not a word.
+    environment = {
+        "BOOKING_INBOX_RETENTON": "1h",
+        "BOOKING_SERVICE_URL": "http://x",  # another program's: warned about, not refused
+        "BOOKING_INBOX_RETENTION": "30d",
+        "BOOKING_TEST_KAFKA": "apache",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environment) == [
+        "BOOKING_INBOX_RETENTON is not a setting of booking-sessions and is ignored "
+        "(did you mean BOOKING_INBOX_RETENTION?)",
+        "BOOKING_SERVICE_URL is not a setting of booking-sessions and is ignored",
+    ]
