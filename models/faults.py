@@ -36,6 +36,21 @@ _TRANSIENT_SQLSTATES = (
 )
 
 
+# What an operator should do about a database error that every record meets alike (retried meanwhile).
+_SCHEMA_HINTS = {
+    "42P01": "the database has no schema yet: run `booking-sessions migrate`",
+    "42703": "the database's schema is older than this release: run `booking-sessions migrate`",
+}
+
+
+def schema_hint(error: BaseException) -> str | None:
+    """For a retry's log line: what to run when the error is a schema not (or not fully) migrated, else None (a
+    newcomer's find: a database one migration behind retried "column ... does not exist" without a word of
+    ``migrate``)."""
+    code = sqlstate(error)
+    return _SCHEMA_HINTS.get(code) if code is not None else None
+
+
 def first_line(error: BaseException, limit: int = 500) -> str:
     """The one error-line helper: the first line of the database's (or any) error message, at most ``limit``
     characters, for logs, dead letters and operators' messages, without SQLAlchemy's statement and parameters (which

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.topics import partitions_of
 from models.errors import BookingSessionsError
-from models.faults import READ_ONLY_TRANSACTION, first_line, sqlstate
+from models.faults import READ_ONLY_TRANSACTION, first_line, schema_hint, sqlstate
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +31,6 @@ _SQLSTATE_HINTS = {
     "3D000": "the database does not exist",
     "28P01": "the database refused the login (password)",
     "28000": "the database refused the login",
-    "42P01": "the database has no schema yet: run `booking-sessions migrate`",
-    # A column or table this release writes that the schema lacks: migrated by an older release only.
-    "42703": "the database's schema is older than this release: run `booking-sessions migrate`",
     READ_ONLY_TRANSACTION: "the database refuses writes (read-only: a standby, or default_transaction_read_only is on)",
 }
 
@@ -84,7 +81,7 @@ def one_line(error: BaseException) -> str | None:
         return f"Kafka refused: {type(error).__name__}: {first_line(error, LIMIT)}"
     if isinstance(error, DBAPIError):
         code = sqlstate(error)
-        hint = _SQLSTATE_HINTS.get(code or "")
+        hint = _SQLSTATE_HINTS.get(code or "") or schema_hint(error)
         if code == "57014" and "statement timeout" in first_line(error):
             hint = (
                 "the database ended a statement at BOOKING_DATABASE_STATEMENT_TIMEOUT_S: choose fewer rows "
