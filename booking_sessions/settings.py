@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     """Every knob of the service. Nothing reads this at import time: ``cli.py`` builds it and passes it on."""
 
     # hide_input_in_errors: a refused value (a short meeting secret, say) never appears in an error's text.
-    model_config = SettingsConfigDict(env_prefix="BOOKING_", extra="ignore", hide_input_in_errors=True)
+    # allow_inf_nan=False: "nan" said "less than or equal to 604800" (a newcomer's find); now "a finite number".
+    model_config = SettingsConfigDict(
+        env_prefix="BOOKING_", extra="ignore", hide_input_in_errors=True, allow_inf_nan=False
+    )
 
     kafka_bootstrap: Bootstrap = Field(default=None, description="Kafka bootstrap servers, host:port[,host:port]")
     database_url: DatabaseUrl = Field(
