@@ -32,6 +32,10 @@ BATCH_RECORDS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 8
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+# The ``component`` label values of the retries counter.
+RETRYING_COMPONENTS = ("consumer", "relay", "retention", "lag_sampler", "outbox_sampler")
+
+
 class Metrics:
     """Every metric of the service on ``registry`` (a new one of its own when None); the consumer loop, the relay
     and retention report through its methods (``LoopObserver``, ``RelayObserver``, ``RetentionObserver``), and it
@@ -155,7 +159,7 @@ class Metrics:
             self.dead_lettered.labels(reason)
         for sent_as in get_args(SentAs):
             self.dead_letters_refused.labels(sent_as)
-        for component in ("consumer", "relay", "retention"):
+        for component in RETRYING_COMPONENTS:
             for cause in RETRY_CAUSES:
                 self.retries.labels(component, cause)
         self.stalled.labels("consumer").set(0)
@@ -240,6 +244,13 @@ class Metrics:
     def retention_deleted(self, table: str, rows: int) -> None:
         """Retention deleted ``rows`` rows of ``table`` (``inbox`` or ``outbox``)."""
         self.retention_deleted_rows.labels(table).inc(rows)
+
+    def sample_failed(self, component: str, error: BaseException) -> None:
+        """A gauge's sample failed (``lag_sampler``: the broker; ``outbox_sampler``: the database) and is taken again
+        at the next interval: counted as a retry by cause, so that a server that stays silent pages
+        (``BookingSessionsRetrying``) even while nothing waits; before, a broker frozen for hours left the lag gauge
+        at its last value (0) and no alert could fire (a newcomer's find)."""
+        self.retries.labels(component, retry_cause(error)).inc()
 
     def retention_retried(self, error: BaseException) -> None:
         """A retention round failed with ``error`` and will be tried again: counted by cause."""

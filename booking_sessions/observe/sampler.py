@@ -64,6 +64,7 @@ class Sampler:
                 await self.sample_lag()
         except Exception as error:
             self._metrics.kafka_error = describe(error)
+            self._metrics.sample_failed("lag_sampler", error)
             return error
         # Answered: an earlier failure's cause must not be shown for the next outage, whatever that one's is.
         self._metrics.kafka_error = None
@@ -76,6 +77,7 @@ class Sampler:
                 await self.sample_outbox()
         except Exception as error:
             self._metrics.database_error = describe(error)
+            self._metrics.sample_failed("outbox_sampler", error)
             return error
         self._metrics.database_error = None  # as above (a newcomer's find: a freeze shown as the refused connection
         return None  # of a stop a minute before)

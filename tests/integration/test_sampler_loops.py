@@ -123,3 +123,31 @@ async def test_a_newer_meeting_key_on_record_marks_this_instance_superseded_and_
     assert superseded() == 1
     errors = [entry for entry in logs if entry["event"] == "meeting_key_superseded"]
     assert [(e["log_level"], e["key_version"], e["newest_on_record"]) for e in errors] == [("error", 1, 2)]
+
+
+async def test_samples_that_time_out_count_as_retries_so_a_silent_server_pages() -> None:
+    # A newcomer's find: with the broker frozen for hours, the lag gauge kept its last value (0) and nothing counted,
+    # so no alert could fire while no work waited. Each failed sample now counts (BookingSessionsRetrying).
+    metrics = Metrics()
+    sampler = Sampler(SilentBroker(), SilentDatabase(), metrics, interval_s=0.02, timeout_s=0.02)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    running = asyncio.create_task(sampler.run(stop))
+
+    def retries(component: str) -> float:
+        value = metrics.registry.get_sample_value(
+            "booking_sessions_retries_total", {"component": component, "cause": "timeout"}
+        )
+        return value or 0.0
+
+    try:
+
+        async def both_counted() -> bool:
+            return retries("lag_sampler") >= 3 and retries("outbox_sampler") >= 3
+
+        await eventually(both_counted, what="three failed samples of each server", timeout_s=10, interval_s=0.02)
+        assert metrics.kafka_error is not None and metrics.database_error is not None
+    finally:
+        stop.set()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
