@@ -124,6 +124,9 @@ outbox_messages = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True), nullable=True),
+    # When `outbox republish` last handed the row back to the relay (migration 0007); null: never. A row's wait is
+    # counted from the later of this and created_at.
+    Column("handed_back_at", DateTime(timezone=True), nullable=True),
     # The W3C trace context of the input event that caused the row (models/trace_context.py), which the relay's
     # span and the published record's headers continue; null when it carried none, or tracing is off.
     Column("traceparent", Text, nullable=True),

@@ -21,7 +21,8 @@ log = structlog.get_logger(__name__)
 _OUTBOX_STATS = text(
     """
     SELECT count(*) AS rows,
-           EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) AS oldest_age_s,
+           -- A row waits from when it was last queued: created, or handed back by `outbox republish`.
+           EXTRACT(EPOCH FROM clock_timestamp() - min(coalesce(handed_back_at, created_at))) AS oldest_age_s,
            (SELECT max(version) FROM meeting_keys) AS newest_key_version
     FROM outbox_messages
     WHERE published_at IS NULL

@@ -63,7 +63,8 @@ _SELECT = text(
 _LOCK_RELAY = text("SELECT pg_advisory_xact_lock(:key)")
 # Joined with the ids, not `id = ANY(:ids)`, for the reason _UNPUBLISHED gives below.
 _RESET = text(
-    "UPDATE outbox_messages o SET published_at = NULL FROM unnest(CAST(:ids AS bigint[])) AS chosen(id)"
+    "UPDATE outbox_messages o SET published_at = NULL, handed_back_at = now()"
+    " FROM unnest(CAST(:ids AS bigint[])) AS chosen(id)"
     " WHERE o.id = chosen.id"
 )
 # One primary-key lookup per chosen id (a LATERAL subquery with LIMIT 1, which PostgreSQL cannot turn into a join):

@@ -21,7 +21,7 @@ from booking_sessions.settings import Settings
 
 _OUTBOX = text(
     """
-    SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(created_at)) AS oldest_age_s
+    SELECT count(*) AS backlog, EXTRACT(EPOCH FROM now() - min(coalesce(handed_back_at, created_at))) AS oldest_age_s
     FROM outbox_messages WHERE published_at IS NULL
     """
 )
