@@ -16,7 +16,7 @@ import time
 import traceback
 import types
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import structlog
 from pydantic import SecretStr
@@ -214,6 +214,33 @@ class TooQuietAsWarning(logging.Filter):
 _TOO_QUIET_LOGGERS = frozenset(name for name, _ in _TOO_QUIET)
 
 
+class _Named:
+    """An exception without text, as a log argument: its class name (``TimeoutError``) where "" would stand."""
+
+    def __init__(self, error: BaseException) -> None:
+        self._error = error
+
+    def __str__(self) -> str:
+        return type(self._error).__name__
+
+    __repr__ = __str__
+
+
+class WordlessErrorsNamed(logging.Filter):
+    """A library's line whose error has no text names the error's class instead of nothing: aiokafka's
+    'Unable connect to "host:port": ' ended in nothing for a TLS handshake a plaintext listener never answered,
+    where the README promises the client's line says why (a newcomer's find)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(_wordless(a) for a in record.args):
+            record.args = tuple(_Named(a) if _wordless(a) else a for a in record.args)
+        return True
+
+
+def _wordless(value: object) -> TypeGuard[BaseException]:
+    return isinstance(value, BaseException) and not str(value)
+
+
 def configure_logging(
     level: str = "INFO", *, json: bool | None = None, secrets: Iterable[SecretStr | str | None] = ()
 ) -> None:
@@ -251,7 +278,8 @@ def configure_logging(
             ],
         )
     )
-    handler.addFilter(RetriedAsWarning())
+    handler.addFilter(RetriedAsWarning())  # reads the error arguments' ``retriable``: before they are named
+    handler.addFilter(WordlessErrorsNamed())
     handler.addFilter(TooQuietAsWarning())
     handler.addFilter(RepeatsFilter())
     handler.set_name("booking-sessions")

@@ -268,3 +268,13 @@ def test_an_offset_reset_is_a_warning_that_says_what_it_means(capsys: pytest.Cap
     logs.configure_logging("ERROR", json=True)
     fetcher.info("Fetch offset %s is out of range for partition %s, resetting offset", 1038, "booking.events/0")
     assert not lines(capsys.readouterr().err)
+
+
+def test_a_librarys_error_without_text_is_named_by_its_class(capsys: pytest.CaptureFixture[str]) -> None:
+    # A newcomer's find: TLS to a plaintext listener logged 'Unable connect to "h:1": ' and nothing after it.
+    logs.configure_logging("INFO", json=True)
+    logging.getLogger("aiokafka.client").error('Unable connect to "%s:%s": %s', "h", 1, TimeoutError())
+    logging.getLogger("aiokafka.client").error('Unable connect to "%s:%s": %s', "h", 2, OSError("refused"))
+
+    events = [line["event"] for line in lines(capsys.readouterr().err)]
+    assert events == ['Unable connect to "h:1": TimeoutError', 'Unable connect to "h:2": refused']
