@@ -33,7 +33,7 @@ async def test_a_row_handed_back_waits_from_its_hand_back(settings: Settings, da
     metrics = Metrics()
     engine = create_engine(settings)
     try:
-        await Sampler(None, engine, metrics, interval_s=1).sample_outbox()  # type: ignore[arg-type]
+        await Sampler(None, engine, metrics, interval_s=1).sample_outbox()
     finally:
         await engine.dispose()
     age = metrics.registry.get_sample_value("booking_sessions_outbox_oldest_unpublished_age_seconds")
