@@ -137,14 +137,15 @@ def _parsed(record: Record, digest: str, value: bytes) -> BookingEvent | Decoded
             event = _validate_event(validated)
         except ValidationError as reread_error:
             return _classify_invalid(record, digest, reread_error, validated, lenient.unstorable)
-    if _SEVEN_FRACTION_DIGITS.search(validated) is not None:
+    if _SEVEN_FRACTION_DIGITS.search(validated) is not None or b"\\u" in validated:
         return _with_exact_occurred_at(event, validated)
     return event
 
 
 # A decimal fraction of more than six digits anywhere in the value: maybe an occurred_at finer than the microsecond
 # that the parse kept (``_with_exact_occurred_at``). A search in C over the bytes, about 0.2 µs a record; the JSON is
-# read a second time only for the rare value it finds something in.
+# read a second time only for the rare value it finds something in, or that holds a \u escape, which may spell the
+# digits or the point (``"...00\u002e1234567Z"``: a newcomer's find).
 _SEVEN_FRACTION_DIGITS = re.compile(rb"\.[0-9]{7}")
 
 

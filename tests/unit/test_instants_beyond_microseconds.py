@@ -6,6 +6,7 @@ newest occurred_at; a newcomer's find: the newer snapshot with the smaller messa
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
@@ -108,3 +109,11 @@ def test_the_earlier_cancellation_stays_by_its_instant_in_any_order_of_any_batch
         for one in events:
             row = decide(row, [one], link_for, NOW).session or row
         assert row is not None and row.cancellation is not None and row.cancellation.reason == "first"
+
+
+@pytest.mark.parametrize("escaped", ["2026-11-24T10:15:00\\u002e0000004Z", "2026-11-24T10:15:00.000000\\u0034Z"])
+def test_digits_spelled_with_json_escapes_count_too(escaped: str) -> None:
+    # A newcomer's find: the bytes were searched for a point and seven digits, which an escape hides.
+    value = json.dumps(body({"occurred_at": "PLACEHOLDER"})).replace("PLACEHOLDER", escaped).encode()
+    found = decode(record(value), 64 * 1024)
+    assert found.event is not None and beyond_microseconds(found.event.occurred_at) == "4"
