@@ -28,7 +28,7 @@ import structlog
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from models.faults import first_line
+from models.faults import error_fields
 
 log = structlog.get_logger(__name__)
 
@@ -188,7 +188,7 @@ class Retention:
             except Exception as error:  # any error: the service goes on, the next round retries
                 if self._observer is not None:
                     self._observer.retention_retried(error)
-                log.warning("retention_failed", cause=type(error).__name__, error=first_line(error, 300))
+                log.warning("retention_failed", cause=type(error).__name__, **error_fields(error))
             else:
                 if any(deleted.values()):
                     log.info("retention_pruned", **{f"{name}_rows": n for name, n in deleted.items()})

@@ -27,7 +27,7 @@ from consumer.client import commit, poll_paused, to_record
 from consumer.parking import Hold, Holds
 from consumer.results import BatchResult, LoopObserver, Prepared, committed_fields, merge
 from models.backoff import backoff
-from models.faults import first_line, schema_hint
+from models.faults import error_fields
 from models.records import Record
 
 log = structlog.get_logger(__name__)
@@ -373,10 +373,7 @@ class ConsumerLoop:
     def _retrying(self, error: BaseException, wait_s: float) -> None:
         if self._observer is not None:
             self._observer.batch_retried(error)
-        fields: dict[str, object] = {"cause": type(error).__name__, "error": first_line(error, 300)}
-        if (hint := schema_hint(error)) is not None:
-            fields["hint"] = hint
-        log.warning("batch_retry", **fields, retry_in_s=round(wait_s, 2))
+        log.warning("batch_retry", cause=type(error).__name__, **error_fields(error), retry_in_s=round(wait_s, 2))
 
     async def _wait_polling(self, delay_s: float) -> None:
         """Back off without leaving the group (``consumer.client.poll_paused``); raises ``Stopped`` at SIGTERM."""

@@ -51,6 +51,17 @@ def schema_hint(error: BaseException) -> str | None:
     return _SCHEMA_HINTS.get(code) if code is not None else None
 
 
+def error_fields(error: BaseException) -> dict[str, str]:
+    """A retry's log fields for ``error``: ``error`` (its first line, at most 300 characters) and, for a schema not
+    migrated far enough, ``hint`` (``schema_hint``). Every retry line of `run` uses it (the consumer, the relay,
+    retention, the samplers): a newcomer found the samplers and the relay retrying "column ... does not exist" on
+    a database one migration behind without the hint the consumer's line had."""
+    fields = {"error": first_line(error, 300)}
+    if (hint := schema_hint(error)) is not None:
+        fields["hint"] = hint
+    return fields
+
+
 def first_line(error: BaseException, limit: int = 500) -> str:
     """The one error-line helper: the first line of the database's (or any) error message, at most ``limit``
     characters, for logs, dead letters and operators' messages, without SQLAlchemy's statement and parameters (which

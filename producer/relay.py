@@ -35,7 +35,7 @@ from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.backoff import backoff
-from models.faults import first_line, is_transient
+from models.faults import error_fields, is_transient
 from models.records import Headers, OutgoingRecord
 from models.trace_context import DEFAULT_MAX_LINKS, TraceContext, as_headers
 from producer.shards import ALL_SHARDS
@@ -255,7 +255,7 @@ class OutboxRelay:
     def _retried(self, error: BaseException, wait_s: float) -> None:
         if self._observer is not None:
             self._observer.relay_retried(error)
-        fields = {"cause": type(error).__name__, "error": first_line(error, 300), "retry_in_s": round(wait_s, 2)}
+        fields = {"cause": type(error).__name__, **error_fields(error), "retry_in_s": round(wait_s, 2)}
         if is_transient(error):
             log.warning("relay_retry", **fields)
         else:

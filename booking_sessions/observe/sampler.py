@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking_sessions.observe.causes import describe, retry_cause
 from booking_sessions.observe.metrics import Metrics
-from models.faults import first_line
+from models.faults import error_fields
 
 log = structlog.get_logger(__name__)
 
@@ -139,6 +139,6 @@ class Sampler:
             error = await sample()
             if error is not None:
                 # The loop and relay retry and log the outage itself.
-                log.warning("metrics_sample_failed", cause=retry_cause(error), error=first_line(error, 300))
+                log.warning("metrics_sample_failed", cause=retry_cause(error), **error_fields(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._interval_s)

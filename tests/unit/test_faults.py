@@ -15,7 +15,7 @@ from aiokafka.errors import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from models.backoff import jittered
-from models.faults import is_transient, schema_hint, sqlstate
+from models.faults import error_fields, is_transient, schema_hint, sqlstate
 
 
 def db_error(code: str, kind: type[DBAPIError] = DBAPIError) -> DBAPIError:
@@ -92,3 +92,9 @@ def test_a_schema_not_migrated_far_enough_says_to_migrate() -> None:
     )
     assert schema_hint(db_error("42P01")) == "the database has no schema yet: run `booking-sessions migrate`"
     assert schema_hint(db_error("40001")) is None and schema_hint(OSError("away")) is None
+
+
+def test_every_retry_line_carries_the_schema_hint() -> None:
+    # A newcomer's find: the samplers and the relay retried a missing column without the consumer's hint.
+    assert error_fields(db_error("42703"))["hint"].endswith("run `booking-sessions migrate`")
+    assert error_fields(db_error("40001")) == {"error": "server says 40001"}
