@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
 import migrations
+from models.errors import ConfigurationError
 
 _SCRIPT_LOCATION = Path(migrations.__file__).parent
 
@@ -36,6 +37,7 @@ class NewerSchema(Exception):
 
 
 _UNKNOWN_REVISION = re.compile(r"Can't locate revision identified by '([^']*)'")
+_OURS = re.compile(r"[0-9]{4}")  # this project's revision ids: 0001, 0002, ... (migrations/versions)
 
 
 def upgrade_head(database_url: str, connect_args: Mapping[str, Any] | None = None) -> None:
@@ -50,4 +52,12 @@ def upgrade_head(database_url: str, connect_args: Mapping[str, Any] | None = Non
         found = _UNKNOWN_REVISION.search(str(error))
         if found is None:
             raise
-        raise NewerSchema(found.group(1), ScriptDirectory.from_config(config).get_current_head() or "none") from None
+        revision, newest = found.group(1), ScriptDirectory.from_config(config).get_current_head() or "0000"
+        if not (_OURS.fullmatch(revision) and revision > newest):
+            # Not a later one of ours: another application's schema (a shared database), or damage. Nothing to run
+            # on (a newcomer's find: taken for "newer", the migrate job passed and `run` waited for ever).
+            raise ConfigurationError(
+                f"the database's alembic_version holds revision {revision!r}, which is no migration of "
+                f"booking-sessions (its newest is {newest}): another application's schema? Use a database of its own"
+            ) from None
+        raise NewerSchema(revision, newest) from None

@@ -59,6 +59,11 @@ async def test_migrate_creates_the_contract_tables_and_is_idempotent(postgres: P
         assert newer.exit_code == 0, newer.output
         assert f"the schema is at revision 9999, newer than this release's newest ({head})" in newer.output
         assert "Traceback" not in newer.output
+        # Another application's revision (a shared database) is no newer schema of ours: refused, exit 2.
+        await execute(url, "UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'")
+        foreign = await asyncio.to_thread(runner.invoke, app, ["migrate"], env=env)
+        assert foreign.exit_code == 2, foreign.output
+        assert "revision 'a1b2c3d4e5f6', which is no migration of booking-sessions" in foreign.output
     finally:
         await _admin_execute(postgres, _drop_database(empty))
 
