@@ -142,17 +142,29 @@ def database_url_problems(url: SecretStr | None) -> list[str]:
         return [f"BOOKING_DATABASE_URL must start with postgresql+asyncpg:// (not {parsed.drivername}://)"]
     if port is not None and not 1 <= port <= 65535:
         return [f"BOOKING_DATABASE_URL: the port must be 1 to 65535, not {port}"]
+    if any(c.isspace() or not c.isprintable() for c in url.get_secret_value()):
+        # A trailing newline (a secret file, a heredoc) went into the database name unnoticed (a newcomer's find).
+        return ["BOOKING_DATABASE_URL holds whitespace or a control character (a trailing newline?)"]
     if "@" in (parsed.host or "") or "@" in (parsed.database or ""):
         # The parser split at the first "@" of a password such as "S3c@r3t": the rest of it became the host, which
         # a masked URL then showed (a newcomer's find). Said without the URL.
         return ["BOOKING_DATABASE_URL: the user or password holds an '@': percent-encode it as %40"]
-    return [_query_problem(name) for name in sorted(parsed.query) if name not in _URL_PARAMETERS]
+    return [problem for name, value in sorted(parsed.query.items()) if (problem := _query_problem(name, value))]
 
 
 # The URL's query parameters that reach asyncpg.connect() as they are (SQLAlchemy's asyncpg dialect passes each as a
 # keyword argument): any other ended every command in a TypeError traceback, such as libpq's ``?sslmode=require``
 # pasted from another tool (a newcomer's find). The service's own settings cover the rest.
-_URL_PARAMETERS = frozenset({"host", "ssl", "target_session_attrs", "krbsrvname", "gsslib", "passfile"})
+# Each with the values asyncpg takes (None: any text). A value it refuses passed the start check, and `run` then
+# retried the connection for ever (a newcomer's find: ?ssl=bogus).
+_URL_PARAMETERS: dict[str, frozenset[str] | None] = {
+    "host": None,
+    "ssl": frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}),
+    "target_session_attrs": frozenset({"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}),
+    "krbsrvname": None,
+    "gsslib": frozenset({"gssapi", "sspi"}),
+    "passfile": None,
+}
 _URL_PARAMETER_SETTINGS = {
     "sslmode": "BOOKING_DATABASE_SSL_MODE",
     "sslrootcert": "BOOKING_DATABASE_SSL_ROOTCERT",
@@ -160,10 +172,20 @@ _URL_PARAMETER_SETTINGS = {
 }
 
 
-def _query_problem(name: str) -> str:
-    setting = _URL_PARAMETER_SETTINGS.get(name)
-    instead = f"set {setting} instead" if setting else f"the URL may carry only {', '.join(sorted(_URL_PARAMETERS))}"
-    return f"BOOKING_DATABASE_URL: ?{name}= is not read here (asyncpg would refuse it): {instead}"
+def _query_problem(name: str, value: str | tuple[str, ...]) -> str | None:
+    """What is wrong with one query parameter of the URL (never its value: it may be a path), or None."""
+    if name not in _URL_PARAMETERS:
+        setting = _URL_PARAMETER_SETTINGS.get(name)
+        instead = f"set {setting} instead" if setting else f"the URL may carry only {', '.join(_URL_PARAMETERS)}"
+        return f"BOOKING_DATABASE_URL: ?{name}= is not read here (asyncpg would refuse it): {instead}"
+    if not isinstance(value, str):
+        return f"BOOKING_DATABASE_URL: ?{name}= is given {len(value)} times: give it once"
+    allowed = _URL_PARAMETERS[name]
+    if allowed is not None and value not in allowed:
+        return f"BOOKING_DATABASE_URL: ?{name}= must be one of {', '.join(sorted(allowed))}"
+    if not value:
+        return f"BOOKING_DATABASE_URL: ?{name}= is empty"
+    return None
 
 
 def kafka_security_problems(s: Settings) -> list[str]:
