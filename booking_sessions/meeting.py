@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -116,7 +116,12 @@ def key_problem(key_version: int, key_fingerprint: str, stored: Mapping[int, str
 
 
 async def check_meeting_key(
-    engine: AsyncEngine, key: MeetingKey, *, record: bool = True, wait_for_database: bool = False
+    engine: AsyncEngine,
+    key: MeetingKey,
+    *,
+    record: bool = True,
+    wait_for_database: bool = False,
+    retried: Callable[[BaseException], None] | None = None,
 ) -> bool:
     """Record the key's fingerprint on its version's first use (unless not ``record``: a dry run), and refuse a
     key that does not fit. Returns whether the version's fingerprint is on record now.
@@ -125,8 +130,9 @@ async def check_meeting_key(
     cannot be asked (no answer within CHECK_TIMEOUT_S, no ``meeting_keys`` table: not migrated). With
     ``wait_for_database`` (``run``: a service must not crash-loop while its database is away) a database that is
     away, silent or not migrated yet is waited for instead, with capped backoff, until SIGTERM; a key that does not
-    fit is still refused at once. A throwaway key is neither checked nor recorded: it dies with its process, and so
-    does the embedded database it is used with.
+    fit is still refused at once; ``retried`` is called with each error waited out (``Metrics.startup_retried``). A
+    throwaway key is neither checked nor recorded: it dies with its process, and so does the embedded database it
+    is used with.
     """
     if key.throwaway:
         log.warning("meeting_key_throwaway", fingerprint=key.fingerprint, recorded=False)
@@ -141,6 +147,8 @@ async def check_meeting_key(
             # Waited for (a deploy may run `migrate` as a job beside `run`), but the operator must hear what it is.
             fields["hint"] = hint
         log.warning("meeting_key_check_retry", **fields)
+        if retried is not None:
+            retried(error)
 
     try:
         # A back-off, not synchronisation: asyncio.sleep between attempts.

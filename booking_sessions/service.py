@@ -205,7 +205,7 @@ async def open_service(
     consumer: AIOKafkaConsumer | None = None
     try:
         # Before any record: links under another key would differ silently. A database that is away is waited for.
-        await check_meeting_key(engine, key, wait_for_database=True)
+        await check_meeting_key(engine, key, wait_for_database=True, retried=metrics.startup_retried)
         publisher = await Publisher.start(settings.kafka_bootstrap, client_id="booking-sessions", **client_options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,

@@ -33,7 +33,7 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 
 
 # The ``component`` label values of the retries counter.
-RETRYING_COMPONENTS = ("consumer", "relay", "retention", "lag_sampler", "outbox_sampler")
+RETRYING_COMPONENTS = ("consumer", "relay", "retention", "lag_sampler", "outbox_sampler", "startup")
 
 
 class Metrics:
@@ -244,6 +244,12 @@ class Metrics:
     def retention_deleted(self, table: str, rows: int) -> None:
         """Retention deleted ``rows`` rows of ``table`` (``inbox`` or ``outbox``)."""
         self.retention_deleted_rows.labels(table).inc(rows)
+
+    def startup_retried(self, error: BaseException) -> None:
+        """``run``'s start waits out ``error`` (a database away or not migrated yet: served meanwhile as "starting"):
+        counted as a retry by cause, so that an instance that waits for ever pages (a newcomer's find: every
+        counter read 0 during the wait, and nothing could fire)."""
+        self.retries.labels("startup", retry_cause(error)).inc()
 
     def sample_failed(self, component: str, error: BaseException) -> None:
         """A gauge's sample failed (``lag_sampler``: the broker; ``outbox_sampler``: the database) and is taken again

@@ -15,7 +15,7 @@ from booking_sessions.service import open_service
 from booking_sessions.settings import Settings
 from tests.conftest import _admin_execute
 from tests.integration.harness import query, running_process, sigterm
-from tests.integration.http_probes import get
+from tests.integration.http_probes import get, scrape, value
 from tests.servers.ladder import PostgresHandle
 from tests.waiting import eventually
 
@@ -80,8 +80,9 @@ async def test_run_on_an_unmigrated_database_says_to_migrate_serves_its_probes_a
             base = f"http://127.0.0.1:{port}"
             assert await get(f"{base}/healthz") == (200, b'{"status": "starting"}')  # alive: not to be restarted
             assert await get(f"{base}/readyz") == (503, b'{"status": "starting"}')
-            status, _ = await get(f"{base}/metrics")
-            assert status == 200
+            # And the wait counts as retries, so that an instance waiting for ever pages (BookingSessionsRetrying).
+            samples = await scrape(base)
+            assert value(samples, "booking_sessions_retries_total", component="startup", cause="database") >= 1
             said += await sigterm(process, timeout_s=10)  # well inside the 30 s shutdown deadline
             assert process.returncode == 0, said.decode(errors="replace")[-2000:]
             assert b"startup_abandoned" in said
