@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from booking_sessions import logs
+from booking_sessions.observe.metrics import RETRYING_COMPONENTS
 from booking_sessions.settings import Settings
 from models.records import OutgoingRecord
 from producer.bookings import encode
@@ -140,7 +141,8 @@ async def test_metrics_count_what_was_sent_and_lag_reaches_zero(fast: Settings, 
     assert value(samples, "booking_sessions_outbox_oldest_unpublished_age_seconds") == 0
     assert value(samples, "booking_sessions_assigned_partitions") == 12
     retries = series(samples, "booking_sessions_retries_total")
-    assert len(retries) == 3 * 7 and sum(retries.values()) == 0  # consumer, relay, retention; 7 causes each
+    # consumer, relay, retention, the two samplers and the start; 7 causes each
+    assert len(retries) == len(RETRYING_COMPONENTS) * 7 and sum(retries.values()) == 0
     assert value(samples, "process_cpu_seconds_total") > 0
     assert health == (200, b'{"status": "ok"}')
     status, body = ready
