@@ -153,10 +153,9 @@ def database_url_problems(url: SecretStr | None) -> list[str]:
 
 
 # The URL's query parameters that reach asyncpg.connect() as they are (SQLAlchemy's asyncpg dialect passes each as a
-# keyword argument): any other ended every command in a TypeError traceback, such as libpq's ``?sslmode=require``
-# pasted from another tool (a newcomer's find). The service's own settings cover the rest.
-# Each with the values asyncpg takes (None: any text). A value it refuses passed the start check, and `run` then
-# retried the connection for ever (a newcomer's find: ?ssl=bogus).
+# keyword argument), each with the values asyncpg takes (None: any text); the service's own settings cover the rest.
+# Any other parameter ended every command in a TypeError traceback (libpq's ``?sslmode=require`` pasted from another
+# tool), and a value asyncpg refuses left `run` retrying the connection for ever (``?ssl=bogus``): newcomers' finds.
 _URL_PARAMETERS: dict[str, frozenset[str] | None] = {
     "host": None,
     "ssl": frozenset({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}),
@@ -253,7 +252,7 @@ def transport_problems(s: Settings) -> list[str]:
 
 
 def url_tls_parameters(url: SecretStr | None) -> list[str]:
-    """The query parameter of the URL that would also set TLS (``ssl``; ``sslmode`` is refused on its own)."""
+    """The query parameter of the URL that would also set TLS: ``ssl`` (``sslmode`` is refused on its own)."""
     if url is None or database_url_problems(url):
         return []
-    return sorted(set(make_url(url.get_secret_value()).query) & {"ssl", "sslmode"})
+    return ["ssl"] if "ssl" in make_url(url.get_secret_value()).query else []
