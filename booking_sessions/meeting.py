@@ -29,7 +29,7 @@ from booking_sessions.settings import Settings
 from consumer.ids import meeting_link
 from models.backoff import backoff
 from models.errors import ConfigurationError
-from models.faults import first_line, is_transient, schema_hint, sqlstate
+from models.faults import error_fields, first_line, is_transient, sqlstate
 
 log = structlog.get_logger(__name__)
 
@@ -142,11 +142,9 @@ async def check_meeting_key(
         return wait_for_database and isinstance(error, (OSError, SQLAlchemyError)) and is_transient(error)
 
     def retrying(error: BaseException, wait_s: float) -> None:
-        fields: dict[str, object] = {"error": first_line(error, 300), "retry_in_s": round(wait_s, 2)}
-        if isinstance(error, DBAPIError) and (hint := schema_hint(error)) is not None:
-            # Waited for (a deploy may run `migrate` as a job beside `run`), but the operator must hear what it is.
-            fields["hint"] = hint
-        log.warning("meeting_key_check_retry", **fields)
+        # Waited for (a deploy may run `migrate` as a job beside `run`), but the operator must hear what it is: the
+        # migrate hint comes with the error, as on every retry line.
+        log.warning("meeting_key_check_retry", **error_fields(error), retry_in_s=round(wait_s, 2))
         if retried is not None:
             retried(error)
 
